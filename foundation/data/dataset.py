@@ -1,0 +1,187 @@
+"""Torch datasets and loaders over jet files of any format, read lazily in blocks.
+
+Memory stays constant in the size of the data: a batch reads only its own jets, as contiguous
+runs, from the shard files. Shuffling permutes small blocks of consecutive jets (and the jets
+within each batch), which keeps reads contiguous and batches mixed across files and classes.
+Across distributed ranks, accelerate shards the batches, so ranks see disjoint jets.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from foundation.config import check
+from foundation.data.features import FEATURES, compute_features
+from foundation.data.sources import JetCollection
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class GeneratedDataConfig:
+    """The built-in default data: generated top and QCD jets, cached under checkpoints/data/."""
+
+    jets_per_class: int = 2000
+    seed: int = 1
+    workers: int = 0  # 0: one per CPU core
+    max_particles: int = 128
+
+    def __post_init__(self):
+        check(self.jets_per_class > 0, "jets_per_class", "must be positive")
+        check(self.workers >= 0, "workers", "must be >= 0")
+        check(self.max_particles > 0, "max_particles", "must be positive")
+
+
+@dataclass
+class DataConfig:
+    """Which jets, which features, and how they are split."""
+
+    files: str | list[str] | None = None  # any supported format; None: the generated default set
+    validation_files: str | list[str] | None = None  # if given, used instead of a random split
+    test_files: str | list[str] | None = None
+    generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)
+    features: list[str] = field(default_factory=lambda: ["log_pt", "eta_rel", "phi_rel"])
+    max_particles: int = 128
+    validation_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    train_limit: int | None = None  # use only this many training jets (label budgets)
+    block_size: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
+    num_workers: int = 0
+
+    def __post_init__(self):
+        unknown = [f for f in self.features if f not in FEATURES]
+        check(not unknown, "features", f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
+        check(len(self.features) > 0, "features", "choose at least one feature")
+        check(self.max_particles > 0, "max_particles", "must be positive")
+        check(0 <= self.validation_fraction < 1, "validation_fraction", "must be in [0, 1)")
+        check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
+        check(self.validation_fraction + self.test_fraction < 1, "test_fraction", "validation + test must leave training jets")
+        check(self.train_limit is None or self.train_limit > 0, "train_limit", "must be positive")
+        check(self.block_size > 0, "block_size", "must be positive")
+        check(self.num_workers >= 0, "num_workers", "must be >= 0")
+
+
+class JetDataset(Dataset):
+    """Jets of a collection at the given indices, as features + mask + label.
+
+    `__getitems__` reads a whole batch at once (torch's DataLoader uses it when present).
+    """
+
+    def __init__(self, collection: JetCollection, indices: np.ndarray, feature_names: Sequence[str], max_particles: int):
+        self.collection = collection
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.feature_names = list(feature_names)
+        self.max_particles = max_particles
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.collection.class_names
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitems__(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
+        index = self.indices[np.asarray(positions, dtype=np.int64)]
+        jets = self.collection.read_indices(index).padded_to(self.max_particles)
+        return {
+            "features": compute_features(jets, self.feature_names),  # (B, N, F)
+            "mask": jets.mask,  # (B, N)
+            "labels": jets.label,  # (B,)
+            "index": index,  # (B,) position in the whole collection, to join results back
+        }
+
+    def __getitem__(self, position: int) -> dict[str, np.ndarray]:
+        return {k: v[0] for k, v in self.__getitems__([position]).items()}
+
+    def read_jets(self, limit: int | None = None):
+        """The raw jets of this dataset (for evaluation of kinematics), in dataset order."""
+        take = self.indices if limit is None else self.indices[:limit]
+        return self.collection.read_indices(take).padded_to(self.max_particles)
+
+
+def collate_batch(batch) -> dict[str, torch.Tensor]:
+    """Numpy batch (from __getitems__) or list of single items -> dict of tensors."""
+    if isinstance(batch, dict):
+        return {k: torch.as_tensor(v) for k, v in batch.items()}
+    return {k: torch.as_tensor(np.stack([item[k] for item in batch])) for k in batch[0]}
+
+
+class BlockShuffleSampler(Sampler[int]):
+    """A permutation of 0..n-1 that keeps blocks of `block_size` consecutive items together.
+
+    Deterministic for (seed, epoch); call `set_epoch` each epoch.
+    """
+
+    def __init__(self, num_items: int, block_size: int = 32, seed: int = 0, shuffle: bool = True):
+        self.num_items = num_items
+        self.block_size = block_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_items
+
+    def __iter__(self) -> Iterator[int]:
+        if not self.shuffle:
+            yield from range(self.num_items)
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        starts = np.arange(0, self.num_items, self.block_size)
+        rng.shuffle(starts)
+        order = np.concatenate([np.arange(s, min(s + self.block_size, self.num_items)) for s in starts])
+        yield from order.tolist()
+
+
+@dataclass
+class DataSplits:
+    train: JetDataset
+    validation: JetDataset
+    test: JetDataset
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.train.class_names
+
+
+def _split_indices(n: int, validation_fraction: float, test_fraction: float, seed: int):
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    n_val = int(round(n * validation_fraction))
+    test, val, train = order[:n_test], order[n_test : n_test + n_val], order[n_test + n_val :]
+    # Sorted indices read faster (contiguous runs); the sampler shuffles anyway.
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits:
+    """Open the configured files (generating the default set if none) and split them."""
+    from foundation.data.defaults import default_jet_files
+
+    files = config.files if config.files is not None else default_jet_files(config.generated, root=data_root)
+    collection = JetCollection.open(files, max_particles=config.max_particles)
+    names, n = config.features, config.max_particles
+    if config.validation_files is not None or config.test_files is not None:
+        train = JetDataset(collection, np.arange(len(collection)), names, n)
+        val_c = JetCollection.open(config.validation_files or files, max_particles=n)
+        test_c = JetCollection.open(config.test_files or config.validation_files or files, max_particles=n)
+        validation = JetDataset(val_c, np.arange(len(val_c)), names, n)
+        test = JetDataset(test_c, np.arange(len(test_c)), names, n)
+    else:
+        tr, va, te = _split_indices(len(collection), config.validation_fraction, config.test_fraction, config.split_seed)
+        train, validation, test = (JetDataset(collection, idx, names, n) for idx in (tr, va, te))
+    if config.train_limit is not None and config.train_limit < len(train):
+        # A label budget: a random but reproducible subset of the training jets.
+        keep = np.random.default_rng(config.split_seed + 1).choice(len(train), config.train_limit, replace=False)
+        train = JetDataset(train.collection, np.sort(train.indices[keep]), names, n)
+    logger.info("data: %d train, %d validation, %d test jets; classes %s", len(train), len(validation), len(test), collection.class_names)
+    return DataSplits(train, validation, test)

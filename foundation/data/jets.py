@@ -1,0 +1,153 @@
+"""The in-memory form of a set of jets that every reader returns and every writer takes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from foundation.errors import DataFormatError
+
+# Constituent 4-momentum columns, in the order of the last axis of `JetArrays.constituents`.
+MOMENTUM_COLUMNS = ("E", "px", "py", "pz")
+
+
+@dataclass
+class JetArrays:
+    """Jets as padded arrays. Padded entries are zero and `mask` is False there.
+
+    Constituents are pT-ordered (hardest first) within each jet.
+    """
+
+    constituents: np.ndarray  # (J, N, 4) float32: E, px, py, pz in GeV
+    mask: np.ndarray  # (J, N) bool: True for a real constituent
+    charge: np.ndarray  # (J, N) int8: electric charge, 0 where unknown or padded
+    pid: np.ndarray  # (J, N) int32: PDG id, 0 where unknown or padded
+    label: np.ndarray  # (J,) int64: index into class_names
+    class_names: list[str]
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.constituents.shape[0])
+
+    @property
+    def max_particles(self) -> int:
+        return int(self.constituents.shape[1])
+
+    @property
+    def multiplicity(self) -> np.ndarray:  # (J,)
+        return self.mask.sum(axis=1).astype(np.int64)
+
+    def subset(self, index) -> JetArrays:
+        """Jets selected by a slice, a boolean mask or an index array."""
+        return JetArrays(
+            constituents=self.constituents[index],
+            mask=self.mask[index],
+            charge=self.charge[index],
+            pid=self.pid[index],
+            label=self.label[index],
+            class_names=list(self.class_names),
+            metadata=dict(self.metadata),
+        )
+
+    def padded_to(self, max_particles: int) -> JetArrays:
+        """Cut (keeping the hardest) or zero-pad the particle axis to `max_particles`."""
+        n = self.max_particles
+        if n == max_particles:
+            return self
+        if n > max_particles:
+            cut = slice(0, max_particles)
+            return JetArrays(
+                self.constituents[:, cut],
+                self.mask[:, cut],
+                self.charge[:, cut],
+                self.pid[:, cut],
+                self.label,
+                list(self.class_names),
+                dict(self.metadata),
+            )
+        extra = max_particles - n
+
+        def pad(a: np.ndarray) -> np.ndarray:
+            widths = [(0, 0), (0, extra)] + [(0, 0)] * (a.ndim - 2)
+            return np.pad(a, widths)
+
+        return JetArrays(
+            pad(self.constituents),
+            pad(self.mask),
+            pad(self.charge),
+            pad(self.pid),
+            self.label,
+            list(self.class_names),
+            dict(self.metadata),
+        )
+
+    @staticmethod
+    def concatenate(parts: list[JetArrays]) -> JetArrays:
+        """Join jets of several sets; the particle axis is padded to the widest."""
+        if not parts:
+            raise ValueError("no jets to concatenate")
+        names = parts[0].class_names
+        for p in parts[1:]:
+            if p.class_names != names:
+                raise ValueError(f"cannot join jets with classes {names} and {p.class_names}")
+        width = max(p.max_particles for p in parts)
+        parts = [p.padded_to(width) for p in parts]
+        return JetArrays(
+            np.concatenate([p.constituents for p in parts]),
+            np.concatenate([p.mask for p in parts]),
+            np.concatenate([p.charge for p in parts]),
+            np.concatenate([p.pid for p in parts]),
+            np.concatenate([p.label for p in parts]),
+            list(names),
+            dict(parts[0].metadata),
+        )
+
+    def validate(self, source: str | Path) -> None:
+        """Raise DataFormatError naming `source` and the field if the arrays are unusable."""
+        j = len(self)
+        c = self.constituents
+        if c.ndim != 3 or c.shape[2] != 4:
+            raise DataFormatError(source, "constituents", f"expected shape (jets, particles, 4), got {c.shape}")
+        for name, arr, ndim in (("mask", self.mask, 2), ("charge", self.charge, 2), ("pid", self.pid, 2)):
+            if arr.ndim != ndim or arr.shape != c.shape[:2]:
+                raise DataFormatError(source, name, f"expected shape {c.shape[:2]}, got {arr.shape}")
+        if self.label.shape != (j,):
+            raise DataFormatError(source, "label", f"expected shape ({j},), got {self.label.shape}")
+        finite = np.isfinite(c).all(axis=(1, 2))
+        if not finite.all():
+            bad = int(np.flatnonzero(~finite)[0])
+            raise DataFormatError(source, "constituents", f"NaN or inf in jet {bad} ({int((~finite).sum())} jets affected)")
+        empty = ~self.mask.any(axis=1)
+        if empty.any():
+            bad = int(np.flatnonzero(empty)[0])
+            raise DataFormatError(source, "mask", f"jet {bad} has zero constituents ({int(empty.sum())} such jets)")
+        if j and (self.label.min() < 0 or self.label.max() >= len(self.class_names)):
+            bad = int(np.flatnonzero((self.label < 0) | (self.label >= len(self.class_names)))[0])
+            raise DataFormatError(
+                source,
+                "label",
+                f"label {int(self.label[bad])} of jet {bad} is outside the {len(self.class_names)} classes {self.class_names}",
+            )
+
+
+def jet_kinematics(constituents: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Jet 4-vector summed over the real constituents: pt, eta, phi, mass, energy, multiplicity.
+
+    constituents: (J, N, 4) E, px, py, pz; mask: (J, N).
+    """
+    p = np.where(mask[..., None], constituents, 0.0).astype(np.float64).sum(axis=1)  # (J, 4)
+    e, px, py, pz = p[:, 0], p[:, 1], p[:, 2], p[:, 3]
+    pt = np.hypot(px, py)
+    mass = np.sqrt(np.clip(e**2 - px**2 - py**2 - pz**2, 0.0, None))
+    eta = np.arcsinh(np.divide(pz, pt, out=np.zeros_like(pz), where=pt > 0))
+    phi = np.arctan2(py, px)
+    return {
+        "pt": pt,
+        "eta": eta,
+        "phi": phi,
+        "mass": mass,
+        "energy": e,
+        "multiplicity": mask.sum(axis=1).astype(np.int64),
+    }

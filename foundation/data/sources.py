@@ -1,0 +1,161 @@
+"""Opening jet files of any supported format, and treating many files (shards) as one set."""
+
+from __future__ import annotations
+
+import glob
+from bisect import bisect_right
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import h5py
+import numpy as np
+
+from foundation.data.jets import JetArrays
+from foundation.errors import DataFormatError
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_ROOT_MAGIC = b"root"
+DATA_SUFFIXES = (".h5", ".hdf5", ".root")
+
+
+class JetSource(Protocol):
+    """One file of jets, read lazily. Every format's reader has this shape."""
+
+    path: Path
+    class_names: list[str]
+    format_name: str
+
+    def __len__(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> JetArrays: ...
+
+
+def detect_format(path: str | Path) -> str:
+    """'canonical', 'toptagging' or 'jetclass', from the file's content (not its name)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFormatError(path, None, "file does not exist")
+    if path.is_dir():
+        raise DataFormatError(path, None, "is a folder; expected a file")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if head.startswith(_ROOT_MAGIC):
+        return "jetclass"
+    if head != _HDF5_MAGIC:
+        raise DataFormatError(path, None, "unknown format: neither HDF5 nor ROOT (first bytes %r)" % head)
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") == "foundation-jets":
+            return "canonical"
+        if f.attrs.get("format") == "foundation-tokens":
+            raise DataFormatError(path, "format", "is a token file; expected jets (use it where tokens are asked for)")
+        # pandas' HDFStore marks its groups with a pandas_type attribute.
+        if any("pandas_type" in f[k].attrs for k in f.keys() if isinstance(f[k], h5py.Group)):
+            return "toptagging"
+    raise DataFormatError(
+        path, None, "unknown HDF5 layout: not a foundation-jets file nor a pandas table (top tagging landscape format)"
+    )
+
+
+def open_source(path: str | Path, max_particles: int | None = None) -> JetSource:
+    """Open one file of any supported format."""
+    kind = detect_format(path)
+    if kind == "canonical":
+        from foundation.data.canonical import CanonicalSource
+
+        return CanonicalSource(path)
+    if kind == "toptagging":
+        from foundation.data.formats.toptagging import TopTaggingSource
+
+        return TopTaggingSource(path)
+    from foundation.data.formats.jetclass import JetClassSource
+
+    return JetClassSource(path, max_particles=max_particles or 128)
+
+
+def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Files named by a path, a folder (all data files in it, sorted), a glob, or a list of these."""
+    if isinstance(spec, (str, Path)):
+        spec = [spec]
+    files: list[Path] = []
+    for item in spec:
+        item_str = str(item)
+        p = Path(item_str)
+        if any(ch in item_str for ch in "*?["):
+            matched = sorted(Path(m) for m in glob.glob(item_str))
+            if not matched:
+                raise DataFormatError(item_str, None, "no file matches this pattern")
+            files.extend(matched)
+        elif p.is_dir():
+            inside = sorted(q for q in p.iterdir() if q.suffix in DATA_SUFFIXES and q.is_file())
+            if not inside:
+                raise DataFormatError(p, None, f"folder holds no data files ({', '.join(DATA_SUFFIXES)})")
+            files.extend(inside)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise DataFormatError(p, None, "file does not exist")
+    return files
+
+
+class JetCollection:
+    """Several sources (shards) seen as one indexable set of jets."""
+
+    def __init__(self, sources: Sequence[JetSource]):
+        if not sources:
+            raise ValueError("a jet collection needs at least one file")
+        names = sources[0].class_names
+        for s in sources[1:]:
+            if s.class_names != names:
+                raise DataFormatError(s.path, "class_names", f"{s.class_names} differ from {names} in {sources[0].path}")
+        self.sources = list(sources)
+        self.class_names = list(names)
+        self.offsets = np.cumsum([0] + [len(s) for s in sources])  # (S+1,)
+
+    @classmethod
+    def open(cls, spec: str | Path | Sequence[str | Path], max_particles: int | None = None) -> JetCollection:
+        return cls([open_source(p, max_particles) for p in expand_paths(spec)])
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    @property
+    def paths(self) -> list[Path]:
+        return [s.path for s in self.sources]
+
+    def _locate(self, index: int) -> tuple[int, int]:
+        shard = bisect_right(self.offsets, index) - 1
+        return shard, index - int(self.offsets[shard])
+
+    def read(self, start: int, stop: int) -> JetArrays:
+        """Jets [start, stop) of the whole set, across shard boundaries."""
+        stop = min(stop, len(self))
+        parts = []
+        pos = start
+        while pos < stop:
+            shard, local = self._locate(pos)
+            take = min(stop - pos, len(self.sources[shard]) - local)
+            parts.append(self.sources[shard].read(local, local + take))
+            pos += take
+        return JetArrays.concatenate(parts)
+
+    def read_indices(self, indices: Iterable[int]) -> JetArrays:
+        """Jets at arbitrary indices, in the order given; contiguous runs are read in one go."""
+        idx = np.asarray(list(indices), dtype=np.int64)
+        order = np.argsort(idx, kind="stable")
+        sorted_idx = idx[order]
+        # Split the sorted indices into runs of consecutive values: one slice read per run.
+        breaks = np.flatnonzero(np.diff(sorted_idx) != 1) + 1
+        parts = []
+        for run in np.split(sorted_idx, breaks):
+            if len(run):
+                parts.append(self.read(int(run[0]), int(run[-1]) + 1))
+        # A repeated index (padding of a last batch) starts a run of its own, so the rows read
+        # match sorted_idx one to one.
+        joined = JetArrays.concatenate(parts)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        return joined.subset(inverse)
+
+    def read_all(self, limit: int | None = None) -> JetArrays:
+        return self.read(0, len(self) if limit is None else min(limit, len(self)))
