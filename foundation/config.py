@@ -158,3 +158,21 @@ def check(condition: bool, key: str, problem: str) -> None:
     """Raise ConfigError for `key` unless `condition` holds (for __post_init__ checks)."""
     if not condition:
         raise ConfigError(None, key, problem)
+
+
+def build_model_config(cls: type[T], mapping: dict, source: str | Path | None, section: str = "model", **fixed) -> T:
+    """A PretrainedConfig subclass from a recipe section, rejecting keys its __init__ does not take
+    (PretrainedConfig itself would silently keep them)."""
+    import inspect
+
+    mapping = dict(mapping or {})
+    known = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    for key in mapping:
+        if key not in known:
+            raise ConfigError(source, f"{section}.{key}", f"unknown key (known keys here: {', '.join(sorted(known - set(fixed)))})")
+        if key in fixed:
+            raise ConfigError(source, f"{section}.{key}", "is set from another section of the recipe; remove it here")
+    try:
+        return cls(**mapping, **fixed)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(source, section, str(err)) from None

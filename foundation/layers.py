@@ -1,0 +1,133 @@
+"""Transformer building blocks shared by the tokenizer and the backbone.
+
+Pre-norm blocks (as GPT-2 / nanoGPT); attention through scaled_dot_product_attention so GPUs get
+fused (flash / memory-efficient) kernels; padding masks, causal masks and a key/value cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (B, H, T, Dh) keys and values seen so far
+
+
+def attention_mask_for(
+    key_padding_mask: torch.Tensor | None,  # (B, T) True = real
+    query_length: int,
+    causal: bool,
+    past_length: int = 0,
+) -> torch.Tensor | None:
+    """Boolean mask (B, 1, Q, T) for SDPA, True where a query may attend to a key."""
+    if key_padding_mask is None and not causal:
+        return None
+    device = key_padding_mask.device if key_padding_mask is not None else None
+    total = past_length + query_length if key_padding_mask is None else key_padding_mask.shape[1]
+    mask = None
+    if key_padding_mask is not None:
+        mask = key_padding_mask[:, None, None, :]  # (B, 1, 1, T)
+    if causal:
+        q_pos = torch.arange(past_length, past_length + query_length, device=device)[:, None]  # (Q, 1)
+        k_pos = torch.arange(total, device=device)[None, :]  # (1, T)
+        causal_mask = (k_pos <= q_pos)[None, None]  # (1, 1, Q, T)
+        mask = causal_mask if mask is None else (mask & causal_mask)
+    return mask
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
+        super().__init__()
+        if hidden_size % num_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.head_dim = hidden_size // num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=bias)
+        self.out = nn.Linear(hidden_size, hidden_size, bias=bias)
+        self.dropout = dropout
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, Q, D)
+        attn_mask: torch.Tensor | None,  # (B, 1, Q, T) bool or None
+        past: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        b, q_len, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=-1)
+        q, k, v = (t.view(b, q_len, self.num_heads, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, H, Q, Dh)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, T, Dh)
+            v = torch.cat([past[1], v], dim=2)
+        present = (k, v) if use_cache else None
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )  # (B, H, Q, Dh)
+        y = y.transpose(1, 2).reshape(b, q_len, d)  # (B, Q, D)
+        return self.out(y), present
+
+
+class MLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.fc = nn.Linear(hidden_size, intermediate_size)
+        self.proj = nn.Linear(intermediate_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x))))
+
+
+class TransformerBlock(nn.Module):
+    """x + Attn(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(hidden_size)
+        self.attn = SelfAttention(hidden_size, num_heads, dropout)
+        self.ln_mlp = nn.LayerNorm(hidden_size)
+        self.mlp = MLP(hidden_size, intermediate_size, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, Q, D)
+        attn_mask: torch.Tensor | None,
+        past: KVCache | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        a, present = self.attn(self.ln_attn(x), attn_mask, past, use_cache)
+        x = x + self.dropout(a)
+        x = x + self.mlp(self.ln_mlp(x))
+        return x, present
+
+
+class TransformerStack(nn.Module):
+    """A stack of blocks with a final LayerNorm; optional gradient checkpointing."""
+
+    def __init__(self, num_layers: int, hidden_size: int, num_heads: int, intermediate_size: int, dropout: float = 0.0):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            TransformerBlock(hidden_size, num_heads, intermediate_size, dropout) for _ in range(num_layers)
+        )
+        self.ln_final = nn.LayerNorm(hidden_size)
+        self.gradient_checkpointing = False
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, Q, D)
+        attn_mask: torch.Tensor | None,
+        past: list[KVCache] | None = None,
+        use_cache: bool = False,
+    ) -> tuple[torch.Tensor, list[KVCache] | None]:
+        presents = [] if use_cache else None
+        for i, block in enumerate(self.blocks):
+            layer_past = past[i] if past is not None else None
+            if self.gradient_checkpointing and self.training and not use_cache:
+                x, _ = torch.utils.checkpoint.checkpoint(block, x, attn_mask, None, False, use_reentrant=False)
+                present = None
+            else:
+                x, present = block(x, attn_mask, layer_past, use_cache)
+            if use_cache:
+                presents.append(present)
+        return self.ln_final(x), presents

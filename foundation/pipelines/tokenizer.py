@@ -1,0 +1,172 @@
+"""`foundation tokenizer train | evaluate | encode`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from foundation.config import build_model_config, from_dict, load_yaml, save_recipe, to_dict
+from foundation.data.dataset import DataConfig, build_splits
+from foundation.data.features import compute_features
+from foundation.data.sources import JetCollection
+from foundation.data.tokens import TokenWriter
+from foundation.pipelines.common import write_json
+from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
+from foundation.training import Trainer, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TokenizerRecipe:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=dict)  # JetTokenizerConfig fields (feature_names/max_particles come from data)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    codebook_init_jets: int = 2000  # jets whose particles seed the k-means codebook initialisation
+
+
+def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tuple[TokenizerRecipe, JetTokenizerConfig]:
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        section, name = key.split(".", 1)
+        data.setdefault(section, {})[name] = value
+    recipe = from_dict(TokenizerRecipe, data, source=path)
+    model_config = build_model_config(
+        JetTokenizerConfig, recipe.model, path, feature_names=recipe.data.features, max_particles=recipe.data.max_particles
+    )
+    return recipe, model_config
+
+
+def feature_scaling(dataset, num_jets: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each feature over the real particles of a sample of training jets."""
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(dataset), min(num_jets, len(dataset)), replace=False))
+    batch = dataset.__getitems__(take.tolist())
+    valid = batch["features"][batch["mask"]]  # (P, F)
+    return valid.mean(axis=0), valid.std(axis=0)
+
+
+@torch.no_grad()
+def _training_metrics(model, loader, accelerator) -> dict:
+    """Code usage and perplexity on the validation jets, and the jet-mass resolution."""
+    from foundation.evaluation.tokenization import codebook_metrics
+    from foundation.tokenizer.modeling_jet_tokenizer import jet_mass_and_pt
+
+    inner = accelerator.unwrap_model(model)
+    cfg = inner.config
+    counts = torch.zeros(cfg.vocab_codes, dtype=torch.long, device=accelerator.device)
+    rel = []
+    for batch in loader:
+        out = model(**batch)
+        mask = batch["mask"].bool()
+        counts += torch.bincount(out.token_ids[mask].long(), minlength=cfg.vocab_codes)[: cfg.vocab_codes]
+        if all(n in cfg.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+            m_rec, _ = jet_mass_and_pt(out.reconstruction, mask, cfg.feature_names)
+            m_true, _ = jet_mass_and_pt(batch["features"], mask, cfg.feature_names)
+            rel.append(accelerator.gather_for_metrics((m_rec - m_true) / m_true))
+    counts = accelerator.reduce(counts, reduction="sum")
+    metrics = codebook_metrics(counts.cpu().numpy())
+    if rel:
+        metrics["jet_mass_relative_rms"] = float(torch.sqrt(torch.mean(torch.cat(rel) ** 2)))
+    return metrics
+
+
+def train_tokenizer(
+    recipe: TokenizerRecipe,
+    model_config: JetTokenizerConfig,
+    resume: bool = False,
+    data_root: str | None = None,
+) -> Path:
+    """Train and export to <output_dir>/tokenizer; returns that folder."""
+    torch.manual_seed(recipe.training.seed)
+    splits = build_splits(recipe.data, data_root=data_root)
+    model = JetTokenizer(model_config)
+    mean, std = feature_scaling(splits.train, seed=recipe.training.seed)
+    model.set_feature_scaling(mean, std)
+    init = splits.train.__getitems__(list(range(min(recipe.codebook_init_jets, len(splits.train)))))
+    if model.initialize_codebook(torch.as_tensor(init["features"]), torch.as_tensor(init["mask"])):
+        logger.info("k-means initialised the codebook on %d particles", int(init["mask"].sum()))
+    trainer = Trainer(
+        model,
+        splits.train,
+        splits.validation,
+        recipe.training,
+        recipe=to_dict(recipe),
+        evaluate_fn=_training_metrics,
+        block_size=recipe.data.block_size,
+        num_workers=recipe.data.num_workers,
+    )
+    result = trainer.train(resume=resume)
+    out = Path(recipe.training.output_dir)
+    trainer.export(out / "tokenizer")
+    if trainer.accelerator.is_main_process:
+        save_recipe(recipe, out / "recipe.yaml")
+        write_json(
+            out / "train_summary.json",
+            {
+                "steps": result.step,
+                "seconds": result.seconds,
+                "jets_per_second": result.samples_per_second,
+                "peak_memory_mb": result.peak_memory_mb,
+                "final": result.final_metrics,
+            },
+        )
+    return out / "tokenizer"
+
+
+def load_tokenizer(path: str | Path) -> JetTokenizer:
+    """A trained tokenizer from its folder (config.json + model.safetensors)."""
+    path = Path(path)
+    if not (path / "config.json").exists():
+        # a training run folder holds the tokenizer in a subfolder
+        if (path / "tokenizer" / "config.json").exists():
+            path = path / "tokenizer"
+        else:
+            raise FileNotFoundError(f"{path}: no tokenizer here (expected config.json and model.safetensors)")
+    return JetTokenizer.from_pretrained(path).eval()
+
+
+def tokenizer_info(tokenizer: JetTokenizer, path: str | Path | None = None) -> dict:
+    cfg = tokenizer.config
+    return {
+        "vocab_codes": cfg.vocab_codes,
+        "vocab_size": cfg.vocab_size,
+        "start_token_id": cfg.start_token_id,
+        "stop_token_id": cfg.stop_token_id,
+        "pad_token_id": cfg.pad_token_id,
+        "max_particles": cfg.max_particles,
+        "feature_names": list(cfg.feature_names),
+        "path": None if path is None else str(path),
+    }
+
+
+@torch.no_grad()
+def encode_to_file(
+    tokenizer: JetTokenizer,
+    data,
+    out: str | Path,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> Path:
+    """Token sequences of every jet in `data` (any format), written as a token file."""
+    cfg = tokenizer.config
+    collection = JetCollection.open(data, max_particles=cfg.max_particles)
+    length = cfg.max_particles + 2
+    source = {"files": [str(p) for p in collection.paths]}
+    device = next(tokenizer.parameters()).device
+    bar = tqdm(total=len(collection), unit="jet", desc="encoding", disable=not progress)
+    with TokenWriter(out, length, collection.class_names, tokenizer_info(tokenizer), source) as writer:
+        for start in range(0, len(collection), batch_size):
+            jets = collection.read(start, start + batch_size).padded_to(cfg.max_particles)
+            feats = torch.as_tensor(compute_features(jets, cfg.feature_names), device=device)
+            mask = torch.as_tensor(jets.mask, device=device)
+            seq, attn = tokenizer.to_sequence(tokenizer.encode(feats, mask), mask)
+            writer.append(seq.cpu().numpy().astype(np.int32), attn.sum(1).cpu().numpy().astype(np.int32), jets.label)
+            bar.update(len(jets))
+    bar.close()
+    return Path(out)

@@ -1,0 +1,99 @@
+"""Configuration of the VQ-VAE jet tokenizer."""
+
+from __future__ import annotations
+
+import math
+
+from transformers import PretrainedConfig
+
+QUANTIZERS = ("vq", "rvq", "fsq")
+
+
+class JetTokenizerConfig(PretrainedConfig):
+    """Every hyper-parameter of the tokenizer, with its default.
+
+    Token ids: codes are 0 .. vocab_codes - 1; then the special tokens
+    start = vocab_codes, stop = vocab_codes + 1, pad = vocab_codes + 2.
+    For `rvq`, a particle's residual codes (i_0, i_1, ...) combine into one id
+    i_0 + K i_1 + K^2 i_2 + ...; for `fsq` the id is the library's flat index over the levels.
+    """
+
+    model_type = "jet_tokenizer"
+
+    def __init__(
+        self,
+        feature_names: list[str] | None = None,
+        max_particles: int = 128,
+        hidden_size: int = 128,
+        num_encoder_layers: int = 3,
+        num_decoder_layers: int = 3,
+        num_heads: int = 4,
+        intermediate_size: int = 256,
+        dropout: float = 0.0,
+        quantizer: str = "vq",
+        codebook_size: int = 8192,
+        code_dim: int = 8,
+        num_quantizers: int = 2,
+        fsq_levels: list[int] | None = None,
+        ema_decay: float = 0.9,
+        kmeans_init: bool = True,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 1.0,
+        rotation_trick: bool = True,
+        cosine_similarity: bool = False,
+        commitment_weight: float = 0.25,
+        jet_loss_weight: float = 0.0,
+        **kwargs,
+    ):
+        self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
+        self.max_particles = max_particles
+        self.hidden_size = hidden_size
+        self.num_encoder_layers = num_encoder_layers
+        self.num_decoder_layers = num_decoder_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.dropout = dropout
+        self.quantizer = quantizer
+        self.codebook_size = codebook_size
+        self.code_dim = code_dim
+        self.num_quantizers = num_quantizers
+        self.fsq_levels = list(fsq_levels or [8, 8, 8, 4, 4])
+        self.ema_decay = ema_decay
+        self.kmeans_init = kmeans_init
+        self.kmeans_iters = kmeans_iters
+        self.dead_code_threshold = dead_code_threshold
+        self.rotation_trick = rotation_trick
+        self.cosine_similarity = cosine_similarity
+        self.commitment_weight = commitment_weight
+        self.jet_loss_weight = jet_loss_weight
+        for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
+            kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
+        super().__init__(**kwargs)
+        self.validate()
+        self.start_token_id = self.vocab_codes
+        self.stop_token_id = self.vocab_codes + 1
+        self.pad_token_id = self.vocab_codes + 2
+        self.vocab_size = self.vocab_codes + 3  # codes plus start, stop and pad
+
+    def validate(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise ValueError(f"quantizer must be one of {QUANTIZERS}, got {self.quantizer!r}")
+        if self.codebook_size < 2:
+            raise ValueError(f"codebook_size must be at least 2, got {self.codebook_size}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.quantizer == "fsq" and any(level < 3 for level in self.fsq_levels):
+            raise ValueError(f"fsq_levels must each be at least 3, got {self.fsq_levels}")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
+        if self.jet_loss_weight and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+            raise ValueError("jet_loss_weight > 0 needs the features log_pt, eta_rel and phi_rel")
+
+    @property
+    def vocab_codes(self) -> int:
+        """Number of distinct particle tokens."""
+        if self.quantizer == "rvq":
+            return self.codebook_size**self.num_quantizers
+        if self.quantizer == "fsq":
+            return math.prod(self.fsq_levels)
+        return self.codebook_size

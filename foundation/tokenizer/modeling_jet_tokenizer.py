@@ -1,0 +1,253 @@
+"""The VQ-VAE jet tokenizer.
+
+features (B, N, F) --standardise--> encoder (transformer over the particles of a jet, so each
+particle's code can depend on its jet) --> z (B, N, C) --quantiser--> codes, one token per particle
+--> decoder (transformer over all codes of the jet) --> reconstructed features (B, N, F).
+Padded particles get no code (the pad token), and are kept out of the losses and the codebook
+updates (vector-quantize-pytorch's `mask`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers.utils import ModelOutput
+from vector_quantize_pytorch import FSQ, ResidualVQ, VectorQuantize
+
+from foundation.data.features import compute_features, features_to_constituents
+from foundation.data.jets import JetArrays
+from foundation.layers import TransformerStack, attention_mask_for
+from foundation.tokenizer.configuration_jet_tokenizer import JetTokenizerConfig
+
+
+@dataclass
+class JetTokenizerOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    reconstruction_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    jet_loss: torch.Tensor | None = None
+    reconstruction: torch.Tensor | None = None  # (B, N, F) features, in physical units
+    token_ids: torch.Tensor | None = None  # (B, N), pad token where masked
+
+
+def _build_quantizer(config: JetTokenizerConfig) -> nn.Module:
+    common = dict(
+        decay=config.ema_decay,
+        kmeans_init=config.kmeans_init,
+        kmeans_iters=config.kmeans_iters,
+        threshold_ema_dead_code=config.dead_code_threshold,
+        rotation_trick=config.rotation_trick,
+        use_cosine_sim=config.cosine_similarity,
+        commitment_weight=config.commitment_weight,
+    )
+    if config.quantizer == "vq":
+        return VectorQuantize(dim=config.code_dim, codebook_size=config.codebook_size, **common)
+    if config.quantizer == "rvq":
+        return ResidualVQ(
+            dim=config.code_dim, num_quantizers=config.num_quantizers, codebook_size=config.codebook_size, **common
+        )
+    # FSQ computes its codebook size with .item() in __init__, which fails on the meta device
+    # transformers builds models on in from_pretrained; its buffers are fixed, so build it on CPU.
+    with torch.device("cpu"):
+        return FSQ(levels=config.fsq_levels, dim=config.code_dim)
+
+
+def jet_mass_and_pt(features: torch.Tensor, mask: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable jet mass and pT (B,) from log_pt, eta_rel, phi_rel of massless particles."""
+    pt = torch.exp(features[..., names.index("log_pt")]) * mask  # (B, N)
+    eta = features[..., names.index("eta_rel")]
+    phi = features[..., names.index("phi_rel")]
+    px, py = (pt * torch.cos(phi)).sum(1), (pt * torch.sin(phi)).sum(1)  # (B,)
+    pz, e = (pt * torch.sinh(eta)).sum(1), (pt * torch.cosh(eta)).sum(1)
+    mass = torch.sqrt(torch.clamp(e**2 - px**2 - py**2 - pz**2, min=1e-6))
+    return mass, torch.hypot(px, py)
+
+
+class JetTokenizer(PreTrainedModel):
+    config_class = JetTokenizerConfig
+    base_model_prefix = "tokenizer"
+    main_input_name = "features"
+
+    def __init__(self, config: JetTokenizerConfig):
+        super().__init__(config)
+        num_features = len(config.feature_names)
+        d = config.hidden_size
+        # Feature scaling learnt from the training data (set_feature_scaling), saved with the weights.
+        self.register_buffer("feature_mean", torch.zeros(num_features))
+        self.register_buffer("feature_std", torch.ones(num_features))
+        self.input_proj = nn.Linear(num_features, d)
+        self.encoder = TransformerStack(config.num_encoder_layers, d, config.num_heads, config.intermediate_size, config.dropout)
+        self.to_code = nn.Linear(d, config.code_dim)
+        self.quantizer = _build_quantizer(config)
+        self.from_code = nn.Linear(config.code_dim, d)
+        self.decoder = TransformerStack(config.num_decoder_layers, d, config.num_heads, config.intermediate_size, config.dropout)
+        self.output_proj = nn.Linear(d, num_features)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, FSQ):
+            # FSQ's level/basis buffers are not saved (persistent=False), and from_pretrained
+            # allocates them empty: recompute them from the config.
+            with torch.device("cpu"):
+                fresh = FSQ(levels=self.config.fsq_levels, dim=self.config.code_dim)
+            for name, buffer in fresh.named_buffers(recurse=False):
+                getattr(module, name).copy_(buffer)
+
+    # ----- scaling -----
+    def set_feature_scaling(self, mean: np.ndarray | torch.Tensor, std: np.ndarray | torch.Tensor) -> None:
+        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.feature_std.copy_(torch.clamp(torch.as_tensor(std, dtype=torch.float32), min=1e-3))
+
+    def _standardise(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return ((features - self.feature_mean) / self.feature_std) * mask[..., None]
+
+    def _unstandardise(self, features: torch.Tensor) -> torch.Tensor:
+        return features * self.feature_std + self.feature_mean
+
+    # ----- the three stages -----
+    def _encode_latent(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.input_proj(self._standardise(features, mask))  # (B, N, D)
+        x, _ = self.encoder(x, attention_mask_for(mask, x.shape[1], causal=False))
+        return self.to_code(x)  # (B, N, C)
+
+    def _quantize(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> quantised (B, N, C), flat token ids (B, N) (garbage where masked), commitment loss."""
+        cfg = self.config
+        if cfg.quantizer == "fsq":
+            quantized, ids = self.quantizer(z)
+            return quantized, ids, z.new_zeros(())
+        quantized, ids, commit = self.quantizer(z, mask=mask)
+        if cfg.quantizer == "rvq":  # (B, N, Q) -> one id per particle
+            powers = cfg.codebook_size ** torch.arange(cfg.num_quantizers, device=ids.device)
+            ids = (ids.clamp(min=0) * powers).sum(-1)
+        return quantized, ids, commit.sum()
+
+    def _codes_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N), valid codes only -> quantised vectors (B, N, C)."""
+        cfg = self.config
+        ids = ids.clamp(0, cfg.vocab_codes - 1)
+        if cfg.quantizer == "fsq":
+            return self.quantizer.indices_to_codes(ids)
+        if cfg.quantizer == "rvq":
+            levels = torch.stack([(ids // cfg.codebook_size**q) % cfg.codebook_size for q in range(cfg.num_quantizers)], -1)
+            return self.quantizer.get_output_from_indices(levels)
+        return self.quantizer.get_output_from_indices(ids)
+
+    def _decode_vectors(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.from_code(quantized * mask[..., None])  # (B, N, D)
+        x, _ = self.decoder(x, attention_mask_for(mask, x.shape[1], causal=False))
+        return self._unstandardise(self.output_proj(x))  # (B, N, F)
+
+    # ----- training -----
+    def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
+        """features (B, N, F) in physical units, mask (B, N)."""
+        mask = mask.bool()
+        z = self._encode_latent(features, mask)
+        quantized, ids, commit = self._quantize(z, mask)
+        reconstruction = self._decode_vectors(quantized, mask)
+        valid = mask[..., None].float()
+        target = self._standardise(features, mask)
+        predicted = (reconstruction - self.feature_mean) / self.feature_std
+        per_entry = F.mse_loss(predicted, target, reduction="none") * valid
+        recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
+        loss = recon_loss + commit
+        jet_loss = None
+        if self.config.jet_loss_weight > 0:
+            names = self.config.feature_names
+            m_rec, pt_rec = jet_mass_and_pt(reconstruction, mask, names)
+            m_true, pt_true = jet_mass_and_pt(features, mask, names)
+            jet_loss = ((torch.log(m_rec) - torch.log(m_true)) ** 2 + (torch.log(pt_rec) - torch.log(pt_true)) ** 2).mean()
+            loss = loss + self.config.jet_loss_weight * jet_loss
+        ids = torch.where(mask, ids, torch.full_like(ids, self.config.pad_token_id))
+        return JetTokenizerOutput(loss, recon_loss, commit, jet_loss, reconstruction, ids)
+
+    @torch.no_grad()
+    def initialize_codebook(self, features: torch.Tensor, mask: torch.Tensor) -> bool:
+        """k-means initialise the codebook on a large sample of particles (once; no-op after).
+
+        The first training batch alone often holds fewer particles than codes.
+        Returns True if it initialised.
+        """
+        if self.config.quantizer == "fsq" or not self.config.kmeans_init:
+            return False
+        codebooks = [m for m in self.quantizer.modules() if hasattr(m, "initted")]
+        if all(bool(cb.initted) for cb in codebooks):
+            return False
+        was_training = self.training
+        self.train()
+        mask = mask.bool()
+        self.quantizer(self._encode_latent(features, mask), mask=mask)
+        self.train(was_training)
+        return True
+
+    # ----- whole-jet API -----
+    @torch.no_grad()
+    def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Particle features (B, N, F) in physical units -> token ids (B, N); pad token where masked."""
+        mask = mask.bool()
+        _, ids, _ = self._quantize(self._encode_latent(features, mask), mask)
+        return torch.where(mask, ids, torch.full_like(ids, self.config.pad_token_id))
+
+    @torch.no_grad()
+    def decode(self, token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (B, N) -> particle features (B, N, F) in physical units (zero where masked)."""
+        if mask is None:
+            mask = token_ids < self.config.vocab_codes
+        mask = mask.bool()
+        features = self._decode_vectors(self._codes_to_vectors(token_ids), mask)
+        return features * mask[..., None]
+
+    def to_sequence(self, token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) ids -> (B, N + 2) sequences [start, codes..., stop, pad...] and their attention mask."""
+        cfg = self.config
+        b, n = token_ids.shape
+        mask = mask.bool()
+        order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)  # real particles first, in order
+        codes = torch.gather(token_ids, 1, order)
+        lengths = mask.sum(1)  # (B,)
+        positions = torch.arange(n + 2, device=token_ids.device)[None]  # (1, N + 2)
+        seq = torch.full((b, n + 2), cfg.pad_token_id, dtype=torch.long, device=token_ids.device)
+        seq[:, 0] = cfg.start_token_id
+        inside = positions[:, 1 : n + 1] <= lengths[:, None]  # (B, N)
+        seq[:, 1 : n + 1] = torch.where(inside, codes, seq[:, 1 : n + 1])
+        seq.scatter_(1, (lengths + 1)[:, None], cfg.stop_token_id)
+        attention_mask = positions <= (lengths + 1)[:, None]  # start .. stop
+        return seq, attention_mask
+
+    def from_sequence(self, sequences: torch.Tensor, max_particles: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) sequences (any start token first) -> ids (B, N) and mask: the codes up to the first non-code."""
+        n = max_particles or self.config.max_particles
+        body = sequences[:, 1 : n + 1]
+        is_code = body < self.config.vocab_codes
+        mask = torch.cumprod(is_code.to(torch.int64), dim=1).bool()  # stops at the first special token
+        ids = torch.where(mask, body, torch.full_like(body, self.config.pad_token_id))
+        if ids.shape[1] < n:
+            pad = torch.full((ids.shape[0], n - ids.shape[1]), self.config.pad_token_id, dtype=ids.dtype, device=ids.device)
+            ids, mask = torch.cat([ids, pad], 1), torch.cat([mask, torch.zeros_like(pad, dtype=torch.bool)], 1)
+        return ids, mask
+
+    # ----- numpy / JetArrays convenience -----
+    def jet_features(self, jets: JetArrays) -> tuple[np.ndarray, np.ndarray]:
+        jets = jets.padded_to(self.config.max_particles)
+        return compute_features(jets, self.config.feature_names), jets.mask
+
+    @torch.no_grad()
+    def decode_to_constituents(self, token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Token ids -> ((B, N, 4) E, px, py, pz with the jet axis at eta = phi = 0, mask)."""
+        if mask is None:
+            mask = token_ids < self.config.vocab_codes
+        features = self.decode(token_ids, mask).float().cpu().numpy()
+        mask_np = mask.bool().cpu().numpy()
+        return features_to_constituents(features, self.config.feature_names, mask_np), mask_np

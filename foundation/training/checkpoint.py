@@ -1,0 +1,81 @@
+"""Checkpoint folders: numbered, written under a temporary name and renamed when complete.
+
+    <output_dir>/checkpoints/step-000500/   accelerate state + trainer_state.json + recipe.yaml
+    <output_dir>/checkpoints/latest          text file naming the newest complete folder
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+STEP_PATTERN = re.compile(r"^step-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
+
+
+def checkpoint_root(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def step_dir(output_dir: str | Path, step: int) -> Path:
+    return checkpoint_root(output_dir) / f"step-{step:06d}"
+
+
+def temporary_dir(output_dir: str | Path, step: int) -> Path:
+    return checkpoint_root(output_dir) / f".incomplete-step-{step:06d}"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def complete_checkpoints(output_dir: str | Path) -> list[Path]:
+    """Complete checkpoint folders, oldest first."""
+    root = checkpoint_root(output_dir)
+    if not root.exists():
+        return []
+    found = [(int(m.group(1)), p) for p in root.iterdir() if (m := STEP_PATTERN.match(p.name)) and (p / TRAINER_STATE).exists()]
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint: the one `latest` names, else the highest step found."""
+    root = checkpoint_root(output_dir)
+    pointer = root / "latest"
+    if pointer.exists():
+        candidate = root / pointer.read_text().strip()
+        if (candidate / TRAINER_STATE).exists():
+            return candidate
+    found = complete_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def finalize(output_dir: str | Path, step: int, trainer_state: dict, keep: int) -> Path:
+    """Main process, after every rank has written into the temporary folder: publish it."""
+    tmp, final = temporary_dir(output_dir, step), step_dir(output_dir, step)
+    write_atomic(tmp / TRAINER_STATE, json.dumps(trainer_state, indent=2))
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    write_atomic(checkpoint_root(output_dir) / "latest", final.name)
+    for old in complete_checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_trainer_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / TRAINER_STATE).read_text())
+
+
+def clean_incomplete(output_dir: str | Path) -> None:
+    """Remove folders of checkpoints that were being written when a run died."""
+    root = checkpoint_root(output_dir)
+    if root.exists():
+        for p in root.iterdir():
+            if p.name.startswith(".incomplete-"):
+                shutil.rmtree(p, ignore_errors=True)

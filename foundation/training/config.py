@@ -1,0 +1,76 @@
+"""Training hyper-parameters shared by every recipe (the `training:` section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from foundation.config import check
+
+
+@dataclass
+class TrainingConfig:
+    output_dir: str = "checkpoints/run"
+    seed: int = 0
+    max_steps: int = 1000  # optimizer steps
+    global_batch_size: int = 256  # jets per optimizer step, over all processes
+    micro_batch_size: int = 64  # jets per forward pass on one process
+    learning_rate: float = 3e-4
+    min_learning_rate_ratio: float = 0.1  # cosine decays to learning_rate * this
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    max_grad_norm: float = 1.0
+    eval_every: int = 200
+    eval_batches: int | None = None  # None: the whole validation set
+    save_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
+    tensorboard: bool = True
+    threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default
+    progress: bool = True
+
+    def __post_init__(self):
+        check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")
+        check(self.micro_batch_size > 0, "micro_batch_size", "must be positive")
+        check(
+            self.global_batch_size >= self.micro_batch_size,
+            "global_batch_size",
+            f"must be at least micro_batch_size ({self.micro_batch_size}), got {self.global_batch_size}",
+        )
+        check(self.learning_rate > 0, "learning_rate", f"must be positive, got {self.learning_rate}")
+        check(0 <= self.min_learning_rate_ratio <= 1, "min_learning_rate_ratio", "must be in [0, 1]")
+        check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1, "adam_beta1", "betas must be in [0, 1)")
+        check(self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 disables clipping)")
+        check(self.eval_every > 0, "eval_every", "must be positive")
+        check(self.save_every > 0, "save_every", "must be positive")
+        check(self.keep_checkpoints > 0, "keep_checkpoints", "must keep at least one")
+        check(self.log_every > 0, "log_every", "must be positive")
+        check(self.threads_per_process is None or self.threads_per_process > 0, "threads_per_process", "must be positive")
+
+    def gradient_accumulation_steps(self, world_size: int) -> int:
+        """Derived, never asked for: global batch = micro batch x processes x accumulation."""
+        per_step = self.micro_batch_size * world_size
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"training.global_batch_size {self.global_batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size} x {world_size} processes = {per_step}"
+            )
+        return self.global_batch_size // per_step
+
+    def learning_rate_factor(self, step: int) -> float:
+        """Linear warmup, then cosine down to min_learning_rate_ratio, as a factor of learning_rate."""
+        import math
+
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.max_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        cosine = 0.5 * (1 + math.cos(math.pi * progress))
+        return self.min_learning_rate_ratio + (1 - self.min_learning_rate_ratio) * cosine

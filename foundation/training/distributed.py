@@ -1,0 +1,64 @@
+"""Building the Accelerator: one CPU process, gloo processes on CPU, GPUs, DeepSpeed ZeRO."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
+
+from foundation.training.config import TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+def launched_world_size() -> int:
+    """Processes started by torchrun / accelerate launch / srun (known before any process group)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def deepspeed_config_path(config: TrainingConfig) -> str | None:
+    """The recipe's DeepSpeed JSON, else the one `accelerate launch` was given, else None."""
+    if config.deepspeed:
+        return config.deepspeed
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        return os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE") or None
+    return None
+
+
+def build_accelerator(config: TrainingConfig) -> Accelerator:
+    world = launched_world_size()
+    accumulation = config.gradient_accumulation_steps(world)
+    handlers = []
+    if world > 1 and not torch.cuda.is_available():
+        # Without an explicit backend, accelerate runs each CPU process as its own world of one.
+        handlers.append(InitProcessGroupKwargs(backend="gloo"))
+    plugin = None
+    ds_path = deepspeed_config_path(config)
+    if ds_path:
+        if not Path(ds_path).exists():
+            raise FileNotFoundError(f"training.deepspeed: DeepSpeed config {ds_path} does not exist")
+        plugin = DeepSpeedPlugin(
+            hf_ds_config=ds_path,
+            gradient_accumulation_steps=accumulation,
+            gradient_clipping=config.max_grad_norm if config.max_grad_norm > 0 else None,
+        )
+    accelerator = Accelerator(
+        gradient_accumulation_steps=accumulation,
+        mixed_precision=config.mixed_precision,
+        deepspeed_plugin=plugin,
+        kwargs_handlers=handlers,
+        log_with="tensorboard" if config.tensorboard else None,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=str(Path(config.output_dir) / "logs")),
+        dataloader_config=DataLoaderConfiguration(even_batches=True),
+        step_scheduler_with_optimizer=False,
+    )
+    if accelerator.num_processes != world:
+        raise RuntimeError(
+            f"launched {world} processes but accelerate sees a world of {accelerator.num_processes}; "
+            "the process group did not form"
+        )
+    return accelerator

@@ -1,0 +1,344 @@
+"""The training loop: accelerate + (optionally) DeepSpeed, resumable, evaluated, logged.
+
+Used unchanged by the tokenizer, pretraining and fine-tuning: a model whose forward returns an
+output with `.loss`, a training and a validation dataset, and a TrainingConfig.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from foundation.data.dataset import BlockShuffleSampler, collate_batch
+from foundation.training import checkpoint as ckpt
+from foundation.training.config import TrainingConfig
+from foundation.training.distributed import build_accelerator
+
+logger = logging.getLogger(__name__)
+
+EvaluateFn = Callable[..., dict]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    output_dir: Path
+    history: list[dict] = field(default_factory=list)  # one row per logged or evaluated step
+    final_metrics: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    samples_per_second: float = 0.0
+    tokens_per_second: float = 0.0
+    peak_memory_mb: float = 0.0
+    world_size: int = 1
+
+
+def peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def default_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices only (not on biases, norms, embeddings of size-1 dims)."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "lr_scale": 1.0},
+        {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+
+
+def _scalar_outputs(output) -> dict[str, torch.Tensor]:
+    """The 0-dim tensors of a ModelOutput (loss and its parts, accuracies)."""
+    return {k: v.detach().float() for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
+
+
+def _count_tokens(batch: dict) -> int:
+    for key in ("attention_mask", "mask"):
+        if key in batch:
+            return int(batch[key].sum())
+    return 0
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        train_dataset: Dataset,
+        eval_dataset: Dataset | None,
+        config: TrainingConfig,
+        recipe: dict | None = None,
+        collate_fn: Callable = collate_batch,
+        param_groups: list[dict] | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+        block_size: int = 4,
+        num_workers: int = 0,
+    ):
+        self.config = config
+        self.recipe = recipe or {}
+        self.evaluate_fn = evaluate_fn
+        if config.threads_per_process:
+            torch.set_num_threads(config.threads_per_process)
+        self.accelerator = build_accelerator(config)
+        acc = self.accelerator
+        self.output_dir = Path(config.output_dir)
+        if acc.is_main_process:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
+            model.gradient_checkpointing_enable()
+        self.sampler = BlockShuffleSampler(len(train_dataset), block_size, seed=config.seed)
+        train_loader = DataLoader(
+            train_dataset,
+            batch_size=config.micro_batch_size,
+            sampler=self.sampler,
+            collate_fn=collate_fn,
+            num_workers=num_workers,
+            drop_last=len(train_dataset) >= config.micro_batch_size * acc.num_processes,
+            persistent_workers=num_workers > 0,
+            # Each iter(DataLoader) draws a seed; from its own generator it leaves the global RNG
+            # (dropout, dead-code sampling) alone, so a resumed run draws the same numbers.
+            generator=torch.Generator().manual_seed(config.seed),
+        )
+        eval_loader = None
+        if eval_dataset is not None and len(eval_dataset):
+            eval_loader = DataLoader(
+                eval_dataset,
+                batch_size=config.micro_batch_size,
+                shuffle=False,
+                collate_fn=collate_fn,
+                num_workers=num_workers,
+                generator=torch.Generator().manual_seed(config.seed),
+            )
+        groups = param_groups if param_groups is not None else default_param_groups(model, config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            groups, lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), weight_decay=config.weight_decay
+        )
+        self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
+        self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
+        self.accumulation = config.gradient_accumulation_steps(acc.num_processes)
+        self._stop_requested = False
+        if config.tensorboard:
+            run_config = {k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))}
+            acc.init_trackers("run", config=run_config)
+
+    # ----- learning rate -----
+    def _set_learning_rate(self, step: int) -> float:
+        lr = self.config.learning_rate * self.config.learning_rate_factor(step)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+
+    # ----- checkpoints -----
+    def save_checkpoint(self, step: int, epoch: int, batches_in_epoch: int, samples_seen: int) -> Path:
+        acc = self.accelerator
+        tmp = ckpt.temporary_dir(self.output_dir, step)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))
+        acc.wait_for_everyone()
+        final = ckpt.step_dir(self.output_dir, step)
+        if acc.is_main_process:
+            (tmp / "recipe.yaml").write_text(yaml.safe_dump(self.recipe, sort_keys=False))
+            state = {
+                "step": step,
+                "epoch": epoch,
+                # micro-batches of this epoch consumed by all processes together, so a resume with
+                # another number of processes starts at the same place in the data
+                "global_batches_in_epoch": batches_in_epoch * acc.num_processes,
+                "samples_seen": samples_seen,
+                "world_size": acc.num_processes,
+                "micro_batch_size": self.config.micro_batch_size,
+            }
+            final = ckpt.finalize(self.output_dir, step, state, self.config.keep_checkpoints)
+            logger.info("saved checkpoint %s", final)
+        acc.wait_for_everyone()
+        return final
+
+    def _resume_from(self, resume: bool | str) -> dict:
+        if not resume:
+            return {}
+        path = Path(resume) if isinstance(resume, str) else ckpt.latest_checkpoint(self.output_dir)
+        if path is None:
+            logger.info("no checkpoint in %s: starting from scratch", self.output_dir)
+            return {}
+        if not (path / ckpt.TRAINER_STATE).exists():
+            raise FileNotFoundError(f"{path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
+        state = ckpt.read_trainer_state(path)
+        if state.get("micro_batch_size") != self.config.micro_batch_size:
+            raise ValueError(
+                f"{path}: checkpoint used micro_batch_size {state.get('micro_batch_size')}, "
+                f"the recipe asks for {self.config.micro_batch_size}; the data position would not match"
+            )
+        self.accelerator.load_state(str(path))
+        logger.info("resumed from %s (step %d)", path, state["step"])
+        return state
+
+    # ----- evaluation -----
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        if self.eval_loader is None:
+            return {}
+        acc = self.accelerator
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=acc.device)
+        for i, batch in enumerate(self.eval_loader):
+            if self.config.eval_batches is not None and i >= self.config.eval_batches:
+                break
+            output = self.model(**batch)
+            n = torch.tensor(float(next(iter(batch.values())).shape[0]), device=acc.device)
+            for k, v in _scalar_outputs(output).items():
+                sums[k] = sums.get(k, torch.zeros((), device=acc.device)) + v * n
+            count += n
+        metrics = {}
+        if sums:
+            keys = sorted(sums)
+            stacked = acc.reduce(torch.stack([sums[k] for k in keys] + [count]), reduction="sum")
+            metrics = {f"eval/{k}": (stacked[i] / stacked[-1]).item() for i, k in enumerate(keys)}
+        if self.evaluate_fn is not None:
+            metrics.update({f"eval/{k}": v for k, v in self.evaluate_fn(self.model, self.eval_loader, acc).items()})
+        self.model.train()
+        return metrics
+
+    # ----- the loop -----
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop_requested = True
+
+    def train(self, resume: bool | str = False) -> TrainResult:
+        acc, cfg = self.accelerator, self.config
+        if acc.is_main_process:
+            ckpt.clean_incomplete(self.output_dir)
+        acc.wait_for_everyone()
+        state = self._resume_from(resume)
+        step = state.get("step", 0)
+        epoch = state.get("epoch", 0)
+        skip = state.get("global_batches_in_epoch", 0) // acc.num_processes
+        samples_seen = state.get("samples_seen", 0)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        history: list[dict] = []
+        metrics_file = self.output_dir / "metrics.jsonl"
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=step,
+            desc="training",
+            unit="step",
+            disable=not (cfg.progress and acc.is_main_process),
+        )
+        start = time.perf_counter()
+        start_samples, tokens = samples_seen, 0
+        window_loss, window_n = torch.zeros((), device=acc.device), 0
+        self.model.train()
+        lr = self._set_learning_rate(step)
+        done = step >= cfg.max_steps
+        try:
+            while not done:
+                loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+                # accelerate's loader re-applies its own iteration count as the sampler epoch on
+                # every __iter__, so set it on the loader actually iterated (also after a resume).
+                loader.set_epoch(epoch)
+                batches_in_epoch = skip
+                skip = 0
+                for batch in loader:
+                    with acc.accumulate(self.model):
+                        output = self.model(**batch)
+                        acc.backward(output.loss)
+                        if acc.sync_gradients and cfg.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    batches_in_epoch += 1
+                    tokens += _count_tokens(batch)
+                    window_loss += output.loss.detach().float()
+                    window_n += 1
+                    if not acc.sync_gradients:
+                        continue
+                    step += 1
+                    samples_seen += cfg.global_batch_size
+                    row = {}
+                    if step % cfg.log_every == 0 or step == cfg.max_steps:
+                        loss = acc.reduce(window_loss / max(window_n, 1), reduction="mean").item()
+                        if not math.isfinite(loss):
+                            raise FloatingPointError(f"training loss became {loss} at step {step}")
+                        elapsed = time.perf_counter() - start
+                        row = {"train/loss": loss, "train/lr": lr, "train/samples_per_second": (samples_seen - start_samples) / elapsed}
+                        window_loss, window_n = torch.zeros((), device=acc.device), 0
+                        bar.set_postfix(loss=f"{loss:.4f}", jets_per_s=f"{row['train/samples_per_second']:.0f}")
+                    if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                        row.update(self.evaluate())
+                    if row:
+                        row["step"] = step
+                        history.append(row)
+                        acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
+                        if acc.is_main_process:
+                            with open(metrics_file, "a") as fh:
+                                fh.write(json.dumps(row) + "\n")
+                    bar.update(1)
+                    lr = self._set_learning_rate(step)
+                    stop = self._stop_agreed()
+                    if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                        self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen)
+                    if stop:
+                        logger.warning("stopped on SIGTERM at step %d; resume with --resume", step)
+                        done = True
+                    if step >= cfg.max_steps:
+                        done = True
+                    if done:
+                        break
+                else:
+                    epoch += 1
+                    continue
+                if batches_in_epoch >= len(self.train_loader):
+                    epoch += 1
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            bar.close()
+        elapsed = time.perf_counter() - start
+        token_total = acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
+        if cfg.tensorboard:
+            acc.end_training()
+        return TrainResult(
+            step=step,
+            output_dir=self.output_dir,
+            history=history,
+            final_metrics=history[-1] if history else {},
+            seconds=elapsed,
+            samples_per_second=(samples_seen - start_samples) / elapsed if elapsed > 0 else 0.0,
+            tokens_per_second=token_total / elapsed if elapsed > 0 else 0.0,
+            peak_memory_mb=peak_memory_mb(),
+            world_size=acc.num_processes,
+        )
+
+    def _stop_agreed(self) -> bool:
+        """True on every rank if any rank got SIGTERM (all must save the same checkpoint)."""
+        flag = torch.tensor(1.0 if self._stop_requested else 0.0, device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.reduce(flag, reduction="sum")
+        return bool(flag.item() > 0)
+
+    # ----- export -----
+    def export(self, directory: str | Path) -> Path | None:
+        """save_pretrained of the trained model (full weights, also under ZeRO-3); main process writes."""
+        acc = self.accelerator
+        directory = Path(directory)
+        state_dict = acc.get_state_dict(self.model)  # every rank takes part under ZeRO-3
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            model.save_pretrained(directory, state_dict=state_dict, safe_serialization=True)
+        acc.wait_for_everyone()
+        return directory if acc.is_main_process else None
+
+    def unwrapped_model(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)

@@ -1,0 +1,60 @@
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from foundation.data.dataset import BlockShuffleSampler, DataConfig, JetDataset, build_splits, collate_batch
+from foundation.data.features import compute_features
+from foundation.data.sources import JetCollection
+
+
+def test_block_shuffle_is_a_reproducible_permutation():
+    s = BlockShuffleSampler(103, block_size=4, seed=1)
+    a = list(s)
+    assert sorted(a) == list(range(103)) and a != list(range(103))
+    assert list(s) == a
+    s.set_epoch(1)
+    assert list(s) != a and sorted(s) == list(range(103))
+
+
+def test_batches_hold_the_right_jets(jet_files, jets):
+    collection = JetCollection.open(jet_files)
+    ds = JetDataset(collection, np.arange(len(collection)), ["log_pt", "eta_rel", "phi_rel"], 64)
+    loader = DataLoader(ds, batch_size=32, sampler=BlockShuffleSampler(len(ds), 4, 0), collate_fn=collate_batch, num_workers=2)
+    seen = []
+    expected = compute_features(jets, ["log_pt", "eta_rel", "phi_rel"])
+    for batch in loader:
+        idx = batch["index"].numpy()
+        seen.append(idx)
+        assert torch.equal(batch["mask"], torch.as_tensor(jets.mask[idx]))
+        assert torch.allclose(batch["features"], torch.as_tensor(expected[idx]))
+        assert torch.equal(batch["labels"], torch.as_tensor(jets.label[idx]))
+    seen = np.concatenate(seen)
+    assert sorted(seen.tolist()) == list(range(len(collection)))
+
+
+def test_read_indices_handles_repeats_and_order(jet_files, jets):
+    collection = JetCollection.open(jet_files)
+    idx = [200, 3, 4, 5, 3, 299, 150, 149]
+    got = collection.read_indices(idx)
+    assert np.array_equal(got.constituents, jets.constituents[idx])
+
+
+def test_splits_are_disjoint_complete_and_budgeted(jet_files):
+    config = DataConfig(files=[str(p) for p in jet_files], max_particles=64, validation_fraction=0.2, test_fraction=0.1)
+    s = build_splits(config)
+    parts = [s.train.indices, s.validation.indices, s.test.indices]
+    joined = np.concatenate(parts)
+    assert len(np.unique(joined)) == len(joined) == 300
+    assert len(s.validation) == 60 and len(s.test) == 30
+    limited = build_splits(DataConfig(files=[str(p) for p in jet_files], max_particles=64, train_limit=25))
+    assert len(limited.train) == 25 and set(limited.train.indices) <= set(s.train.indices) | set(limited.train.indices)
+    assert np.array_equal(limited.validation.indices, build_splits(DataConfig(files=[str(p) for p in jet_files], max_particles=64)).validation.indices)
+
+
+def test_padding_to_fewer_particles_keeps_the_hardest(jet_files):
+    collection = JetCollection.open(jet_files)
+    ds = JetDataset(collection, np.arange(10), ["log_pt"], 16)
+    batch = ds.__getitems__(list(range(10)))
+    full = collection.read(0, 10)
+    assert batch["mask"].shape == (10, 16) and batch["mask"].all()
+    assert np.allclose(batch["features"][..., 0], compute_features(full, ["log_pt"])[:, :16, 0])

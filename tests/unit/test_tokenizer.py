@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import torch
+
+from foundation.data.features import compute_features
+from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
+
+NAMES = ["log_pt", "eta_rel", "phi_rel"]
+
+
+def tiny_config(**kw):
+    base = dict(hidden_size=32, num_encoder_layers=1, num_decoder_layers=1, num_heads=2, intermediate_size=64, codebook_size=32, code_dim=4, max_particles=64)
+    base.update(kw)
+    return JetTokenizerConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def batch(jets):
+    f = torch.as_tensor(compute_features(jets, NAMES))
+    m = torch.as_tensor(jets.mask)
+    return f, m
+
+
+def make_tokenizer(batch, **kw):
+    torch.manual_seed(0)
+    f, m = batch
+    tok = JetTokenizer(tiny_config(**kw))
+    valid = f[m]
+    tok.set_feature_scaling(valid.mean(0), valid.std(0))
+    tok.initialize_codebook(f, m)
+    return tok
+
+
+@pytest.mark.parametrize("quantizer", ["vq", "rvq", "fsq"])
+def test_encode_decode_shapes_masks_and_padding(batch, quantizer):
+    f, m = batch
+    tok = make_tokenizer(batch, quantizer=quantizer, codebook_size=8, fsq_levels=[4, 4, 3]).eval()
+    ids = tok.encode(f[:20], m[:20])
+    assert ids.shape == m[:20].shape
+    cfg = tok.config
+    assert torch.all(ids[~m[:20]] == cfg.pad_token_id), "a padded particle gets no code"
+    assert torch.all(ids[m[:20]] < cfg.vocab_codes)
+    decoded = tok.decode(ids, m[:20])
+    assert decoded.shape == f[:20].shape
+    assert torch.all(decoded[~m[:20]] == 0)
+    constituents, mask = tok.decode_to_constituents(ids, m[:20])
+    assert constituents.shape == (20, 64, 4) and np.array_equal(mask, m[:20].numpy())
+    assert np.isfinite(constituents).all()
+
+
+def test_special_token_ids_follow_the_codebook():
+    cfg = tiny_config(codebook_size=100)
+    assert (cfg.start_token_id, cfg.stop_token_id, cfg.pad_token_id, cfg.vocab_size) == (100, 101, 102, 103)
+    assert tiny_config(quantizer="rvq", codebook_size=10, num_quantizers=2).vocab_codes == 100
+    assert tiny_config(quantizer="fsq", fsq_levels=[8, 5]).vocab_codes == 40
+
+
+def test_sequences_round_trip(batch):
+    f, m = batch
+    tok = make_tokenizer(batch).eval()
+    ids = tok.encode(f[:10], m[:10])
+    seq, attn = tok.to_sequence(ids, m[:10])
+    cfg = tok.config
+    n = m[:10].sum(1)
+    assert seq.shape == (10, 66)
+    assert torch.all(seq[:, 0] == cfg.start_token_id)
+    assert torch.all(seq[torch.arange(10), n + 1] == cfg.stop_token_id)
+    assert torch.equal(attn.sum(1), n + 2)
+    back, mask = tok.from_sequence(seq)
+    assert torch.equal(back, ids) and torch.equal(mask, m[:10])
+
+
+def test_padded_values_never_matter(batch):
+    """Garbage in padded slots changes neither the tokens nor the codebook update."""
+    f, m = batch
+    torch.manual_seed(1)
+    a = make_tokenizer(batch)
+    b = make_tokenizer(batch)
+    garbage = f.clone()
+    garbage[~m] = torch.randn_like(garbage[~m]) * 100
+    a.train()
+    b.train()
+    out_a, out_b = a(f[:50], m[:50]), b(garbage[:50], m[:50])
+    assert torch.allclose(out_a.loss, out_b.loss)
+    assert torch.equal(out_a.token_ids, out_b.token_ids)
+    for (name, buf_a), (_, buf_b) in zip(a.quantizer.named_buffers(), b.quantizer.named_buffers()):
+        assert torch.allclose(buf_a, buf_b), name
+
+
+def test_encoding_is_deterministic_and_survives_save_and_load(batch, tmp_path):
+    f, m = batch
+    tok = make_tokenizer(batch).eval()
+    ids = tok.encode(f, m)
+    assert torch.equal(ids, tok.encode(f, m))
+    tok.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "config.json").exists()
+    loaded = JetTokenizer.from_pretrained(tmp_path).eval()
+    assert torch.equal(loaded.encode(f, m), ids)
+    assert torch.allclose(loaded.decode(ids, m), tok.decode(ids, m))
+
+
+def test_jet_level_loss_is_used_when_asked(batch):
+    f, m = batch
+    tok = make_tokenizer(batch, jet_loss_weight=1.0)
+    out = tok(f[:16], m[:16])
+    assert out.jet_loss is not None and out.jet_loss > 0
+    with pytest.raises(ValueError, match="jet_loss_weight"):
+        tiny_config(feature_names=["log_pt", "eta_rel"], jet_loss_weight=1.0)
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError, match="quantizer"):
+        tiny_config(quantizer="lfq")
+    with pytest.raises(ValueError, match="divisible"):
+        tiny_config(hidden_size=30, num_heads=4)
