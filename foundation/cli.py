@@ -152,6 +152,30 @@ def tokenizer_encode(
     console.print(f"[green]wrote token sequences to {path}")
 
 
+# ---------------------------------------------------------------- pretraining
+@app.command("pretrain")
+def pretrain_command(
+    config: Path = typer.Option(..., help="recipe, e.g. pretrain/small.yaml"),
+    output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
+    tokenizer: Path | None = typer.Option(None, help="tokenizer folder (default: the recipe's `tokenizer`)"),
+    resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+):
+    """Pretrain the jet transformer (next-token and/or masked particle modelling).
+
+    Multi-GPU / multi-node: launch this command with `accelerate launch` or `torchrun`
+    (see launch/); the same recipe runs on one CPU, several processes or DeepSpeed ZeRO.
+    """
+    from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
+
+    overrides = {}
+    if output:
+        overrides["training.output_dir"] = str(output)
+    if tokenizer:
+        overrides["tokenizer"] = str(tokenizer)
+    bundle = pretrain(load_pretrain_recipe(config, overrides), resume=resume)
+    console.print(f"[green]model bundle saved to {bundle}")
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, not a traceback."""
     try:

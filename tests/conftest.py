@@ -34,3 +34,30 @@ def jets(jet_files):
     from foundation.data.sources import JetCollection
 
     return JetCollection.open(jet_files).read_all()
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer(jet_files, tmp_path_factory):
+    """A tokenizer trained for a few steps with tokenizers/tiny.yaml: its folder."""
+    from foundation.pipelines.tokenizer import load_tokenizer_recipe, train_tokenizer
+
+    out = tmp_path_factory.mktemp("tokenizer") / "run"
+    recipe, model_config = load_tokenizer_recipe(
+        "tokenizers/tiny.yaml", {"training.output_dir": str(out), "training.progress": False, "training.max_steps": 30}
+    )
+    recipe.data.files = [str(p) for p in jet_files]
+    return train_tokenizer(recipe, model_config)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(jet_files, tiny_tokenizer, tmp_path_factory):
+    """A tiny pretrained model bundle (pretrain/tiny.yaml): its folder."""
+    from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
+
+    out = tmp_path_factory.mktemp("pretrain") / "run"
+    recipe = load_pretrain_recipe(
+        "pretrain/tiny.yaml",
+        {"tokenizer": str(tiny_tokenizer), "training.output_dir": str(out), "training.progress": False, "training.max_steps": 20, "training.save_every": 10},
+    )
+    recipe.data.files = [str(p) for p in jet_files]
+    return pretrain(recipe)

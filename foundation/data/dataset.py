@@ -143,6 +143,15 @@ class BlockShuffleSampler(Sampler[int]):
         yield from order.tolist()
 
 
+def feature_statistics(dataset: JetDataset, num_jets: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std of each feature over the real particles of a random sample of jets."""
+    rng = np.random.default_rng(seed)
+    take = np.sort(rng.choice(len(dataset), min(num_jets, len(dataset)), replace=False))
+    batch = dataset.__getitems__(take.tolist())
+    valid = batch["features"][batch["mask"]]  # (P, F)
+    return valid.mean(axis=0), valid.std(axis=0)
+
+
 @dataclass
 class DataSplits:
     train: JetDataset

@@ -11,7 +11,7 @@ import torch
 from tqdm.auto import tqdm
 
 from foundation.config import build_model_config, from_dict, load_yaml, save_recipe, to_dict
-from foundation.data.dataset import DataConfig, build_splits
+from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
 from foundation.data.tokens import TokenWriter
@@ -40,15 +40,6 @@ def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tu
         JetTokenizerConfig, recipe.model, path, feature_names=recipe.data.features, max_particles=recipe.data.max_particles
     )
     return recipe, model_config
-
-
-def feature_scaling(dataset, num_jets: int = 5000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std of each feature over the real particles of a sample of training jets."""
-    rng = np.random.default_rng(seed)
-    take = np.sort(rng.choice(len(dataset), min(num_jets, len(dataset)), replace=False))
-    batch = dataset.__getitems__(take.tolist())
-    valid = batch["features"][batch["mask"]]  # (P, F)
-    return valid.mean(axis=0), valid.std(axis=0)
 
 
 @torch.no_grad()
@@ -86,7 +77,7 @@ def train_tokenizer(
     torch.manual_seed(recipe.training.seed)
     splits = build_splits(recipe.data, data_root=data_root)
     model = JetTokenizer(model_config)
-    mean, std = feature_scaling(splits.train, seed=recipe.training.seed)
+    mean, std = feature_statistics(splits.train, seed=recipe.training.seed)
     model.set_feature_scaling(mean, std)
     init = splits.train.__getitems__(list(range(min(recipe.codebook_init_jets, len(splits.train)))))
     if model.initialize_codebook(torch.as_tensor(init["features"]), torch.as_tensor(init["mask"])):

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, DeepSpeedPlugin, InitProcessGroupKwargs, ProjectConfiguration
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    DeepSpeedPlugin,
+    DistributedType,
+    InitProcessGroupKwargs,
+    ProjectConfiguration,
+)
 
 from foundation.training.config import TrainingConfig
 
@@ -46,7 +52,12 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
             gradient_accumulation_steps=accumulation,
             gradient_clipping=config.max_grad_norm if config.max_grad_norm > 0 else None,
         )
+    # Several CPU processes without DeepSpeed: only cpu=True makes accelerate wrap the model in
+    # DDP (MULTI_CPU); otherwise the gloo group forms but gradients are never averaged.
+    # DeepSpeed on CPU wants cpu=False (its own communication set-up) with the gloo backend.
+    multi_cpu = world > 1 and not torch.cuda.is_available() and plugin is None
     accelerator = Accelerator(
+        cpu=multi_cpu,
         gradient_accumulation_steps=accumulation,
         mixed_precision=config.mixed_precision,
         deepspeed_plugin=plugin,
@@ -60,5 +71,10 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
         raise RuntimeError(
             f"launched {world} processes but accelerate sees a world of {accelerator.num_processes}; "
             "the process group did not form"
+        )
+    if world > 1 and accelerator.distributed_type == DistributedType.NO:
+        raise RuntimeError(
+            f"{world} processes were launched but accelerate would train each on its own "
+            "(distributed type NO): gradients would not be synchronised"
         )
     return accelerator

@@ -85,12 +85,14 @@ class Trainer:
         collate_fn: Callable = collate_batch,
         param_groups: list[dict] | None = None,
         evaluate_fn: EvaluateFn | None = None,
+        derive_metrics: Callable[[dict], dict] | None = None,
         block_size: int = 4,
         num_workers: int = 0,
     ):
         self.config = config
         self.recipe = recipe or {}
         self.evaluate_fn = evaluate_fn
+        self.derive_metrics = derive_metrics
         if config.threads_per_process:
             torch.set_num_threads(config.threads_per_process)
         self.accelerator = build_accelerator(config)
@@ -210,6 +212,8 @@ class Trainer:
             metrics = {f"eval/{k}": (stacked[i] / stacked[-1]).item() for i, k in enumerate(keys)}
         if self.evaluate_fn is not None:
             metrics.update({f"eval/{k}": v for k, v in self.evaluate_fn(self.model, self.eval_loader, acc).items()})
+        if self.derive_metrics is not None:
+            metrics.update(self.derive_metrics(metrics))
         self.model.train()
         return metrics
 

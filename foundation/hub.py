@@ -1,0 +1,148 @@
+"""Model bundles: one folder (or Hugging Face hub repo) per pretrained or fine-tuned model.
+
+    config.json, model.safetensors   the jet transformer (any head)
+    tokenizer/                       its VQ-VAE tokenizer (config.json, model.safetensors)
+    data_config.yaml                 features, scaling and data settings it was trained with
+    README.md                        model card: data, size, objective, metrics
+    manifest.json                    sha256 of every other file; verified on every load
+
+Loading takes a local folder or a hub repo id (downloaded with huggingface_hub into the usual
+cache, revision pinned if asked; HF_HUB_OFFLINE=1 works from the cache). Only safetensors
+weights are read, never pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+DATA_CONFIG = "data_config.yaml"
+TOKENIZER_DIR = "tokenizer"
+
+
+class BundleError(ValueError):
+    """A model bundle is missing, incomplete or corrupted."""
+
+
+@dataclass
+class Bundle:
+    path: Path
+    model: object
+    tokenizer: object
+    data_config: dict
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: str | Path) -> Path:
+    folder = Path(folder)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"))
+    manifest = {"files": {str(p.relative_to(folder)): {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in files}}
+    tmp = folder / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2))
+    os.replace(tmp, folder / MANIFEST)
+    return folder / MANIFEST
+
+
+def verify_bundle(folder: str | Path) -> None:
+    """Every file in the manifest exists with its checksum; refuse pickled weights."""
+    folder = Path(folder)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        raise BundleError(f"{folder}: no {MANIFEST}; not a foundation model bundle (or an incomplete download)")
+    manifest = json.loads(manifest_path.read_text())
+    for name, entry in manifest["files"].items():
+        path = folder / name
+        if not path.exists():
+            raise BundleError(f"{path}: listed in {MANIFEST} but missing")
+        if _sha256(path) != entry["sha256"]:
+            raise BundleError(f"{path}: checksum does not match {MANIFEST}; the file is corrupted or was changed")
+    for pickled in list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth")):
+        raise BundleError(f"{pickled}: pickled weights are never loaded; bundles hold safetensors only")
+
+
+def resolve(model: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """A local folder, or the snapshot folder of a hub repo id (downloaded or from the cache)."""
+    local = Path(model)
+    if local.exists():
+        if not local.is_dir():
+            raise BundleError(f"{local}: expected a model folder, got a file")
+        return local
+    if str(model).count("/") != 1 or str(model).startswith((".", "/")):
+        raise BundleError(f"{model}: no such folder, and not a hub repo id of the form 'owner/name'")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id=str(model), revision=revision, cache_dir=cache_dir))
+    except LocalEntryNotFoundError as err:
+        raise BundleError(f"{model}: not in the local hub cache and the hub cannot be reached ({err})") from None
+    except HfHubHTTPError as err:
+        raise BundleError(f"{model}: hub download failed ({err})") from None
+
+
+def read_data_config(folder: str | Path) -> dict:
+    path = Path(folder) / DATA_CONFIG
+    if not path.exists():
+        raise BundleError(f"{path}: missing; the bundle does not say which features it was trained on")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def save_bundle(folder: str | Path, tokenizer, data_config: dict, card: str) -> Path:
+    """Complete a folder the model was already saved into (save_pretrained): add the tokenizer,
+    the data config, the model card, and the manifest last."""
+    folder = Path(folder)
+    tokenizer.save_pretrained(folder / TOKENIZER_DIR, safe_serialization=True)
+    (folder / DATA_CONFIG).write_text(yaml.safe_dump(data_config, sort_keys=False))
+    (folder / "README.md").write_text(card)
+    write_manifest(folder)
+    return folder
+
+
+def load_bundle(
+    model: str | Path,
+    model_class=None,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    **model_kwargs,
+) -> Bundle:
+    """Resolve, verify and load a bundle: (model of `model_class`, tokenizer, data config)."""
+    from foundation.models import JetTransformerForPretraining
+    from foundation.tokenizer import JetTokenizer
+
+    folder = resolve(model, revision=revision, cache_dir=cache_dir)
+    verify_bundle(folder)
+    model_class = model_class or JetTransformerForPretraining
+    try:
+        loaded = model_class.from_pretrained(folder, use_safetensors=True, **model_kwargs)
+        tokenizer = JetTokenizer.from_pretrained(folder / TOKENIZER_DIR, use_safetensors=True).eval()
+    except (OSError, ValueError) as err:
+        raise BundleError(f"{folder}: cannot load the model ({err})") from None
+    return Bundle(folder, loaded, tokenizer, read_data_config(folder))
+
+
+def push_bundle(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
+    """Upload a verified bundle to the hub (needs a token: `huggingface-cli login` or HF_TOKEN)."""
+    from huggingface_hub import HfApi
+
+    verify_bundle(folder)
+    api = HfApi()
+    api.create_repo(repo_id, private=private, exist_ok=True)
+    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message="Upload foundation model bundle")
+    return str(getattr(info, "commit_url", info))
+

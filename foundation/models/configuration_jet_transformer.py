@@ -1,0 +1,110 @@
+"""Configuration of the jet transformer backbone and its heads."""
+
+from __future__ import annotations
+
+from transformers import PretrainedConfig
+
+ATTENTION_MODES = ("causal", "bidirectional")
+POOLINGS = ("class_attention", "mean")
+
+
+class JetTransformerConfig(PretrainedConfig):
+    """Every hyper-parameter of the backbone and heads, with its default.
+
+    Vocabulary (ids): the tokenizer's particle codes 0 .. vocab_codes - 1, then
+    start = vocab_codes, stop = vocab_codes + 1, pad = vocab_codes + 2 (as the tokenizer),
+    mask = vocab_codes + 3 (masked particle modelling), and one start token per class,
+    vocab_codes + 4 + c, when num_generation_classes > 0 (class-conditional generation).
+    """
+
+    model_type = "jet_transformer"
+
+    def __init__(
+        self,
+        vocab_codes: int = 8192,
+        max_particles: int = 128,
+        hidden_size: int = 256,
+        num_layers: int = 6,
+        num_heads: int = 8,
+        intermediate_size: int = 1024,
+        dropout: float = 0.0,
+        particle_feature_names: list[str] | None = None,
+        num_generation_classes: int = 0,
+        generation_class_names: list[str] | None = None,
+        unconditional_fraction: float = 0.2,
+        causal_loss_weight: float = 1.0,
+        masked_loss_weight: float = 0.0,
+        mask_fraction: float = 0.3,
+        classifier_attention: str | None = None,
+        classifier_pooling: str = "class_attention",
+        classifier_dropout: float = 0.1,
+        initializer_range: float = 0.02,
+        tie_word_embeddings: bool = True,
+        **kwargs,
+    ):
+        self.vocab_codes = vocab_codes
+        self.max_particles = max_particles
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.dropout = dropout
+        self.particle_feature_names = list(particle_feature_names or [])
+        self.num_generation_classes = num_generation_classes
+        self.generation_class_names = list(generation_class_names or [])
+        self.unconditional_fraction = unconditional_fraction
+        self.causal_loss_weight = causal_loss_weight
+        self.masked_loss_weight = masked_loss_weight
+        self.mask_fraction = mask_fraction
+        self.classifier_attention = classifier_attention
+        self.classifier_pooling = classifier_pooling
+        self.classifier_dropout = classifier_dropout
+        self.initializer_range = initializer_range
+        for derived in ("start_token_id", "stop_token_id", "pad_token_id", "mask_token_id", "vocab_size"):
+            kwargs.pop(derived, None)
+        super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
+        self.start_token_id = vocab_codes
+        self.stop_token_id = vocab_codes + 1
+        self.pad_token_id = vocab_codes + 2
+        self.mask_token_id = vocab_codes + 3
+        self.vocab_size = vocab_codes + 4 + num_generation_classes
+        self.validate()
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} must be divisible by num_heads {self.num_heads}")
+        if self.causal_loss_weight < 0 or self.masked_loss_weight < 0:
+            raise ValueError("causal_loss_weight and masked_loss_weight must be >= 0")
+        if self.causal_loss_weight == 0 and self.masked_loss_weight == 0:
+            raise ValueError("at least one of causal_loss_weight and masked_loss_weight must be positive")
+        if not 0 < self.mask_fraction < 1:
+            raise ValueError(f"mask_fraction must be in (0, 1), got {self.mask_fraction}")
+        if not 0 <= self.unconditional_fraction <= 1:
+            raise ValueError(f"unconditional_fraction must be in [0, 1], got {self.unconditional_fraction}")
+        if self.classifier_attention not in (None, *ATTENTION_MODES):
+            raise ValueError(f"classifier_attention must be one of {ATTENTION_MODES} or null, got {self.classifier_attention!r}")
+        if self.classifier_pooling not in POOLINGS:
+            raise ValueError(f"classifier_pooling must be one of {POOLINGS}, got {self.classifier_pooling!r}")
+        if self.generation_class_names and len(self.generation_class_names) != self.num_generation_classes:
+            raise ValueError("generation_class_names must name num_generation_classes classes")
+
+    @property
+    def num_particle_features(self) -> int:
+        return len(self.particle_feature_names)
+
+    @property
+    def max_sequence_length(self) -> int:
+        return self.max_particles + 2
+
+    def class_start_token_id(self, class_index: int) -> int:
+        if not 0 <= class_index < self.num_generation_classes:
+            raise ValueError(f"class {class_index} outside the {self.num_generation_classes} generation classes")
+        return self.vocab_codes + 4 + class_index
+
+    @property
+    def default_attention(self) -> str:
+        """Attention for classification and embeddings when not set: bidirectional if the model
+        was trained bidirectionally (masked modelling), causal if only autoregressively."""
+        if self.classifier_attention:
+            return self.classifier_attention
+        return "bidirectional" if self.masked_loss_weight > 0 else "causal"

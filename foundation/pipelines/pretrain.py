@@ -1,0 +1,198 @@
+"""`foundation pretrain`: the backbone on token sequences, causal and/or masked objective."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from foundation.config import ConfigError, build_model_config, from_dict, load_yaml, save_recipe, to_dict
+from foundation.data.dataset import DataConfig, _split_indices, build_splits, feature_statistics
+from foundation.data.features import FEATURES
+from foundation.data.tokens import TokenDataset, TokenFile
+from foundation.hub import save_bundle
+from foundation.models import JetTransformerConfig, JetTransformerForPretraining
+from foundation.models.inputs import JetSequenceCollator, dataset_feature_names
+from foundation.pipelines.card import model_card
+from foundation.pipelines.common import write_json
+from foundation.pipelines.tokenizer import load_tokenizer
+from foundation.training import Trainer, TrainingConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainRecipe:
+    tokenizer: str = "checkpoints/tokenizer-small/tokenizer"  # a trained tokenizer folder
+    tokens: str | None = None  # a token file (foundation tokenizer encode); else tokenise jets on the fly
+    particle_features: list[str] = field(default_factory=list)  # continuous features beside the tokens
+    data: DataConfig = field(default_factory=DataConfig)
+    model: dict = field(default_factory=dict)  # JetTransformerConfig fields
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        unknown = [f for f in self.particle_features if f not in FEATURES]
+        if unknown:
+            raise ValueError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
+        if self.tokens and self.particle_features:
+            raise ValueError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
+
+
+# Fields of the model config that come from elsewhere in the recipe or from the tokenizer.
+DERIVED_MODEL_FIELDS = ("vocab_codes", "max_particles", "particle_feature_names", "generation_class_names")
+
+
+def load_pretrain_recipe(path: str | Path, overrides: dict | None = None) -> PretrainRecipe:
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            data.setdefault(section, {})[name] = value
+        else:
+            data[key] = value
+    recipe = from_dict(PretrainRecipe, data, source=path)
+    for key in DERIVED_MODEL_FIELDS:
+        if key in recipe.model:
+            raise ConfigError(path, f"model.{key}", "is derived from the tokenizer / particle_features; remove it")
+    # Validate the model section now (unknown keys, impossible values), before any data is touched.
+    build_model_config(JetTransformerConfig, recipe.model, path, vocab_codes=8, max_particles=8)
+    recipe.source = str(path)  # type: ignore[attr-defined]
+    return recipe
+
+
+@dataclass
+class SequenceData:
+    """Training and validation sets of token sequences, with how they were made."""
+
+    train: torch.utils.data.Dataset
+    validation: torch.utils.data.Dataset
+    test: torch.utils.data.Dataset | None
+    collate_fn: object
+    class_names: list[str]
+    data_config: dict  # saved into the bundle: what a user must feed the model
+
+
+def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: list[str], tokens: str | None, seed: int, data_root=None) -> SequenceData:
+    from foundation.data.dataset import collate_batch
+
+    tok_cfg = tokenizer.config
+    if tokens:
+        token_file = TokenFile(tokens)
+        if token_file.tokenizer_info["vocab_codes"] != tok_cfg.vocab_codes:
+            raise ValueError(f"{tokens}: encoded with {token_file.tokenizer_info['vocab_codes']} codes, the tokenizer has {tok_cfg.vocab_codes}")
+        tr, va, te = _split_indices(len(token_file), recipe_data.validation_fraction, recipe_data.test_fraction, recipe_data.split_seed)
+        if recipe_data.train_limit:
+            tr = np.sort(np.random.default_rng(recipe_data.split_seed + 1).choice(tr, min(recipe_data.train_limit, len(tr)), replace=False))
+        info = {"token_file": str(tokens), "tokenizer_features": list(tok_cfg.feature_names), "particle_features": [], "max_particles": tok_cfg.max_particles, "class_names": token_file.class_names}
+        return SequenceData(TokenDataset(token_file, tr), TokenDataset(token_file, va), TokenDataset(token_file, te), collate_batch, token_file.class_names, info)
+    data = DataConfig(**{**vars(recipe_data), "features": dataset_feature_names(tok_cfg.feature_names, particle_features), "max_particles": tok_cfg.max_particles})
+    splits = build_splits(data, data_root=data_root)
+    mean = std = None
+    if particle_features:
+        cols = [data.features.index(n) for n in particle_features]
+        m, s = feature_statistics(splits.train, seed=seed)
+        mean, std = m[cols].tolist(), np.maximum(s[cols], 1e-3).tolist()
+    collate = JetSequenceCollator(tokenizer, data.features, particle_features, mean, std)
+    info = {
+        "tokenizer_features": list(tok_cfg.feature_names),
+        "particle_features": list(particle_features),
+        "particle_feature_mean": mean,
+        "particle_feature_std": std,
+        "max_particles": tok_cfg.max_particles,
+        "class_names": splits.class_names,
+        "data": to_dict(data),
+    }
+    return SequenceData(splits.train, splits.validation, splits.test, collate, splits.class_names, info)
+
+
+def _perplexity(metrics: dict) -> dict:
+    if "eval/causal_loss" in metrics:
+        return {"eval/perplexity": math.exp(min(metrics["eval/causal_loss"], 50.0))}
+    return {}
+
+
+@dataclass
+class Pretraining:
+    trainer: Trainer
+    data: SequenceData
+    config: JetTransformerConfig
+    tokenizer: object
+
+
+def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
+    """Everything a pretraining run needs, ready to train."""
+    torch.manual_seed(recipe.training.seed)
+    tokenizer = load_tokenizer(recipe.tokenizer)
+    seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root)
+    model_fields = dict(recipe.model)
+    if model_fields.get("num_generation_classes"):
+        if model_fields["num_generation_classes"] != len(seq.class_names):
+            raise ConfigError(getattr(recipe, "source", None), "model.num_generation_classes", f"the data has {len(seq.class_names)} classes {seq.class_names}")
+        model_fields["generation_class_names"] = seq.class_names
+    config = build_model_config(
+        JetTransformerConfig,
+        model_fields,
+        getattr(recipe, "source", None),
+        vocab_codes=tokenizer.config.vocab_codes,
+        max_particles=tokenizer.config.max_particles,
+        particle_feature_names=recipe.particle_features,
+    )
+    model = JetTransformerForPretraining(config)
+    logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
+    trainer = Trainer(
+        model,
+        seq.train,
+        seq.validation,
+        recipe.training,
+        recipe=to_dict(recipe),
+        collate_fn=seq.collate_fn,
+        derive_metrics=_perplexity,
+        block_size=recipe.data.block_size,
+        num_workers=recipe.data.num_workers,
+    )
+    return Pretraining(trainer, seq, config, tokenizer)
+
+
+def pretrain(recipe: PretrainRecipe, resume: bool = False, data_root=None) -> Path:
+    """Pretrain and export a model bundle to <output_dir>/model; returns that folder."""
+    run = build_pretraining(recipe, data_root)
+    trainer, seq, config, tokenizer = run.trainer, run.data, run.config, run.tokenizer
+    result = trainer.train(resume=resume)
+    out = Path(recipe.training.output_dir)
+    bundle = out / "model"
+    trainer.export(bundle)
+    if trainer.accelerator.is_main_process:
+        objective = " + ".join(
+            name for name, weight in (("next-token prediction", config.causal_loss_weight), ("masked particle modelling", config.masked_loss_weight)) if weight > 0
+        )
+        metrics = {k.removeprefix("eval/"): v for k, v in result.final_metrics.items() if k.startswith("eval/")}
+        card = model_card(
+            title=f"Jet transformer pretrained on {len(seq.train)} jets",
+            summary="A jet foundation model from the `foundation` platform: a transformer over VQ-VAE particle tokens.",
+            model=trainer.unwrapped_model(),
+            objective=objective,
+            data={"training jets": len(seq.train), "validation jets": len(seq.validation), "classes": seq.class_names, "source": seq.data_config.get("data", {}).get("files") or "generated top + QCD jets (Pythia 8 + FastJet)"},
+            metrics=metrics,
+            recipe=to_dict(recipe),
+            usage=f'from foundation.hub import load_bundle\nbundle = load_bundle("{bundle}")',
+        )
+        save_bundle(bundle, tokenizer, {**seq.data_config, "objective": objective}, card)
+        save_recipe(recipe, out / "recipe.yaml")
+        write_json(
+            out / "train_summary.json",
+            {
+                "steps": result.step,
+                "seconds": result.seconds,
+                "jets_per_second": result.samples_per_second,
+                "tokens_per_second": result.tokens_per_second,
+                "peak_memory_mb": result.peak_memory_mb,
+                "world_size": result.world_size,
+                "final": result.final_metrics,
+            },
+        )
+    trainer.accelerator.wait_for_everyone()
+    return bundle

@@ -1,0 +1,142 @@
+"""The jet transformer's behaviour: causality, masking, cache, sampling, Auto loading."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from foundation.models import (
+    JetTransformerConfig,
+    JetTransformerForCausalJetModeling,
+    JetTransformerForJetClassification,
+    JetTransformerForMaskedParticleModeling,
+    JetTransformerForPretraining,
+    JetTransformerModel,
+)
+from foundation.models.modeling_jet_transformer import choose_masked_particles
+
+
+def config(**kw):
+    base = dict(vocab_codes=40, max_particles=20, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    base.update(kw)
+    return JetTransformerConfig(**base)
+
+
+def sequences(cfg, batch=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    n = cfg.max_particles
+    ids = torch.randint(0, cfg.vocab_codes, (batch, n + 2), generator=g)
+    lengths = torch.randint(3, n, (batch,), generator=g)
+    ids[:, 0] = cfg.start_token_id
+    pos = torch.arange(n + 2)[None]
+    ids = torch.where(pos == lengths[:, None] + 1, cfg.stop_token_id, ids)
+    ids = torch.where(pos > lengths[:, None] + 1, cfg.pad_token_id, ids)
+    return ids, pos <= lengths[:, None] + 1
+
+
+def test_causal_model_never_attends_to_the_future():
+    cfg = config()
+    model = JetTransformerForCausalJetModeling(cfg).eval()
+    ids, mask = sequences(cfg)
+    logits = model(ids, mask).logits
+    changed = ids.clone()
+    changed[:, 5] = (changed[:, 5] + 1) % cfg.vocab_codes
+    later = model(changed, mask).logits
+    assert torch.allclose(logits[:, :5], later[:, :5], atol=1e-6)
+    assert not torch.allclose(logits[:, 5:], later[:, 5:])
+
+
+def test_key_value_cache_gives_the_full_forward_logits():
+    cfg = config()
+    model = JetTransformerForCausalJetModeling(cfg).eval()
+    ids, _ = sequences(cfg, batch=2)
+    full = model(ids).logits
+    past, steps = None, []
+    for t in range(ids.shape[1]):
+        out = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        steps.append(out.logits)
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_only_masked_positions_enter_the_masked_loss():
+    cfg = config(masked_loss_weight=1.0, causal_loss_weight=0.0)
+    model = JetTransformerForMaskedParticleModeling(cfg).eval()
+    ids, mask = sequences(cfg)
+    chosen = choose_masked_particles(ids, mask, cfg.vocab_codes, 0.3, torch.Generator().manual_seed(1))
+    assert not chosen[:, 0].any() and not chosen[~mask].any(), "start, stop and pad are never masked"
+    assert chosen.any(1).all(), "every jet has a masked particle"
+    out = model(ids, mask, masked_positions=chosen)
+    # Changing the target of an unmasked particle must not change the loss...
+    other = ids.clone()
+    unmasked = (~chosen) & mask & (ids < cfg.vocab_codes)
+    other[unmasked] = (other[unmasked] + 1) % cfg.vocab_codes
+    # ...except through the input; so compare against the loss recomputed from the same logits.
+    logits = out.logits
+    manual = torch.nn.functional.cross_entropy(logits[chosen], ids[chosen])
+    assert torch.allclose(out.loss, manual)
+    shifted_targets = torch.nn.functional.cross_entropy(logits[chosen], other[chosen])
+    assert torch.allclose(manual, shifted_targets), "unmasked targets do not enter the loss"
+
+
+def test_sampling_makes_valid_sequences():
+    cfg = config()
+    model = JetTransformerForCausalJetModeling(cfg)
+    seq = model.sample(16, temperature=1.0, top_k=20, top_p=0.95, generator=torch.Generator().manual_seed(0))
+    assert seq.shape[0] == 16 and seq.shape[1] <= cfg.max_particles + 2
+    assert torch.all(seq[:, 0] == cfg.start_token_id)
+    for row in seq:
+        stops = (row == cfg.stop_token_id).nonzero().flatten()
+        assert len(stops) == 1, "exactly one stop token"
+        body = row[1 : stops[0]]
+        assert len(body) >= 1 and torch.all(body < cfg.vocab_codes)
+        assert torch.all(row[stops[0] + 1 :] == cfg.pad_token_id)
+    again = model.sample(16, temperature=1.0, top_k=20, top_p=0.95, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(seq, again)
+
+
+def test_class_conditional_start_tokens():
+    cfg = config(num_generation_classes=2, generation_class_names=["qcd", "top"])
+    assert cfg.vocab_size == cfg.vocab_codes + 6 and cfg.class_start_token_id(1) == cfg.vocab_codes + 5
+    model = JetTransformerForCausalJetModeling(cfg)
+    seq = model.sample(3, class_index=1, generator=torch.Generator().manual_seed(0))
+    assert torch.all(seq[:, 0] == cfg.class_start_token_id(1))
+    with pytest.raises(ValueError):
+        cfg.class_start_token_id(2)
+
+
+def test_pretraining_checkpoint_loads_everywhere(tmp_path):
+    cfg = config(masked_loss_weight=0.5)
+    model = JetTransformerForPretraining(cfg)
+    ids, mask = sequences(cfg)
+    out = model(ids, mask)
+    assert out.loss > 0 and out.causal_loss is not None and out.masked_loss is not None
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    backbone = AutoModel.from_pretrained(tmp_path)
+    assert isinstance(backbone, JetTransformerModel)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), JetTransformerConfig)
+    assert torch.allclose(backbone.wte.weight, model.transformer.wte.weight)
+    causal = JetTransformerForCausalJetModeling.from_pretrained(tmp_path)
+    assert torch.allclose(causal.lm_head.weight, model.lm_head.weight)
+    classifier = JetTransformerForJetClassification.from_pretrained(tmp_path, num_labels=3, particle_feature_names=["log_pt", "eta_rel"])
+    # New particle-feature input starts at zero: the pretrained backbone is unchanged at first.
+    assert torch.all(classifier.transformer.feature_proj.weight == 0)
+    feats = torch.randn(*ids.shape, 2)
+    assert torch.allclose(
+        classifier.transformer(ids, mask, feats).last_hidden_state, model.transformer(ids, mask).last_hidden_state, atol=1e-6
+    )
+    logits = classifier(ids, mask, feats, labels=torch.tensor([0, 1, 2, 0])).logits
+    assert logits.shape == (4, 3) and torch.isfinite(logits).all()
+
+
+def test_bad_values_are_refused():
+    with pytest.raises(ValueError, match="divisible"):
+        config(hidden_size=30, num_heads=4)
+    with pytest.raises(ValueError, match="at least one"):
+        config(causal_loss_weight=0.0, masked_loss_weight=0.0)
+    with pytest.raises(ValueError, match="mask_fraction"):
+        config(mask_fraction=1.5)
+    model = JetTransformerModel(config())
+    ids = torch.zeros(1, 30, dtype=torch.long)
+    with pytest.raises(ValueError, match="exceeds"):
+        model(ids)
