@@ -11,12 +11,15 @@ import typer
 from rich.console import Console
 
 from foundation.errors import ConfigError, DataFormatError
+from foundation.hub import BundleError
 
 app = typer.Typer(help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Generate, convert and inspect jet data.", no_args_is_help=True)
 tokenizer_app = typer.Typer(help="Train, evaluate and apply the VQ-VAE particle tokenizer.", no_args_is_help=True)
+anomaly_app = typer.Typer(help="Anomaly detection: likelihood scores (unsupervised) and CWoLa (weakly supervised).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(anomaly_app, name="anomaly")
 
 console = Console(stderr=True)
 VERBOSE = {"on": False}
@@ -158,6 +161,7 @@ def pretrain_command(
     config: Path = typer.Option(..., help="recipe, e.g. pretrain/small.yaml"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     tokenizer: Path | None = typer.Option(None, help="tokenizer folder (default: the recipe's `tokenizer`)"),
+    deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON, e.g. launch/deepspeed/zero2.json"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
 ):
     """Pretrain the jet transformer (next-token and/or masked particle modelling).
@@ -172,15 +176,217 @@ def pretrain_command(
         overrides["training.output_dir"] = str(output)
     if tokenizer:
         overrides["tokenizer"] = str(tokenizer)
+    if deepspeed:
+        overrides["training.deepspeed"] = str(deepspeed)
     bundle = pretrain(load_pretrain_recipe(config, overrides), resume=resume)
     console.print(f"[green]model bundle saved to {bundle}")
+
+
+# ---------------------------------------------------------------- fine-tuning and evaluation
+@app.command("finetune")
+def finetune_command(
+    config: Path = typer.Option(..., help="recipe, e.g. finetune/top_tagging.yaml"),
+    from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder or hub repo id), or 'scratch' for the same architecture with random weights"),
+    mode: str | None = typer.Option(None, help="full | frozen | layerwise (default: the recipe's)"),
+    output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
+    train_limit: int | None = typer.Option(None, help="use only this many labelled training jets"),
+    resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+):
+    """Fine-tune a tagging head on a pretrained model; writes a bundle, metrics.json and roc.png."""
+    from foundation.pipelines.finetune import finetune, load_finetune_recipe
+
+    overrides: dict = {}
+    if from_ == "scratch":
+        overrides["init"] = "scratch"
+    elif from_:
+        overrides["model"] = from_
+    if mode:
+        overrides["mode"] = mode
+    if output:
+        overrides["training.output_dir"] = str(output)
+    if train_limit:
+        overrides["data.train_limit"] = train_limit
+    bundle = finetune(load_finetune_recipe(config, overrides), resume=resume)
+    console.print(f"[green]fine-tuned model saved to {bundle}")
+    metrics = json.loads((bundle.parent / "metrics.json").read_text())
+    console.print({k: metrics[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5") if k in metrics})
+
+
+@app.command("evaluate")
+def evaluate_command(
+    model: str = typer.Option(..., help="fine-tuned bundle (folder or hub repo id)"),
+    data: list[Path] = typer.Option(..., help="jet file(s): canonical, top tagging landscape HDF5 or JetClass ROOT"),
+    out: Path | None = typer.Option(None, help="folder for metrics.json and roc.png"),
+    signal_class: str | None = typer.Option(None, help="signal class for the ROC (default: the last class)"),
+    background_class: str | None = typer.Option(None, help="background class (default: the first, for two classes)"),
+    limit: int | None = typer.Option(None, help="evaluate at most this many jets"),
+    revision: str | None = typer.Option(None, help="hub revision to pin"),
+):
+    """AUC, accuracy, background rejection 1/eps_B at eps_S = 0.3 and 0.5, ROC plot, JSON."""
+    from foundation.pipelines.finetune import evaluate_tagger
+
+    metrics = evaluate_tagger(model, [str(d) for d in data], out_dir=out, signal_class=signal_class, background_class=background_class, limit=limit, revision=revision)
+    _print_json(metrics)
+
+
+# ---------------------------------------------------------------- generation
+@app.command("generate")
+def generate_command(
+    model: str = typer.Option(..., help="pretrained bundle with a next-token head"),
+    jets: int = typer.Option(..., help="number of jets"),
+    out: Path = typer.Option(..., help="output file (canonical .h5)"),
+    class_name: str | None = typer.Option(None, "--class", help="class to generate (class-conditional models)"),
+    temperature: float = typer.Option(1.0, help="sampling temperature"),
+    top_k: int | None = typer.Option(None, help="sample among the k most likely tokens"),
+    top_p: float | None = typer.Option(None, help="nucleus sampling: smallest set with probability >= p"),
+    batch_size: int = typer.Option(256, help="jets sampled together"),
+    seed: int = typer.Option(0, help="sampling seed"),
+):
+    """Sample jets autoregressively (key/value cache) and decode them into particles."""
+    from foundation.pipelines.generate import generate_jets
+
+    path = generate_jets(model, jets, out, class_name, temperature, top_k, top_p, batch_size, seed)
+    console.print(f"[green]wrote {jets} generated jets to {path}")
+
+
+@app.command("evaluate-generation")
+def evaluate_generation_command(
+    generated: list[Path] = typer.Option(..., help="generated jets"),
+    reference: list[Path] = typer.Option(..., help="real jets to compare with"),
+    reference_class: str | None = typer.Option(None, help="compare with this class of the reference only"),
+    plots: Path | None = typer.Option(None, help="folder for overlay plots and the metrics JSON"),
+    raw_reference: bool = typer.Option(False, help="compare with the reference as is (default: massless constituents, cut to the generated width, as tokens can represent them)"),
+    limit: int = typer.Option(50_000, help="jets used from each side"),
+):
+    """W1 of jet mass, pT, multiplicity and particle features, FPD and KPD, each beside the real-vs-real floor."""
+    from rich.table import Table
+
+    from foundation.pipelines.generate import evaluate_generation
+
+    rows = evaluate_generation([str(g) for g in generated], [str(r) for r in reference], plots, reference_class, limit, raw_reference)
+    table = Table(title="generated vs reference (floor: reference half vs half)")
+    for col in ("metric", "value", "floor"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["metric"], f"{r['value']:.4g} ± {r['error']:.2g}", f"{r['floor']:.4g} ± {r['floor_error']:.2g}")
+    console.print(table)
+    _print_json({"rows": rows})
+
+
+# ---------------------------------------------------------------- anomaly detection
+@anomaly_app.command("score")
+def anomaly_score_command(
+    model: str = typer.Option(..., help="pretrained bundle with a next-token head"),
+    data: list[Path] = typer.Option(..., help="jets to score"),
+    out: Path = typer.Option(..., help="scores file (.h5): nll, nll_per_token, label, index"),
+    signal_class: str | None = typer.Option(None, help="if the data are labelled: AUC and SIC for this class as the anomaly"),
+    plots: Path | None = typer.Option(None, help="folder for ROC and SIC plots"),
+    limit: int | None = typer.Option(None, help="score at most this many jets"),
+):
+    """Unsupervised: each jet's negative log-likelihood under the autoregressive model."""
+    from foundation.pipelines.anomaly import score_file
+
+    _print_json(score_file(model, [str(d) for d in data], out, signal_class, plots, limit=limit))
+
+
+@anomaly_app.command("cwola")
+def anomaly_cwola_command(
+    config: Path = typer.Option(..., help="fine-tuning recipe (finetune/cwola.yaml): model, data, training"),
+    fractions: tuple[float, float] = typer.Option((0.3, 0.05), help="signal fractions of mixed samples A and B"),
+    from_: str | None = typer.Option(None, "--from", help="pretrained bundle (or 'scratch')"),
+    output: Path | None = typer.Option(None, help="run folder"),
+    plots: Path | None = typer.Option(None, help="folder for the SIC plot"),
+):
+    """Weakly supervised: learn sample A vs B (different, unknown signal fractions); score true labels."""
+    from foundation.pipelines.anomaly import cwola
+    from foundation.pipelines.finetune import load_finetune_recipe
+
+    overrides: dict = {}
+    if from_ == "scratch":
+        overrides["init"] = "scratch"
+    elif from_:
+        overrides["model"] = from_
+    if output:
+        overrides["training.output_dir"] = str(output)
+    _print_json(cwola(load_finetune_recipe(config, overrides), tuple(fractions), plots))
+
+
+# ---------------------------------------------------------------- embeddings and the hub
+@app.command("embed")
+def embed_command(
+    model: str = typer.Option(..., help="bundle (folder or hub repo id)"),
+    data: list[Path] = typer.Option(..., help="jets to embed"),
+    out: Path = typer.Option(..., help="output .h5 or .parquet"),
+    per_particle: bool = typer.Option(False, help="token-level embeddings instead of one per jet"),
+    batch_size: int = typer.Option(256, help="jets per batch"),
+    limit: int | None = typer.Option(None, help="embed at most this many jets"),
+    revision: str | None = typer.Option(None, help="hub revision to pin"),
+):
+    """Per-jet embeddings (mean-pooled backbone output) with labels and jet indices, for numpy/h5py/pandas/awkward."""
+    from foundation.pipelines.embed import embed
+
+    path = embed(model, [str(d) for d in data], out, per_particle, batch_size, limit, revision)
+    console.print(f"[green]wrote embeddings to {path}")
+
+
+@app.command("push")
+def push_command(
+    model: Path = typer.Option(..., help="bundle folder to upload"),
+    repo: str = typer.Option(..., help="hub repo id, owner/name"),
+    private: bool = typer.Option(False, help="create the repo private"),
+):
+    """Upload a verified model bundle to the Hugging Face hub (needs HF_TOKEN or huggingface-cli login)."""
+    from foundation.hub import push_bundle
+
+    console.print(f"[green]uploaded: {push_bundle(model, repo, private)}")
+
+
+# ---------------------------------------------------------------- the main job
+@app.command("run")
+def run_command(
+    quick: bool = typer.Option(False, help="tiny recipes and a few hundred jets: a few minutes"),
+    output: Path | None = typer.Option(None, help="job folder (default: checkpoints/main or checkpoints/main-quick)"),
+    recipes: Path = typer.Option(Path("."), help="folder holding tokenizers/, pretrain/ and finetune/"),
+    restart: bool = typer.Option(False, help="forget finished stages and run everything again"),
+):
+    """The whole chain on generated jets: data, tokenizer, pretraining, tagging, generation, anomaly scores, embeddings."""
+    import shutil
+
+    from foundation.pipelines.main_job import FULL, QUICK, MainJob
+
+    output = output or Path("checkpoints") / ("main-quick" if quick else "main")
+    if restart and output.exists():
+        shutil.rmtree(output)
+    job = MainJob(QUICK if quick else FULL, output, recipes)
+    job.run()
+    console.print((output / "summary.md").read_text())
+    console.print(f"[green]everything is in {output}/ (summary.md, stages.json, plots/, model bundles)")
+
+
+@anomaly_app.command("background")
+def anomaly_background_command(
+    config: Path = typer.Option(..., help="recipe, e.g. finetune/anomaly_background.yaml"),
+    from_: str | None = typer.Option(None, "--from", help="pretrained bundle to continue from"),
+    output: Path | None = typer.Option(None, help="run folder"),
+    resume: bool = typer.Option(False, help="continue from the latest checkpoint"),
+):
+    """Train the background model for `anomaly score`: next-token training on background jets only."""
+    from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
+
+    overrides: dict = {}
+    if from_:
+        overrides["init_from"] = from_
+    if output:
+        overrides["training.output_dir"] = str(output)
+    bundle = pretrain(load_pretrain_recipe(config, overrides), resume=resume)
+    console.print(f"[green]background model saved to {bundle}")
 
 
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, not a traceback."""
     try:
         app()
-    except (DataFormatError, ConfigError, FileNotFoundError) as err:
+    except (DataFormatError, ConfigError, BundleError, FileNotFoundError) as err:
         if VERBOSE["on"]:
             raise
         console.print(f"[bold red]error:[/] {err}")

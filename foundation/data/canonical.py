@@ -180,6 +180,12 @@ class CanonicalSource:
         state["_file"] = None
         return state
 
+    def read_labels(self) -> np.ndarray:
+        labels = self._handle()["label"][:]
+        if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
+            raise DataFormatError(self.path, "label", f"labels outside the {len(self.class_names)} classes {self.class_names}")
+        return labels
+
     def read(self, start: int, stop: int) -> JetArrays:
         f = self._handle()
         jets = JetArrays(

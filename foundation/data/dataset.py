@@ -52,6 +52,7 @@ class DataConfig:
     test_fraction: float = 0.1
     split_seed: int = 0
     train_limit: int | None = None  # use only this many training jets (label budgets)
+    classes: list[str] | None = None  # keep only jets of these classes (e.g. [qcd] for a background model)
     block_size: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
     num_workers: int = 0
 
@@ -107,10 +108,21 @@ class JetDataset(Dataset):
 
 
 def collate_batch(batch) -> dict[str, torch.Tensor]:
-    """Numpy batch (from __getitems__) or list of single items -> dict of tensors."""
+    """Numpy batch (from __getitems__) or list of single items -> dict of tensors.
+
+    Jets are cut to the longest jet of the batch: trailing padding is dead compute (padded
+    particles are masked everywhere, so results do not change).
+    """
     if isinstance(batch, dict):
-        return {k: torch.as_tensor(v) for k, v in batch.items()}
-    return {k: torch.as_tensor(np.stack([item[k] for item in batch])) for k in batch[0]}
+        out = {k: torch.as_tensor(v) for k, v in batch.items()}
+    else:
+        out = {k: torch.as_tensor(np.stack([item[k] for item in batch])) for k in batch[0]}
+    if "mask" in out and out["mask"].ndim == 2:
+        longest = max(int(out["mask"].sum(1).max()), 1)
+        out["mask"] = out["mask"][:, :longest]
+        if "features" in out:
+            out["features"] = out["features"][:, :longest]
+    return out
 
 
 class BlockShuffleSampler(Sampler[int]):
@@ -172,6 +184,11 @@ def _split_indices(n: int, validation_fraction: float, test_fraction: float, see
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+def _only_classes(dataset: JetDataset, keep: list[int]) -> JetDataset:
+    labels = dataset.collection.labels()[dataset.indices]
+    return JetDataset(dataset.collection, dataset.indices[np.isin(labels, keep)], dataset.feature_names, dataset.max_particles)
+
+
 def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits:
     """Open the configured files (generating the default set if none) and split them."""
     from foundation.data.defaults import default_jet_files
@@ -188,6 +205,12 @@ def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits
     else:
         tr, va, te = _split_indices(len(collection), config.validation_fraction, config.test_fraction, config.split_seed)
         train, validation, test = (JetDataset(collection, idx, names, n) for idx in (tr, va, te))
+    if config.classes is not None:
+        unknown = [c for c in config.classes if c not in collection.class_names]
+        if unknown:
+            raise ValueError(f"data.classes: {unknown} not among the data's classes {collection.class_names}")
+        keep = [collection.class_names.index(c) for c in config.classes]
+        train, validation, test = (_only_classes(d, keep) for d in (train, validation, test))
     if config.train_limit is not None and config.train_limit < len(train):
         # A label budget: a random but reproducible subset of the training jets.
         keep = np.random.default_rng(config.split_seed + 1).choice(len(train), config.train_limit, replace=False)

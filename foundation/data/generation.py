@@ -247,7 +247,7 @@ def generate(
         "versions": package_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-    tasks = [(config, size, s) for size, s in zip(sizes, seeds)]
+    tasks = [(config, size, s) for size, s in zip(sizes, seeds, strict=True)]
     events = 0
     bar = tqdm(total=num_jets, unit="jet", desc=f"generating {config.process} jets", disable=not progress, smoothing=0.1)
     with CanonicalWriter(out, config.max_particles, CLASS_NAMES, metadata) as writer:

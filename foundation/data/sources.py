@@ -43,7 +43,7 @@ def detect_format(path: str | Path) -> str:
     if head.startswith(_ROOT_MAGIC):
         return "jetclass"
     if head != _HDF5_MAGIC:
-        raise DataFormatError(path, None, "unknown format: neither HDF5 nor ROOT (first bytes %r)" % head)
+        raise DataFormatError(path, None, f"unknown format: neither HDF5 nor ROOT (first bytes {head!r})")
     with h5py.File(path, "r") as f:
         if f.attrs.get("format") == "foundation-jets":
             return "canonical"
@@ -156,6 +156,19 @@ class JetCollection:
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         return joined.subset(inverse)
+
+    def labels(self) -> np.ndarray:
+        """(J,) labels of all jets; read alone where the format allows (no constituents)."""
+        if getattr(self, "_labels", None) is None:
+            parts = []
+            for source in self.sources:
+                read_labels = getattr(source, "read_labels", None)
+                if read_labels is not None:
+                    parts.append(read_labels())
+                else:
+                    parts += [source.read(s, min(s + 65536, len(source))).label for s in range(0, len(source), 65536)]
+            self._labels = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._labels
 
     def read_all(self, limit: int | None = None) -> JetArrays:
         return self.read(0, len(self) if limit is None else min(limit, len(self)))

@@ -10,6 +10,21 @@ import torch
 from foundation.data.dataset import collate_batch
 
 
+def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Cut the sequence axis to the longest jet of the batch: padding beyond it is dead compute.
+    Positions are absolute, so the result is the same as with the full length."""
+    length = int(batch["attention_mask"].sum(1).max())
+    for key in ("input_ids", "attention_mask", "particle_features"):
+        if key in batch:
+            batch[key] = batch[key][:, :length]
+    return batch
+
+
+def collate_sequences(batch) -> dict[str, torch.Tensor]:
+    """Batches read from a token file, trimmed to their longest jet."""
+    return trim_to_longest(collate_batch(batch))
+
+
 def dataset_feature_names(tokenizer_features: Sequence[str], particle_features: Sequence[str]) -> list[str]:
     """The features a jet dataset must compute: the tokenizer's, then the backbone's extra ones."""
     names = list(tokenizer_features)
@@ -54,4 +69,4 @@ class JetSequenceCollator:
             particle_features = torch.zeros(*input_ids.shape, len(self.feature_columns))
             particle_features[:, 1 : n + 1] = scaled
             out["particle_features"] = particle_features
-        return out
+        return trim_to_longest(out)

@@ -16,7 +16,7 @@ from foundation.data.features import FEATURES
 from foundation.data.tokens import TokenDataset, TokenFile
 from foundation.hub import save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining
-from foundation.models.inputs import JetSequenceCollator, dataset_feature_names
+from foundation.models.inputs import JetSequenceCollator, collate_sequences, dataset_feature_names
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
 from foundation.pipelines.tokenizer import load_tokenizer
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class PretrainRecipe:
     tokenizer: str = "checkpoints/tokenizer-small/tokenizer"  # a trained tokenizer folder
+    init_from: str | None = None  # continue from a pretrained bundle (its tokenizer and architecture)
     tokens: str | None = None  # a token file (foundation tokenizer encode); else tokenise jets on the fly
     particle_features: list[str] = field(default_factory=list)  # continuous features beside the tokens
     data: DataConfig = field(default_factory=DataConfig)
@@ -59,7 +60,8 @@ def load_pretrain_recipe(path: str | Path, overrides: dict | None = None) -> Pre
         if key in recipe.model:
             raise ConfigError(path, f"model.{key}", "is derived from the tokenizer / particle_features; remove it")
     # Validate the model section now (unknown keys, impossible values), before any data is touched.
-    build_model_config(JetTransformerConfig, recipe.model, path, vocab_codes=8, max_particles=8)
+    if not recipe.init_from:
+        build_model_config(JetTransformerConfig, recipe.model, path, vocab_codes=8, max_particles=8)
     recipe.source = str(path)  # type: ignore[attr-defined]
     return recipe
 
@@ -77,8 +79,6 @@ class SequenceData:
 
 
 def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: list[str], tokens: str | None, seed: int, data_root=None) -> SequenceData:
-    from foundation.data.dataset import collate_batch
-
     tok_cfg = tokenizer.config
     if tokens:
         token_file = TokenFile(tokens)
@@ -88,7 +88,7 @@ def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: l
         if recipe_data.train_limit:
             tr = np.sort(np.random.default_rng(recipe_data.split_seed + 1).choice(tr, min(recipe_data.train_limit, len(tr)), replace=False))
         info = {"token_file": str(tokens), "tokenizer_features": list(tok_cfg.feature_names), "particle_features": [], "max_particles": tok_cfg.max_particles, "class_names": token_file.class_names}
-        return SequenceData(TokenDataset(token_file, tr), TokenDataset(token_file, va), TokenDataset(token_file, te), collate_batch, token_file.class_names, info)
+        return SequenceData(TokenDataset(token_file, tr), TokenDataset(token_file, va), TokenDataset(token_file, te), collate_sequences, token_file.class_names, info)
     data = DataConfig(**{**vars(recipe_data), "features": dataset_feature_names(tok_cfg.feature_names, particle_features), "max_particles": tok_cfg.max_particles})
     splits = build_splits(data, data_root=data_root)
     mean = std = None
@@ -123,9 +123,35 @@ class Pretraining:
     tokenizer: object
 
 
+# What may change when training continues from a bundle (init_from): the objective, not the shape.
+CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", "dropout", "unconditional_fraction")
+
+
+def _continued_model(recipe: PretrainRecipe):
+    """Model, tokenizer and particle features of the bundle that training continues from."""
+    from foundation.hub import load_bundle
+
+    bad = [k for k in recipe.model if k not in CONTINUE_FIELDS]
+    if bad:
+        raise ConfigError(getattr(recipe, "source", None), f"model.{bad[0]}", f"cannot change when continuing from a bundle (init_from); only {', '.join(CONTINUE_FIELDS)}")
+    bundle = load_bundle(recipe.init_from, model_class=JetTransformerForPretraining, **recipe.model)
+    features = list(bundle.data_config.get("particle_features") or [])
+    if recipe.particle_features and recipe.particle_features != features:
+        raise ConfigError(getattr(recipe, "source", None), "particle_features", f"the bundle takes {features}")
+    return bundle.model, bundle.tokenizer, features, bundle.data_config
+
+
 def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     """Everything a pretraining run needs, ready to train."""
     torch.manual_seed(recipe.training.seed)
+    if recipe.init_from:
+        model, tokenizer, features, bundle_data = _continued_model(recipe)
+        seq = build_sequence_data(recipe.data, tokenizer, features, recipe.tokens, recipe.training.seed, data_root)
+        if features:  # keep the bundle's feature scaling: the weights were trained with it
+            seq.collate_fn.mean = torch.as_tensor(bundle_data["particle_feature_mean"], dtype=torch.float32)
+            seq.collate_fn.std = torch.as_tensor(bundle_data["particle_feature_std"], dtype=torch.float32)
+            seq.data_config.update({k: bundle_data[k] for k in ("particle_feature_mean", "particle_feature_std")})
+        return _pretraining(recipe, model, seq, tokenizer)
     tokenizer = load_tokenizer(recipe.tokenizer)
     seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root)
     model_fields = dict(recipe.model)
@@ -141,7 +167,10 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
         max_particles=tokenizer.config.max_particles,
         particle_feature_names=recipe.particle_features,
     )
-    model = JetTransformerForPretraining(config)
+    return _pretraining(recipe, JetTransformerForPretraining(config), seq, tokenizer)
+
+
+def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
     trainer = Trainer(
         model,
@@ -154,7 +183,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
         block_size=recipe.data.block_size,
         num_workers=recipe.data.num_workers,
     )
-    return Pretraining(trainer, seq, config, tokenizer)
+    return Pretraining(trainer, seq, model.config, tokenizer)
 
 
 def pretrain(recipe: PretrainRecipe, resume: bool = False, data_root=None) -> Path:

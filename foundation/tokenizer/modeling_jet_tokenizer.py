@@ -123,16 +123,26 @@ class JetTokenizer(PreTrainedModel):
         return self.to_code(x)  # (B, N, C)
 
     def _quantize(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """-> quantised (B, N, C), flat token ids (B, N) (garbage where masked), commitment loss."""
+        """-> quantised (B, N, C) (zero where masked), flat token ids (B, N) (0 where masked), commitment loss.
+
+        Only the real particles go through the quantiser, gathered into one sequence: its cost
+        grows with particles x codes, and padding is often half of a batch.
+        """
         cfg = self.config
+        valid = z[mask][None]  # (1, P, C)
         if cfg.quantizer == "fsq":
-            quantized, ids = self.quantizer(z)
-            return quantized, ids, z.new_zeros(())
-        quantized, ids, commit = self.quantizer(z, mask=mask)
-        if cfg.quantizer == "rvq":  # (B, N, Q) -> one id per particle
-            powers = cfg.codebook_size ** torch.arange(cfg.num_quantizers, device=ids.device)
-            ids = (ids.clamp(min=0) * powers).sum(-1)
-        return quantized, ids, commit.sum()
+            q_valid, ids_valid = self.quantizer(valid)
+            commit = z.new_zeros(())
+        else:
+            q_valid, ids_valid, commit = self.quantizer(valid)
+            commit = commit.sum()
+            if cfg.quantizer == "rvq":  # (1, P, Q) -> one id per particle
+                powers = cfg.codebook_size ** torch.arange(cfg.num_quantizers, device=ids_valid.device)
+                ids_valid = (ids_valid.clamp(min=0) * powers).sum(-1)
+        quantized = z.new_zeros(z.shape[:-1] + q_valid.shape[-1:]).masked_scatter(mask[..., None], q_valid[0].to(z.dtype))
+        ids = torch.zeros(mask.shape, dtype=torch.long, device=z.device)
+        ids[mask] = ids_valid[0].long()
+        return quantized, ids, commit
 
     def _codes_to_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """Token ids (B, N), valid codes only -> quantised vectors (B, N, C)."""
@@ -188,7 +198,7 @@ class JetTokenizer(PreTrainedModel):
         was_training = self.training
         self.train()
         mask = mask.bool()
-        self.quantizer(self._encode_latent(features, mask), mask=mask)
+        self._quantize(self._encode_latent(features, mask), mask)
         self.train(was_training)
         return True
 

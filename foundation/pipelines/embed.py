@@ -1,0 +1,116 @@
+"""`foundation embed`: per-jet (or per-particle) embeddings of a whole data set, streamed to a file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+
+from foundation.hub import load_bundle
+from foundation.models import JetTransformerModel
+from foundation.models.modeling_jet_transformer import mean_pool
+from foundation.pipelines.inference import bundle_inputs, iterate_batches, jet_dataset
+
+
+class _H5Sink:
+    def __init__(self, path: Path, dim: int, per_particle: int | None, meta: dict):
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.file = h5py.File(self.tmp, "w")
+        self.path = path
+        shape = (0, per_particle, dim) if per_particle else (0, dim)
+        self.emb = self.file.create_dataset("embedding", shape, maxshape=(None, *shape[1:]), dtype=np.float32, chunks=(64, *shape[1:]))
+        self.mask = self.file.create_dataset("mask", (0, per_particle), maxshape=(None, per_particle), dtype=bool, chunks=(64, per_particle)) if per_particle else None
+        self.label = self.file.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        self.index = self.file.create_dataset("jet_index", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        for k, v in meta.items():
+            self.file.attrs[k] = json.dumps(v)
+
+    def write(self, emb, mask, label, index):
+        n0, n1 = self.emb.shape[0], self.emb.shape[0] + len(emb)
+        for ds, value in ((self.emb, emb), (self.mask, mask), (self.label, label), (self.index, index)):
+            if ds is not None:
+                ds.resize(n1, axis=0)
+                ds[n0:n1] = value
+
+    def close(self):
+        self.file.close()
+        self.tmp.replace(self.path)
+
+
+class _ParquetSink:
+    def __init__(self, path: Path, dim: int, per_particle: int | None, meta: dict):
+        import pyarrow as pa
+
+        self.pa, self.path, self.per_particle, self.class_names = pa, path, per_particle, meta["class_names"]
+        item = pa.list_(pa.float32(), dim)
+        emb_type = pa.list_(item) if per_particle else item
+        self.schema = pa.schema(
+            [("jet_index", pa.int64()), ("label", pa.int64()), ("class_name", pa.string()), ("embedding", emb_type)],
+            metadata={k: json.dumps(v) for k, v in meta.items()},
+        )
+        import pyarrow.parquet as pq
+
+        self.writer = pq.ParquetWriter(str(path) + ".tmp", self.schema)
+
+    def write(self, emb, mask, label, index):
+        pa = self.pa
+        if self.per_particle:
+            values = [row[m].tolist() for row, m in zip(emb, mask, strict=True)]  # ragged: only the real particles
+        else:
+            values = emb.tolist()
+        table = pa.table(
+            {"jet_index": index, "label": label, "class_name": [self.class_names[i] for i in label], "embedding": values},
+            schema=self.schema,
+        )
+        self.writer.write_table(table)
+
+    def close(self):
+        self.writer.close()
+        Path(str(self.path) + ".tmp").replace(self.path)
+
+
+@torch.no_grad()
+def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: int = 256, limit: int | None = None, revision: str | None = None, progress: bool = True) -> Path:
+    """Pooled backbone outputs (mean over the jet's tokens) per jet, or hidden states per particle,
+    written with each jet's label and index in its file so results join back. Deterministic."""
+    out = Path(out)
+    if out.suffix not in (".h5", ".hdf5", ".parquet"):
+        raise ValueError(f"{out}: the output must end in .h5 or .parquet")
+    bundle = load_bundle(model, model_class=JetTransformerModel, revision=revision)
+    backbone = bundle.model.eval()
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    dataset = jet_dataset(data, inputs, limit=limit)
+    n = inputs.max_particles
+    meta = {
+        "model": str(bundle.path),
+        "class_names": dataset.class_names,
+        "files": [str(p) for p in dataset.collection.paths],
+        "pooling": "per-particle hidden states" if per_particle else "mean over the jet's tokens (start, particles, stop)",
+        "attention": backbone.config.default_attention,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sink_class = _ParquetSink if out.suffix == ".parquet" else _H5Sink
+    sink = sink_class(out, backbone.config.hidden_size, n if per_particle else None, meta)
+    try:
+        for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="embedding"):
+            hidden = backbone(batch["input_ids"], batch["attention_mask"], batch.get("particle_features")).last_hidden_state
+            mask = None
+            if per_particle:
+                # Particle i sits at sequence position i + 1 (after the start token).
+                length = batch["attention_mask"].sum(1) - 2
+                emb = torch.zeros(len(hidden), n, hidden.shape[-1])
+                emb[:, : hidden.shape[1] - 1] = hidden[:, 1 : n + 1]
+                mask = (torch.arange(n)[None] < length[:, None]).numpy()
+                emb = (emb * torch.as_tensor(mask)[..., None]).numpy()
+            else:
+                emb = mean_pool(hidden, batch["attention_mask"]).numpy()
+            sink.write(emb.astype(np.float32), mask, batch["labels"].numpy(), batch["index"].numpy())
+    except BaseException:
+        sink.close()
+        out.unlink(missing_ok=True)
+        raise
+    sink.close()
+    return out

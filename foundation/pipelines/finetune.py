@@ -1,0 +1,273 @@
+"""`foundation finetune` (tagging) and `foundation evaluate` (tagging metrics of a fine-tuned model)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+
+from foundation.config import ConfigError, check, from_dict, load_yaml, save_recipe, to_dict
+from foundation.data.dataset import DataConfig, build_splits, feature_statistics
+from foundation.data.features import FEATURES
+from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
+from foundation.hub import load_bundle, save_bundle
+from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
+from foundation.pipelines.card import model_card
+from foundation.pipelines.common import write_json
+from foundation.pipelines.inference import bundle_inputs, jet_dataset, predict
+from foundation.training import Trainer, TrainingConfig
+from foundation.training.loop import default_param_groups
+
+logger = logging.getLogger(__name__)
+
+HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout")
+
+
+@dataclass
+class FinetuneRecipe:
+    model: str = "checkpoints/pretrain-small/model"  # pretrained bundle (folder or hub repo id)
+    revision: str | None = None  # hub revision (tag, branch or commit) to pin
+    init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights
+    mode: Literal["full", "frozen", "layerwise"] = "full"
+    layerwise_lr_decay: float = 0.75  # mode layerwise: lr x decay^(depth from the top)
+    particle_features: list[str] | None = None  # None: as pretrained; a list adds inputs (zero-initialised)
+    head: dict = field(default_factory=dict)  # classifier_pooling, classifier_dropout, classifier_attention, dropout
+    signal_class: str | None = None  # for binary metrics (e.g. top); default: the last class
+    background_class: str | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def __post_init__(self):
+        check(0 < self.layerwise_lr_decay <= 1, "layerwise_lr_decay", "must be in (0, 1]")
+        unknown = [f for f in (self.particle_features or []) if f not in FEATURES]
+        check(not unknown, "particle_features", f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
+        bad = [k for k in self.head if k not in HEAD_FIELDS]
+        check(not bad, f"head.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(HEAD_FIELDS)})")
+
+
+def load_finetune_recipe(path: str | Path, overrides: dict | None = None) -> FinetuneRecipe:
+    data = load_yaml(path)
+    for key, value in (overrides or {}).items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            data.setdefault(section, {})[name] = value
+        else:
+            data[key] = value
+    recipe = from_dict(FinetuneRecipe, data, source=path)
+    recipe.source = str(path)  # type: ignore[attr-defined]
+    return recipe
+
+
+def layerwise_param_groups(model: JetTransformerForJetClassification, decay: float, weight_decay: float) -> list[dict]:
+    """Learning rate x decay^(distance from the top): embeddings learn least, the head at full rate."""
+    num_layers = model.config.num_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        if name.startswith(("transformer.wte", "transformer.wpe", "transformer.feature_proj")):
+            depth = 0
+        elif name.startswith("transformer.stack.blocks."):
+            depth = int(name.split(".")[3]) + 1
+        elif name.startswith("transformer.stack.ln_final"):
+            depth = num_layers
+        else:
+            depth = num_layers + 1  # the head
+        decays = param.ndim >= 2
+        key = (depth, decays)
+        group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr_scale": decay ** (num_layers + 1 - depth)})
+        group["params"].append(param)
+    return list(groups.values())
+
+
+def _tagging_eval(signal: int, background: int | None):
+    """AUC on the validation jets during training."""
+
+    def evaluate(model, loader, accelerator) -> dict:
+        from scipy.special import softmax
+
+        out = predict(model, loader, accelerator)
+        probs = softmax(out["logits"], axis=-1)
+        labels = out["labels"]
+        if probs.shape[1] == 2:
+            return {"auc": tagging_metrics(labels == signal, probs[:, signal])["auc"]}
+        keep = np.isin(labels, [signal, background]) if background is not None else np.ones(len(labels), bool)
+        score = probs[:, signal] / (probs[:, signal] + (probs[:, background] if background is not None else 1 - probs[:, signal]))
+        return {"auc": tagging_metrics(labels[keep] == signal, score[keep])["auc"]}
+
+    return evaluate
+
+
+def _class_index(names: list[str], name: str | None, default: int | None, key: str, source) -> int | None:
+    if name is None:
+        return default
+    if name not in names:
+        raise ConfigError(source, key, f"class {name!r} is not among the data's classes {names}")
+    return names.index(name)
+
+
+def build_classifier(recipe: FinetuneRecipe, base, class_names: list[str], features: list[str]) -> JetTransformerForJetClassification:
+    """The classification model on the bundle's architecture: pretrained weights or random (scratch)."""
+    overrides = dict(
+        num_labels=len(class_names),
+        id2label=dict(enumerate(class_names)),
+        label2id={n: i for i, n in enumerate(class_names)},
+        particle_feature_names=features,
+        **recipe.head,
+    )
+    if recipe.init == "scratch":
+        config = JetTransformerConfig.from_pretrained(base.path, **overrides)
+        torch.manual_seed(recipe.training.seed)
+        return JetTransformerForJetClassification(config)
+    return JetTransformerForJetClassification.from_pretrained(base.path, use_safetensors=True, **overrides)
+
+
+def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Path:
+    """Fine-tune for tagging; writes <output_dir>/model (bundle), metrics.json and roc.png."""
+    torch.manual_seed(recipe.training.seed)
+    source = getattr(recipe, "source", None)
+    base = load_bundle(recipe.model, revision=recipe.revision)  # verified: tokenizer, data config
+    pretrained_features = list(base.data_config.get("particle_features") or [])
+    features = pretrained_features if recipe.particle_features is None else list(recipe.particle_features)
+    if pretrained_features and features != pretrained_features:
+        raise ConfigError(source, "particle_features", f"the pretrained model takes {pretrained_features}; keep them (or leave the key out)")
+    names = bundle_inputs(base.tokenizer, base.data_config, features).feature_names
+    data = DataConfig(**{**vars(recipe.data), "features": names, "max_particles": base.tokenizer.config.max_particles})
+    splits = build_splits(data, data_root=data_root)
+    class_names = splits.class_names
+    signal = _class_index(class_names, recipe.signal_class, len(class_names) - 1, "signal_class", source)
+    background = _class_index(class_names, recipe.background_class, 0 if len(class_names) == 2 else None, "background_class", source)
+
+    model = build_classifier(recipe, base, class_names, features)
+    tokenizer, base_data_config = base.tokenizer, base.data_config
+    mean, std = base_data_config.get("particle_feature_mean"), base_data_config.get("particle_feature_std")
+    if features and not pretrained_features:  # features new to this model: scale them on the fine-tuning data
+        cols = [data.features.index(n) for n in features]
+        m, s = feature_statistics(splits.train, seed=recipe.training.seed)
+        mean, std = m[cols].tolist(), np.maximum(s[cols], 1e-3).tolist()
+    inputs = bundle_inputs(tokenizer, base_data_config, features, mean, std)
+
+    if recipe.mode == "frozen":
+        for name, param in model.named_parameters():
+            # a newly added feature input must still learn
+            if name.startswith("transformer.") and not name.startswith("transformer.feature_proj"):
+                param.requires_grad = False
+    groups = (
+        layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay)
+        if recipe.mode == "layerwise"
+        else default_param_groups(model, recipe.training.weight_decay)
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "fine-tuning (%s, %s) %.2f M of %.2f M parameters on %d jets, classes %s",
+        recipe.init, recipe.mode, trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, len(splits.train), class_names,
+    )
+    trainer = Trainer(
+        model,
+        splits.train,
+        splits.validation,
+        recipe.training,
+        recipe=to_dict(recipe),
+        collate_fn=inputs.collator,
+        param_groups=groups,
+        evaluate_fn=_tagging_eval(signal, background),
+        block_size=data.block_size,
+        num_workers=data.num_workers,
+    )
+    result = trainer.train(resume=resume)
+
+    # Test-set metrics with the final weights.
+    from torch.utils.data import DataLoader
+
+    acc = trainer.accelerator
+    test_loader = acc.prepare(DataLoader(splits.test, batch_size=recipe.training.micro_batch_size, collate_fn=inputs.collator))
+    out = predict(trainer.model, test_loader, acc)
+    out_dir = Path(recipe.training.output_dir)
+    bundle = out_dir / "model"
+    trainer.export(bundle)
+    metrics = {}
+    if acc.is_main_process:
+        metrics = classification_report(out["logits"], out["labels"], class_names, signal, background, out_dir)
+        metrics.update({"train_seconds": result.seconds, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode})
+        write_json(out_dir / "metrics.json", metrics)
+        data_config = {
+            **{k: v for k, v in base_data_config.items() if k not in ("particle_features", "particle_feature_mean", "particle_feature_std")},
+            "particle_features": features,
+            "particle_feature_mean": mean,
+            "particle_feature_std": std,
+            "class_names": class_names,
+            "finetune_data": to_dict(data),
+        }
+        card = model_card(
+            title=f"Jet tagger ({', '.join(class_names)}) fine-tuned from {recipe.model if recipe.init == 'pretrained' else 'scratch'}",
+            summary=f"Jet classification head ({model.config.classifier_pooling} pooling) on the jet transformer backbone; mode: {recipe.mode}.",
+            model=trainer.unwrapped_model(),
+            objective="supervised classification (cross entropy)",
+            data={"training jets (labelled)": len(splits.train), "test jets": len(splits.test), "classes": class_names},
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            recipe=to_dict(recipe),
+            usage=f'foundation evaluate --model {bundle} --data YOUR_JETS.h5',
+        )
+        save_bundle(bundle, tokenizer, data_config, card)
+        save_recipe(recipe, out_dir / "recipe.yaml")
+    acc.wait_for_everyone()
+    return bundle
+
+
+def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, signal: int, background: int | None, out_dir: Path | None, name: str = "model") -> dict:
+    from scipy.special import softmax
+
+    from foundation.evaluation.plots import plot_roc
+
+    probs = softmax(logits, axis=-1)
+    if len(class_names) == 2:
+        metrics = tagging_metrics(labels == signal, probs[:, signal])
+        binary_labels, scores = labels == signal, probs[:, signal]
+    else:
+        metrics = multiclass_tagging_metrics(
+            labels, probs, class_names,
+            signal_class=class_names[signal], background_class=class_names[background] if background is not None else None,
+        )
+        keep = np.isin(labels, [signal, background]) if background is not None else np.ones(len(labels), bool)
+        denominator = probs[:, signal] + (probs[:, background] if background is not None else 1 - probs[:, signal])
+        binary_labels, scores = labels[keep] == signal, (probs[:, signal] / denominator)[keep]
+    metrics.update({"jets": int(len(labels)), "signal_class": class_names[signal]})
+    if background is not None:
+        metrics["background_class"] = class_names[background]
+    if out_dir is not None:
+        metrics["roc_plot"] = str(plot_roc({name: (binary_labels, scores)}, Path(out_dir) / "roc.png"))
+    return metrics
+
+
+def evaluate_tagger(model: str, data, out_dir: str | Path | None = None, signal_class: str | None = None, background_class: str | None = None, batch_size: int = 256, limit: int | None = None, revision: str | None = None) -> dict:
+    """AUC, accuracy and background rejection of a fine-tuned bundle on any jet file."""
+    from accelerate import Accelerator
+
+    bundle = load_bundle(model, model_class=JetTransformerForJetClassification, revision=revision)
+    model_classes = [bundle.model.config.id2label[i] for i in range(bundle.model.config.num_labels)]
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    dataset = jet_dataset(data, inputs, limit=limit)
+    if dataset.class_names != model_classes:
+        missing = [c for c in dataset.class_names if c not in model_classes]
+        if missing:
+            raise ValueError(f"the data has classes {dataset.class_names}, the model knows {model_classes}")
+    # Map the file's labels onto the model's class indices (by name).
+    remap = np.array([model_classes.index(c) for c in dataset.class_names])
+    signal = _class_index(model_classes, signal_class, len(model_classes) - 1, "signal_class", None)
+    background = _class_index(model_classes, background_class, 0 if len(model_classes) == 2 else None, "background_class", None)
+    from torch.utils.data import DataLoader
+
+    acc = Accelerator()
+    loader = acc.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=inputs.collator))
+    net = acc.prepare(bundle.model)
+    out = predict(net, loader, acc)
+    labels = remap[out["labels"]]
+    metrics = classification_report(out["logits"], labels, model_classes, signal, background, out_dir)
+    metrics["data"] = [str(p) for p in dataset.collection.paths]
+    if out_dir is not None:
+        write_json(Path(out_dir) / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,87 @@
+"""Fine-tuning modes, evaluation, CWoLa and the CLI on tiny data."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from foundation.cli import app
+from foundation.errors import ConfigError
+from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
+from foundation.pipelines.anomaly import cwola, mixed_samples
+from foundation.pipelines.finetune import finetune, layerwise_param_groups, load_finetune_recipe
+
+
+def _recipe(jet_files, bundle, out, **overrides):
+    values = {"model": str(bundle), "training.output_dir": str(out), "training.progress": False, "training.max_steps": 20, "training.save_every": 10, "training.eval_every": 10}
+    values.update(overrides)
+    recipe = load_finetune_recipe("finetune/top_tagging_tiny.yaml", values)
+    recipe.data.files = [str(p) for p in jet_files]
+    return recipe
+
+
+def test_frozen_mode_leaves_the_backbone_alone(jet_files, tiny_bundle, tmp_path):
+    bundle = finetune(_recipe(jet_files, tiny_bundle, tmp_path / "frozen", mode="frozen"))
+    before, after = load_file(tiny_bundle / "model.safetensors"), load_file(bundle / "model.safetensors")
+    for key in before:
+        if key.startswith("transformer."):
+            assert torch.equal(before[key], after[key]), key
+    metrics = json.loads((bundle.parent / "metrics.json").read_text())
+    assert metrics["auc"] > 0.6 and (bundle.parent / "roc.png").exists()
+    card = (bundle / "README.md").read_text()
+    assert "auc" in card and "mode: frozen" in card
+
+
+def test_scratch_has_the_same_architecture_and_other_weights(jet_files, tiny_bundle, tmp_path):
+    bundle = finetune(_recipe(jet_files, tiny_bundle, tmp_path / "scratch", init="scratch", **{"training.max_steps": 2, "training.save_every": 2, "training.eval_every": 2}))
+    pre, scratch = load_file(tiny_bundle / "model.safetensors"), load_file(bundle / "model.safetensors")
+    key = "transformer.stack.blocks.0.attn.qkv.weight"
+    assert pre[key].shape == scratch[key].shape and not torch.allclose(pre[key], scratch[key], atol=1e-2)
+
+
+def test_layerwise_rates_fall_with_depth():
+    cfg = JetTransformerConfig(vocab_codes=16, max_particles=8, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32, num_labels=2)
+    model = JetTransformerForJetClassification(cfg)
+    groups = layerwise_param_groups(model, 0.5, 0.01)
+    scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert scale[id(named["transformer.wte.weight"])] == 0.5**4
+    assert scale[id(named["transformer.stack.blocks.0.attn.qkv.weight"])] == 0.5**3
+    assert scale[id(named["transformer.stack.blocks.2.attn.qkv.weight"])] == 0.5
+    assert scale[id(named["classifier.0.weight"])] == 1.0
+    assert sum(len(g["params"]) for g in groups) == len(named)
+
+
+def test_bad_finetune_recipe(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("mode: thawed\n")
+    with pytest.raises(ConfigError, match="mode"):
+        load_finetune_recipe(bad)
+    bad.write_text("head:\n  pooling: max\n")
+    with pytest.raises(ConfigError, match="head.pooling"):
+        load_finetune_recipe(bad)
+
+
+def test_mixed_samples_have_the_asked_fractions():
+    import numpy as np
+
+    labels = np.r_[np.zeros(900), np.ones(300)].astype(int)
+    a, b = mixed_samples(labels, 1, (0.3, 0.05))
+    assert not set(a) & set(b) and len(a) == len(b)
+    assert labels[a].mean() == pytest.approx(0.3, abs=0.01) and labels[b].mean() == pytest.approx(0.05, abs=0.01)
+
+
+def test_cwola_and_cli(jet_files, tiny_bundle, tmp_path):
+    report = cwola(_recipe(jet_files, tiny_bundle, tmp_path / "cwola"), fractions=(0.5, 0.1), plots_dir=tmp_path / "plots")
+    assert 0 <= report["auc"] <= 1 and report["max_sic"] > 0
+    assert (tmp_path / "plots" / "cwola_sic.png").exists()
+    runner = CliRunner()
+    result = runner.invoke(app, ["evaluate", "--model", str(tmp_path / "nothing"), "--data", str(jet_files[0])])
+    assert result.exit_code != 0
+    out = tmp_path / "gen.h5"
+    result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(out), "--top-k", "20"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(out), "--class", "top"])
+    assert result.exit_code != 0 and "class-conditionally" in str(result.exception)
