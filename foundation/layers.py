@@ -13,16 +13,27 @@ from torch import nn
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (B, H, T, Dh) keys and values seen so far
 
 
+CAUSAL = "causal"  # attention mask value meaning: plain causal, no padding (SDPA is_causal=True)
+
+
 def attention_mask_for(
     key_padding_mask: torch.Tensor | None,  # (B, T) True = real
     query_length: int,
     causal: bool,
     past_length: int = 0,
-) -> torch.Tensor | None:
-    """Boolean mask (B, 1, Q, T) for SDPA, True where a query may attend to a key."""
-    if key_padding_mask is None and not causal:
-        return None
-    device = key_padding_mask.device if key_padding_mask is not None else None
+    device: torch.device | None = None,
+) -> torch.Tensor | str | None:
+    """What SDPA needs: a boolean mask (B, 1, Q, T) (True = may attend), CAUSAL, or None.
+
+    Without padding, a causal pass is SDPA's is_causal (flash kernels on GPUs), and one new token
+    attending to its key/value cache needs no mask at all.
+    """
+    if key_padding_mask is None:
+        if not causal or query_length == 1:
+            return None
+        if past_length == 0:
+            return CAUSAL
+    device = key_padding_mask.device if key_padding_mask is not None else device
     total = past_length + query_length if key_padding_mask is None else key_padding_mask.shape[1]
     mask = None
     if key_padding_mask is not None:
@@ -49,7 +60,7 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, Q, D)
-        attn_mask: torch.Tensor | None,  # (B, 1, Q, T) bool or None
+        attn_mask: torch.Tensor | str | None,  # (B, 1, Q, T) bool, CAUSAL or None
         past: KVCache | None = None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, KVCache | None]:
@@ -60,8 +71,9 @@ class SelfAttention(nn.Module):
             k = torch.cat([past[0], k], dim=2)  # (B, H, T, Dh)
             v = torch.cat([past[1], v], dim=2)
         present = (k, v) if use_cache else None
+        is_causal = isinstance(attn_mask, str)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=None if is_causal else attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
         )  # (B, H, Q, Dh)
         y = y.transpose(1, 2).reshape(b, q_len, d)  # (B, Q, D)
         return self.out(y), present
@@ -92,7 +104,7 @@ class TransformerBlock(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, Q, D)
-        attn_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | str | None,
         past: KVCache | None = None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, KVCache | None]:
@@ -116,7 +128,7 @@ class TransformerStack(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, Q, D)
-        attn_mask: torch.Tensor | None,
+        attn_mask: torch.Tensor | str | None,
         past: list[KVCache] | None = None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, list[KVCache] | None]:

@@ -54,7 +54,8 @@ def evaluate_tokenizer(
     n_jets = len(collection) if limit is None else min(limit, len(collection))
     counts = np.zeros(cfg.vocab_codes, dtype=np.int64)
     originals, decodeds, masks, true_mass, true_pt = [], [], [], [], []
-    device = next(tokenizer.parameters()).device
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = tokenizer.to(device)
     bar = tqdm(total=n_jets, unit="jet", desc="evaluating tokenizer", disable=not progress)
     for start in range(0, n_jets, batch_size):
         jets = collection.read(start, min(start + batch_size, n_jets)).padded_to(cfg.max_particles)

@@ -145,7 +145,7 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
             x = x + self.feature_proj(particle_features.to(x.dtype))
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
-        attn = attention_mask_for(mask, length, causal=causal, past_length=past_length)
+        attn = attention_mask_for(mask, length, causal=causal, past_length=past_length, device=input_ids.device)
         x, presents = self.stack(x, attn, past_key_values, use_cache)
         return JetModelOutput(last_hidden_state=x, past_key_values=presents)
 

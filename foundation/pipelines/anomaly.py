@@ -14,7 +14,7 @@ from foundation.data.dataset import JetDataset
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.pipelines.common import write_json
 from foundation.pipelines.generate import load_generator
-from foundation.pipelines.inference import bundle_inputs, iterate_batches, jet_dataset
+from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -25,13 +25,15 @@ def likelihood_scores(model, data, batch_size: int = 256, limit: int | None = No
     bundle = load_generator(model, revision)
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
     dataset = jet_dataset(data, inputs, limit=limit)
+    device = inference_device()
+    net = bundle.model.to(device)
     nll, per_token, labels, index = [], [], [], []
-    for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="scoring"):
-        out = bundle.model(batch["input_ids"], batch["attention_mask"], batch.get("particle_features"))
-        nll.append(out.nll_per_jet.numpy())
-        per_token.append((out.nll_per_jet / out.tokens_per_jet.clamp(min=1)).numpy())
-        labels.append(batch["labels"].numpy())
-        index.append(batch["index"].numpy())
+    for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="scoring", device=device):
+        out = net(batch["input_ids"], batch["attention_mask"], batch.get("particle_features"))
+        nll.append(out.nll_per_jet.cpu().numpy())
+        per_token.append((out.nll_per_jet / out.tokens_per_jet.clamp(min=1)).cpu().numpy())
+        labels.append(batch["labels"].cpu().numpy())
+        index.append(batch["index"].cpu().numpy())
     return {
         "nll": np.concatenate(nll),
         "nll_per_token": np.concatenate(per_token),

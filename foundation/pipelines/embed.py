@@ -12,7 +12,7 @@ import torch
 from foundation.hub import load_bundle
 from foundation.models import JetTransformerModel
 from foundation.models.modeling_jet_transformer import mean_pool
-from foundation.pipelines.inference import bundle_inputs, iterate_batches, jet_dataset
+from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
 
 class _H5Sink:
@@ -80,7 +80,8 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     if out.suffix not in (".h5", ".hdf5", ".parquet"):
         raise ValueError(f"{out}: the output must end in .h5 or .parquet")
     bundle = load_bundle(model, model_class=JetTransformerModel, revision=revision)
-    backbone = bundle.model.eval()
+    device = inference_device()
+    backbone = bundle.model.eval().to(device)
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
     dataset = jet_dataset(data, inputs, limit=limit)
     n = inputs.max_particles
@@ -95,8 +96,9 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     sink_class = _ParquetSink if out.suffix == ".parquet" else _H5Sink
     sink = sink_class(out, backbone.config.hidden_size, n if per_particle else None, meta)
     try:
-        for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="embedding"):
-            hidden = backbone(batch["input_ids"], batch["attention_mask"], batch.get("particle_features")).last_hidden_state
+        for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="embedding", device=device):
+            hidden = backbone(batch["input_ids"], batch["attention_mask"], batch.get("particle_features")).last_hidden_state.float().cpu()
+            batch = {k: v.cpu() for k, v in batch.items()}
             mask = None
             if per_particle:
                 # Particle i sits at sequence position i + 1 (after the start token).

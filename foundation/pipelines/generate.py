@@ -49,7 +49,10 @@ def generate_jets(
     if num_jets <= 0:
         raise ValueError(f"number of jets must be positive, got {num_jets}")
     bundle = load_generator(model, revision)
-    net, tokenizer, cfg = bundle.model, bundle.tokenizer, bundle.model.config
+    from foundation.pipelines.inference import inference_device
+
+    device = inference_device()
+    net, tokenizer, cfg = bundle.model.to(device), bundle.tokenizer.to(device), bundle.model.config
     if class_name is not None:
         if not cfg.num_generation_classes:
             raise ValueError(f"{bundle.path}: the model was not trained class-conditionally; drop --class")
@@ -59,7 +62,7 @@ def generate_jets(
         class_names, label = list(cfg.generation_class_names), class_index
     else:
         class_index, class_names, label = None, ["generated"], 0
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     metadata = {
         "source": "foundation generate",
         "model": str(bundle.path),

@@ -39,13 +39,18 @@ def jet_dataset(data, inputs: BundleInputs, limit: int | None = None) -> JetData
     return JetDataset(collection, np.arange(n), inputs.feature_names, inputs.max_particles)
 
 
-def iterate_batches(dataset: JetDataset, inputs: BundleInputs, batch_size: int = 256, progress: bool = True, desc: str = "jets") -> Iterator[dict]:
-    """Batches of backbone inputs, in file order, with a progress bar in jets/s."""
+def iterate_batches(dataset: JetDataset, inputs: BundleInputs, batch_size: int = 256, progress: bool = True, desc: str = "jets", device=None) -> Iterator[dict]:
+    """Batches of backbone inputs, in file order, on `device`, with a progress bar in jets/s."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=inputs.collator)
     with tqdm(total=len(dataset), unit="jet", desc=desc, disable=not progress) as bar:
         for batch in loader:
-            yield batch
+            yield to_device(batch, device) if device is not None else batch
             bar.update(len(batch["labels"]))
+
+
+def inference_device() -> torch.device:
+    """The GPU when there is one: inference commands (embed, score, generate) run there."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def to_device(batch: dict, device) -> dict:

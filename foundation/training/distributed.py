@@ -35,7 +35,18 @@ def deepspeed_config_path(config: TrainingConfig) -> str | None:
     return None
 
 
+def _forget_previous_accelerator() -> None:
+    """accelerate keeps one process-wide state; a second run in the same process (the main job:
+    a fp32 tokenizer, then a bf16 backbone) needs it cleared. The process group is kept."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    if AcceleratorState._shared_state:
+        AcceleratorState._reset_state(reset_partial_state=False)
+        GradientState._reset_state()
+
+
 def build_accelerator(config: TrainingConfig) -> Accelerator:
+    _forget_previous_accelerator()
     world = launched_world_size()
     accumulation = config.gradient_accumulation_steps(world)
     handlers = []

@@ -13,7 +13,7 @@ import torch
 
 def fingerprint(model) -> dict:
     flat = torch.cat([p.detach().float().flatten() for _, p in sorted(model.named_parameters())])
-    return {"sum": float(flat.sum()), "norm": float(flat.norm()), "sha": hashlib.sha256(flat.numpy().tobytes()).hexdigest()}
+    return {"sum": float(flat.sum()), "norm": float(flat.norm()), "sha": hashlib.sha256(flat.cpu().numpy().tobytes()).hexdigest()}
 
 
 def main() -> None:
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--deepspeed", default=None)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--mixed-precision", default="no")
     args = parser.parse_args()
 
     from foundation.pipelines.pretrain import build_pretraining, load_pretrain_recipe
@@ -37,6 +38,7 @@ def main() -> None:
         "training.eval_every": 10,
         "training.log_every": 2,
         "training.threads_per_process": 1,
+        "training.mixed_precision": args.mixed_precision,
     }
     if args.deepspeed:
         overrides["training.deepspeed"] = args.deepspeed
