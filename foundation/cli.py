@@ -221,11 +221,18 @@ def evaluate_command(
     background_class: str | None = typer.Option(None, help="background class (default: the first, for two classes)"),
     limit: int | None = typer.Option(None, help="evaluate at most this many jets"),
     revision: str | None = typer.Option(None, help="hub revision to pin"),
+    class_map: list[str] | None = typer.Option(None, help="FILE_CLASS=MODEL_CLASS, repeatable (e.g. QCD=qcd Tbqq=top for JetClass); other classes are skipped"),
 ):
     """AUC, accuracy, background rejection 1/eps_B at eps_S = 0.3 and 0.5, ROC plot, JSON."""
     from foundation.pipelines.finetune import evaluate_tagger
 
-    metrics = evaluate_tagger(model, [str(d) for d in data], out_dir=out, signal_class=signal_class, background_class=background_class, limit=limit, revision=revision)
+    mapping = None
+    if class_map:
+        bad = [m for m in class_map if m.count("=") != 1]
+        if bad:
+            raise typer.BadParameter(f"expected FILE_CLASS=MODEL_CLASS, got {bad[0]!r}", param_hint="--class-map")
+        mapping = dict(m.split("=") for m in class_map)
+    metrics = evaluate_tagger(model, [str(d) for d in data], out_dir=out, signal_class=signal_class, background_class=background_class, limit=limit, revision=revision, class_map=mapping)
     _print_json(metrics)
 
 

@@ -75,11 +75,19 @@ class JetDataset(Dataset):
     `__getitems__` reads a whole batch at once (torch's DataLoader uses it when present).
     """
 
-    def __init__(self, collection: JetCollection, indices: np.ndarray, feature_names: Sequence[str], max_particles: int):
+    def __init__(
+        self,
+        collection: JetCollection,
+        indices: np.ndarray,
+        feature_names: Sequence[str],
+        max_particles: int,
+        include_momenta: bool = False,
+    ):
         self.collection = collection
         self.indices = np.asarray(indices, dtype=np.int64)
         self.feature_names = list(feature_names)
         self.max_particles = max_particles
+        self.include_momenta = include_momenta  # also (B, N, 4) px, py, pz, E (models with pair features)
 
     @property
     def class_names(self) -> list[str]:
@@ -91,12 +99,15 @@ class JetDataset(Dataset):
     def __getitems__(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
         index = self.indices[np.asarray(positions, dtype=np.int64)]
         jets = self.collection.read_indices(index).padded_to(self.max_particles)
-        return {
+        batch = {
             "features": compute_features(jets, self.feature_names),  # (B, N, F)
             "mask": jets.mask,  # (B, N)
             "labels": jets.label,  # (B,)
             "index": index,  # (B,) position in the whole collection, to join results back
         }
+        if self.include_momenta:
+            batch["momenta"] = jets.constituents[..., [1, 2, 3, 0]]  # (B, N, 4) px, py, pz, E
+        return batch
 
     def __getitem__(self, position: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.__getitems__([position]).items()}
@@ -120,8 +131,9 @@ def collate_batch(batch) -> dict[str, torch.Tensor]:
     if "mask" in out and out["mask"].ndim == 2:
         longest = max(int(out["mask"].sum(1).max()), 1)
         out["mask"] = out["mask"][:, :longest]
-        if "features" in out:
-            out["features"] = out["features"][:, :longest]
+        for key in ("features", "momenta"):
+            if key in out:
+                out[key] = out[key][:, :longest]
     return out
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from foundation.config import ConfigError, check, from_dict, load_yaml, save_recipe, to_dict
-from foundation.data.dataset import DataConfig, build_splits, feature_statistics
+from foundation.data.dataset import DataConfig, JetDataset, build_splits, feature_statistics
 from foundation.data.features import FEATURES
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
@@ -192,6 +192,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     metrics = {}
     if acc.is_main_process:
         metrics = classification_report(out["logits"], out["labels"], class_names, signal, background, out_dir)
+        # The test predictions themselves, for plots and comparisons made later.
+        np.savez(out_dir / "test_predictions.npz", logits=out["logits"], labels=out["labels"], index=out["index"], class_names=np.array(class_names))
         metrics.update({"train_seconds": result.seconds, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode})
         write_json(out_dir / "metrics.json", metrics)
         data_config = {
@@ -243,31 +245,59 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, s
     return metrics
 
 
-def evaluate_tagger(model: str, data, out_dir: str | Path | None = None, signal_class: str | None = None, background_class: str | None = None, batch_size: int = 256, limit: int | None = None, revision: str | None = None) -> dict:
-    """AUC, accuracy and background rejection of a fine-tuned bundle on any jet file."""
+def evaluate_tagger(
+    model: str,
+    data,
+    out_dir: str | Path | None = None,
+    signal_class: str | None = None,
+    background_class: str | None = None,
+    batch_size: int = 256,
+    limit: int | None = None,
+    revision: str | None = None,
+    class_map: dict[str, str] | None = None,
+) -> dict:
+    """AUC, accuracy and background rejection of a fine-tuned bundle on any jet file.
+
+    class_map renames the file's classes to the model's (JetClass "QCD" -> "qcd", "Tbqq" -> "top");
+    jets of classes the map leaves out are skipped. Without it, class names must match.
+    """
     from accelerate import Accelerator
+    from torch.utils.data import DataLoader
 
     bundle = load_bundle(model, model_class=JetTransformerForJetClassification, revision=revision)
     model_classes = [bundle.model.config.id2label[i] for i in range(bundle.model.config.num_labels)]
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
     dataset = jet_dataset(data, inputs, limit=limit)
-    if dataset.class_names != model_classes:
-        missing = [c for c in dataset.class_names if c not in model_classes]
-        if missing:
-            raise ValueError(f"the data has classes {dataset.class_names}, the model knows {model_classes}")
-    # Map the file's labels onto the model's class indices (by name).
-    remap = np.array([model_classes.index(c) for c in dataset.class_names])
+    file_classes = dataset.class_names
+    mapping = class_map or {c: c for c in file_classes if c in model_classes}
+    bad = {k: v for k, v in mapping.items() if k not in file_classes or v not in model_classes}
+    if bad or not mapping:
+        raise ValueError(
+            f"classes of the data {file_classes} do not map onto the model's {model_classes}"
+            + (f" ({bad})" if bad else "") + "; pass a class map such as QCD=qcd Tbqq=top"
+        )
+    if class_map is None and set(file_classes) - set(model_classes):
+        raise ValueError(f"the data has classes {file_classes}, the model knows {model_classes}; pass a class map")
+    # Keep the jets of mapped classes; relabel them with the model's class indices.
+    remap = np.array([model_classes.index(mapping[c]) if c in mapping else -1 for c in file_classes])
+    keep = remap[dataset.collection.labels()[dataset.indices]] >= 0
+    dataset = JetDataset(dataset.collection, dataset.indices[keep], dataset.feature_names, dataset.max_particles)
     signal = _class_index(model_classes, signal_class, len(model_classes) - 1, "signal_class", None)
     background = _class_index(model_classes, background_class, 0 if len(model_classes) == 2 else None, "background_class", None)
-    from torch.utils.data import DataLoader
+    remap_t = torch.as_tensor(remap)
+
+    def collate(batch):
+        b = inputs.collator(batch)
+        b["labels"] = remap_t[b["labels"]]  # the model's class indices
+        return b
 
     acc = Accelerator()
-    loader = acc.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=inputs.collator))
+    loader = acc.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
     net = acc.prepare(bundle.model)
     out = predict(net, loader, acc)
-    labels = remap[out["labels"]]
-    metrics = classification_report(out["logits"], labels, model_classes, signal, background, out_dir)
+    metrics = classification_report(out["logits"], out["labels"], model_classes, signal, background, out_dir)
     metrics["data"] = [str(p) for p in dataset.collection.paths]
+    metrics["class_map"] = mapping
     if out_dir is not None:
         write_json(Path(out_dir) / "metrics.json", metrics)
     return metrics

@@ -43,6 +43,7 @@ class JetTokenizerConfig(PretrainedConfig):
         cosine_similarity: bool = False,
         commitment_weight: float = 0.25,
         jet_loss_weight: float = 0.0,
+        pt_weighting: float = 0.0,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -66,6 +67,9 @@ class JetTokenizerConfig(PretrainedConfig):
         self.cosine_similarity = cosine_similarity
         self.commitment_weight = commitment_weight
         self.jet_loss_weight = jet_loss_weight
+        # Reconstruction weight of a particle: (1 - a) + a * n * pT_i / sum pT (mean 1 per jet).
+        # Hard particles set a jet's mass; a > 0 spends the codes' precision on them.
+        self.pt_weighting = pt_weighting
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)
@@ -86,8 +90,10 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"fsq_levels must each be at least 3, got {self.fsq_levels}")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
-        if self.jet_loss_weight and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
-            raise ValueError("jet_loss_weight > 0 needs the features log_pt, eta_rel and phi_rel")
+        if not 0 <= self.pt_weighting <= 1:
+            raise ValueError(f"pt_weighting must be in [0, 1], got {self.pt_weighting}")
+        if (self.jet_loss_weight or self.pt_weighting) and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+            raise ValueError("jet_loss_weight and pt_weighting need the features log_pt, eta_rel and phi_rel")
 
     @property
     def vocab_codes(self) -> int:

@@ -170,7 +170,13 @@ class JetTokenizer(PreTrainedModel):
         valid = mask[..., None].float()
         target = self._standardise(features, mask)
         predicted = (reconstruction - self.feature_mean) / self.feature_std
-        per_entry = F.mse_loss(predicted, target, reduction="none") * valid
+        weight = valid
+        if self.config.pt_weighting > 0:
+            a = self.config.pt_weighting
+            pt = torch.exp(features[..., self.config.feature_names.index("log_pt")]) * mask  # (B, N)
+            share = pt / pt.sum(1, keepdim=True) * mask.sum(1, keepdim=True)  # mean 1 over a jet's particles
+            weight = ((1 - a) + a * share)[..., None] * valid
+        per_entry = F.mse_loss(predicted, target, reduction="none") * weight
         recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
         loss = recon_loss + commit
         jet_loss = None

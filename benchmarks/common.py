@@ -1,0 +1,62 @@
+"""Shared pieces of the benchmark scripts: arguments, tables, result files."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from foundation.pipelines.common import json_safe
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="folder for results.json and plots")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat with these seeds")
+    parser.add_argument("--tiny", action="store_true", help="seconds-long setting (CI runs it so the script cannot rot)")
+    return parser
+
+
+def machine() -> str:
+    cpu = f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return f"{platform.node()}: {cpu}, {gpu}, torch {torch.__version__}"
+
+
+def write_results(out: Path, name: str, rows: list[dict], extra: dict | None = None) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": name,
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "rows": rows,
+        **(extra or {}),
+    }
+    path = out / "results.json"
+    path.write_text(json.dumps(json_safe(payload), indent=2))
+    return path
+
+
+def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
+    """columns: (key, header, format). Prints and returns a Markdown table."""
+    lines = ["| " + " | ".join(h for _, h, _ in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = []
+        for key, _, fmt in columns:
+            value = row.get(key)
+            cells.append(format(value, fmt) if isinstance(value, (int, float)) and fmt else str(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def mean_and_spread(values: list[float]) -> tuple[float, float]:
+    import numpy as np
+
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0

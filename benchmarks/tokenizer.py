@@ -1,0 +1,71 @@
+"""Benchmark 3: tokenizer quality against codebook size.
+
+    python benchmarks/tokenizer.py --sizes 512 2048 8192 [--steps 2500]
+
+Trains tokenizers/vqvae_8k.yaml with each codebook size on the generated top + QCD set and
+evaluates on the held-out test jets: fraction of codes used, perplexity, per-feature resolution,
+and the relative RMS of decoded jets' mass and pT against the same jets before tokenisation.
+The quality bar for 8192 codes: >= 95% of codes used and jet mass within 2.5%.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from benchmarks.common import base_parser, print_table, write_results
+
+TARGET_USAGE, TARGET_MASS = 0.95, 0.025
+
+
+def main(argv=None) -> list[dict]:
+    parser = base_parser(__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
+    parser.add_argument("--recipe", default="tokenizers/vqvae_8k.yaml")
+    parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the recipe's generated set)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
+    args = parser.parse_args(argv)
+    args.out = args.out or Path("checkpoints/benchmarks/tokenizer")
+
+    from foundation.data.canonical import write_jets
+    from foundation.data.dataset import build_splits
+    from foundation.evaluation.tokenization import evaluate_tokenizer
+    from foundation.pipelines.tokenizer import load_tokenizer, load_tokenizer_recipe, train_tokenizer
+
+    rows = []
+    for size in args.sizes:
+        for seed in args.seeds:
+            out = args.out / f"codes-{size}-seed{seed}"
+            overrides = {"training.output_dir": str(out), "training.seed": seed, "model.codebook_size": size, "training.progress": not args.tiny, "training.tensorboard": False}
+            if args.steps:
+                overrides.update({"training.max_steps": args.steps, "training.eval_every": max(args.steps // 4, 1), "training.save_every": max(args.steps // 4, 1)})
+            if args.tiny:
+                overrides.update({"model.hidden_size": 16, "model.num_heads": 2, "model.intermediate_size": 32, "model.num_encoder_layers": 1, "model.num_decoder_layers": 1, "codebook_init_jets": 50, "training.micro_batch_size": 16, "training.global_batch_size": 16})
+            recipe, model_config = load_tokenizer_recipe(args.recipe, overrides)
+            if args.data:
+                recipe.data.files = args.data
+            splits = build_splits(recipe.data)
+            test_file = args.out / "test.h5"
+            if not test_file.exists():
+                write_jets(test_file, splits.test.read_jets())
+            start = time.perf_counter()
+            path = train_tokenizer(recipe, model_config, resume=True)
+            seconds = time.perf_counter() - start
+            m = evaluate_tokenizer(load_tokenizer(path), str(test_file), plots_dir=out / "plots", progress=False)
+            row = {"codebook_size": size, "seed": seed, "train_seconds": seconds, "steps": recipe.training.max_steps, **{k: v for k, v in m.items() if not isinstance(v, list)}}
+            if size == 8192:
+                row["meets_bar"] = m["code_usage"] >= TARGET_USAGE and m["jet_mass_relative_rms"] <= TARGET_MASS
+            rows.append(row)
+    table = print_table(
+        rows,
+        [("codebook_size", "codes", "d"), ("code_usage", "used", ".3f"), ("perplexity", "perplexity", ".0f"),
+         ("resolution/log_pt", "σ log pT", ".3f"), ("resolution/eta_rel", "σ η_rel", ".4f"), ("resolution/phi_rel", "σ φ_rel", ".4f"),
+         ("jet_mass_relative_rms", "mass RMS", ".4f"), ("jet_mass_relative_iqr68", "mass 68% width", ".4f"), ("jet_pt_relative_rms", "pT RMS", ".4f"),
+         ("train_seconds", "train s", ".0f"), ("steps", "steps", "d")],
+    )
+    write_results(args.out, "tokenizer", rows, {"table": table, "bar": {"code_usage": TARGET_USAGE, "jet_mass_relative_rms": TARGET_MASS}})
+    return rows
+
+
+if __name__ == "__main__":
+    main()
