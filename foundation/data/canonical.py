@@ -186,6 +186,12 @@ class CanonicalSource:
             raise DataFormatError(self.path, "label", f"labels outside the {len(self.class_names)} classes {self.class_names}")
         return labels
 
+    def read_multiplicities(self) -> np.ndarray:
+        f = self._handle()
+        if "jet/multiplicity" in f:
+            return f["jet/multiplicity"][:]
+        return f["mask"][:].sum(axis=1)
+
     def read(self, start: int, stop: int) -> JetArrays:
         f = self._handle()
         jets = JetArrays(

@@ -112,6 +112,10 @@ class JetDataset(Dataset):
     def __getitem__(self, position: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.__getitems__([position]).items()}
 
+    def lengths(self) -> np.ndarray:
+        """(J,) real particles per jet (at most max_particles), for length-grouped batches."""
+        return np.minimum(self.collection.multiplicities()[self.indices], self.max_particles)
+
     def read_jets(self, limit: int | None = None):
         """The raw jets of this dataset (for evaluation of kinematics), in dataset order."""
         take = self.indices if limit is None else self.indices[:limit]
@@ -174,6 +178,44 @@ def feature_statistics(dataset: JetDataset, num_jets: int = 5000, seed: int = 0)
     batch = dataset.__getitems__(take.tolist())
     valid = batch["features"][batch["mask"]]  # (P, F)
     return valid.mean(axis=0), valid.std(axis=0)
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Batches of jets with similar multiplicity, in random order.
+
+    Each chunk of `group_batches` batches of a random permutation is sorted by length and cut
+    into batches, and the batches are shuffled. With batches cut to their longest jet, padding
+    (and its attention cost, which grows with length squared) mostly disappears. Deterministic
+    for (seed, epoch). `batch_size` must be the DataLoader's (per-process micro) batch size.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50):
+        self.lengths = np.asarray(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.group_batches = group_batches
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size
+        full = len(order) // size * size
+        batches = []
+        for start in range(0, full, size * self.group_batches):
+            chunk = order[start : min(start + size * self.group_batches, full)]
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
+        rng.shuffle(batches)
+        if full < len(order):
+            batches.append(order[full:])  # the partial batch last (dropped when drop_last)
+        yield from np.concatenate(batches).tolist() if batches else []
 
 
 @dataclass

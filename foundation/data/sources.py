@@ -170,5 +170,18 @@ class JetCollection:
             self._labels = np.concatenate(parts) if parts else np.zeros(0, np.int64)
         return self._labels
 
+    def multiplicities(self) -> np.ndarray:
+        """(J,) constituents per jet; read alone where the format stores it."""
+        if getattr(self, "_multiplicities", None) is None:
+            parts = []
+            for source in self.sources:
+                read = getattr(source, "read_multiplicities", None)
+                if read is not None:
+                    parts.append(read())
+                else:
+                    parts += [source.read(s, min(s + 65536, len(source))).multiplicity for s in range(0, len(source), 65536)]
+            self._multiplicities = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return self._multiplicities
+
     def read_all(self, limit: int | None = None) -> JetArrays:
         return self.read(0, len(self) if limit is None else min(limit, len(self)))

@@ -136,3 +136,9 @@ class TokenDataset(Dataset):
 
     def __getitem__(self, position: int) -> dict[str, np.ndarray]:
         return {k: v[0] for k, v in self.__getitems__([position]).items()}
+
+    def lengths(self) -> np.ndarray:
+        """(J,) sequence lengths, for length-grouped batches."""
+        if self.token_file._file is None:
+            self.token_file._file = h5py.File(self.token_file.path, "r")
+        return self.token_file._file["length"][:][self.indices]

@@ -33,6 +33,7 @@ class TrainingConfig:
     tensorboard: bool = True
     threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default
     progress: bool = True
+    group_by_length: bool = True  # batches of similar multiplicity: little padding, much less compute
 
     def __post_init__(self):
         check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")

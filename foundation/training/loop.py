@@ -21,7 +21,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from foundation.data.dataset import BlockShuffleSampler, collate_batch
+from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator
@@ -102,7 +102,10 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
-        self.sampler = BlockShuffleSampler(len(train_dataset), block_size, seed=config.seed)
+        if config.group_by_length and hasattr(train_dataset, "lengths"):
+            self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed)
+        else:
+            self.sampler = BlockShuffleSampler(len(train_dataset), block_size, seed=config.seed)
         train_loader = DataLoader(
             train_dataset,
             batch_size=config.micro_batch_size,
