@@ -119,8 +119,15 @@ def default_files() -> list[str]:
     return [str(p) for p in default_jet_files(GeneratedDataConfig(jets_per_class=10_000, seed=1, max_particles=128))]
 
 
+def _cached(out: Path) -> dict | None:
+    """A finished run of the same model, budget and seed (shared by tagging and label_efficiency)."""
+    path = out / "benchmark_row.json"
+    return json.loads(path.read_text()) if path.exists() and (out / "test_predictions.npz").exists() else None
+
+
 def run_budgets(args, models: list[str]) -> list[dict]:
     files = args.data or default_files()
+    runs = args.runs or args.out / "runs"
     full = full_train_size(files)
     rows = []
     for budget in args.budgets:
@@ -128,14 +135,21 @@ def run_budgets(args, models: list[str]) -> list[dict]:
         steps = args.steps or steps_for(n, args.tiny)
         for seed in args.seeds:
             for kind in models:
-                out = args.out / f"budget-{budget:g}" / f"{kind}-seed{seed}"
+                out = runs / f"budget-{budget:g}" / f"{kind}-seed{seed}-steps{steps}"
+                cached = _cached(out)
+                if cached is not None:
+                    print(f"--- {kind}, {n} labelled jets, seed {seed}: done before ({out})", flush=True)
+                    rows.append(cached)
+                    continue
                 print(f"--- {kind}, {n} labelled jets ({budget:g} of {full}), seed {seed}, {steps} steps", flush=True)
                 if kind == "part":
                     m = run_part(files, n, steps, seed, out, args.tiny)
                 else:
                     m = run_ours("scratch" if kind == "scratch" else "pretrained", args.pretrained, files, n, steps, seed, out, args.recipe)
-                rows.append({"model": kind, "budget": budget, "labelled_jets": n, "steps": steps, "seed": seed, "predictions": str(out / "test_predictions.npz"),
-                             **{k: m.get(k) for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "params", "seconds")}})
+                row = {"model": kind, "budget": budget, "labelled_jets": n, "steps": steps, "seed": seed, "predictions": str(out / "test_predictions.npz"),
+                       **{k: m.get(k) for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "params", "seconds")}}
+                (out / "benchmark_row.json").write_text(json.dumps(row))
+                rows.append(row)
     return rows
 
 
@@ -159,8 +173,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--models", nargs="+", default=["pretrained", "scratch", "part"], choices=["pretrained", "scratch", "part"])
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps for every model (default: by budget)")
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
+    parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, reused when present (default: checkpoints/benchmarks/tagging-runs)")
     args = parser.parse_args(argv)
     args.out = args.out or Path("checkpoints/benchmarks/tagging")
+    args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     rows = run_budgets(args, args.models)
     summary = summarise(rows)
     table = print_table(

@@ -135,16 +135,23 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_recipe(path: str | Path, cls: type[T], overrides: dict | None = None) -> T:
-    """Read a YAML recipe into `cls`; `overrides` (dotted keys) win over the file."""
-    data = load_yaml(path)
+def apply_overrides(data: dict, overrides: dict | None) -> dict:
+    """Set dotted keys ("training.max_steps") in a recipe mapping; they win over the file."""
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[last] = value
-    return from_dict(cls, data, source=path)
+    return data
+
+
+def load_recipe(path: str | Path, cls: type[T], overrides: dict | None = None) -> T:
+    """Read a YAML recipe into `cls`; `overrides` (dotted keys) win over the file."""
+    recipe = from_dict(cls, apply_overrides(load_yaml(path), overrides), source=path)
+    if hasattr(recipe, "__dict__"):
+        recipe.source = str(path)  # for messages about keys derived later
+    return recipe
 
 
 def save_recipe(obj: Any, path: str | Path) -> Path:

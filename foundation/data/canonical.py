@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import MOMENTUM_COLUMNS, JetArrays, jet_kinematics
+from foundation.data.sources import LazyFile
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-jets"
@@ -131,7 +132,7 @@ def write_jets(path: str | Path, jets: JetArrays, metadata: dict | None = None) 
     return Path(path)
 
 
-class CanonicalSource:
+class CanonicalSource(LazyFile):
     """Lazy reader of one canonical file: only the requested jets are read from disk."""
 
     format_name = "canonical"
@@ -164,36 +165,27 @@ class CanonicalSource:
                         raise DataFormatError(self.path, name, f"expected shape {cshape[:2]}, got {f[name].shape}")
         except OSError as err:
             raise DataFormatError(self.path, None, f"cannot be read as HDF5 ({err})") from err
-        self._file: h5py.File | None = None
 
     def __len__(self) -> int:
         return self._num_jets
 
-    def _handle(self) -> h5py.File:
-        # Opened lazily, so the object pickles into DataLoader workers before any handle exists.
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        return self._file
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
+    def _open(self) -> h5py.File:
+        return h5py.File(self.path, "r")
 
     def read_labels(self) -> np.ndarray:
-        labels = self._handle()["label"][:]
+        labels = self.handle()["label"][:]
         if len(labels) and (labels.min() < 0 or labels.max() >= len(self.class_names)):
             raise DataFormatError(self.path, "label", f"labels outside the {len(self.class_names)} classes {self.class_names}")
         return labels
 
     def read_multiplicities(self) -> np.ndarray:
-        f = self._handle()
+        f = self.handle()
         if "jet/multiplicity" in f:
             return f["jet/multiplicity"][:]
         return f["mask"][:].sum(axis=1)
 
     def read(self, start: int, stop: int) -> JetArrays:
-        f = self._handle()
+        f = self.handle()
         jets = JetArrays(
             constituents=f["constituents"][start:stop],
             mask=f["mask"][start:stop],

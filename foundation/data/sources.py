@@ -19,6 +19,37 @@ _ROOT_MAGIC = b"root"
 DATA_SUFFIXES = (".h5", ".hdf5", ".root")
 
 
+class LazyFile:
+    """A reader's file handle: opened on first use (subclasses say how, in `_open`), dropped when
+    the reader is pickled into DataLoader workers (each opens its own), closed with the reader."""
+
+    _handle_object = None
+
+    def _open(self):
+        raise NotImplementedError
+
+    def handle(self):
+        if self._handle_object is None:
+            self._handle_object = self._open()
+        return self._handle_object
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_handle_object"] = None
+        return state
+
+    def close(self) -> None:
+        if self._handle_object is not None:
+            self._handle_object.close()
+            self._handle_object = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the handle may already be gone
+            pass
+
+
 class JetSource(Protocol):
     """One file of jets, read lazily. Every format's reader has this shape."""
 

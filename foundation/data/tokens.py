@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
+from foundation.data.sources import LazyFile
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-tokens"
@@ -63,7 +64,7 @@ class TokenWriter:
             self._tmp.unlink(missing_ok=True)
 
 
-class TokenFile:
+class TokenFile(LazyFile):
     """Lazy reader of a token file."""
 
     def __init__(self, path: str | Path):
@@ -83,25 +84,21 @@ class TokenFile:
                 self.source = json.loads(f.attrs.get("source", "{}"))
         except OSError as err:
             raise DataFormatError(self.path, None, f"cannot be read as HDF5 ({err})") from err
-        self._file = None
 
     def __len__(self) -> int:
         return self.num_jets
 
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
+    def _open(self) -> h5py.File:
+        return h5py.File(self.path, "r")
 
     def read(self, index: np.ndarray) -> dict[str, np.ndarray]:
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
         order = np.argsort(index)
         sorted_index = index[order]
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
         unique, back = np.unique(sorted_index, return_inverse=True)  # h5py needs increasing indices
-        out = {name: self._file[name][unique][back][inverse] for name in ("tokens", "length", "label")}
+        f = self.handle()
+        out = {name: f[name][unique][back][inverse] for name in ("tokens", "length", "label")}
         vocab = self.tokenizer_info["vocab_size"]
         if (out["tokens"] < 0).any() or (out["tokens"] >= vocab).any():
             raise DataFormatError(self.path, "tokens", f"token ids outside the tokenizer's vocabulary [0, {vocab})")
@@ -139,6 +136,4 @@ class TokenDataset(Dataset):
 
     def lengths(self) -> np.ndarray:
         """(J,) sequence lengths, for length-grouped batches."""
-        if self.token_file._file is None:
-            self.token_file._file = h5py.File(self.token_file.path, "r")
-        return self.token_file._file["length"][:][self.indices]
+        return self.token_file.handle()["length"][:][self.indices]

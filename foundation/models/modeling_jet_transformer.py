@@ -225,7 +225,17 @@ def _masked_head(config: JetTransformerConfig) -> nn.Module:
 
 
 # ----------------------------------------------------------------------------- heads
-class JetTransformerForCausalJetModeling(JetTransformerPreTrainedModel):
+class _WithLanguageModelHead:
+    """The next-token head `lm_head`, tied to the token embedding (transformers' tying hooks)."""
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+
+class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 
     def __init__(self, config: JetTransformerConfig):
@@ -233,12 +243,6 @@ class JetTransformerForCausalJetModeling(JetTransformerPreTrainedModel):
         self.transformer = JetTransformerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     def forward(
         self,
@@ -340,7 +344,7 @@ class JetTransformerForMaskedParticleModeling(JetTransformerPreTrainedModel):
         return masked_objective(self.transformer, self.mpm_head, input_ids, attention_mask, particle_features, masked_positions)
 
 
-class JetTransformerForPretraining(JetTransformerPreTrainedModel):
+class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     """Both pretraining objectives on one backbone: causal_loss_weight * next-token +
     masked_loss_weight * masked-particle loss. Its checkpoint loads into either single head."""
 
@@ -352,12 +356,6 @@ class JetTransformerForPretraining(JetTransformerPreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.mpm_head = _masked_head(config)
         self.post_init()
-
-    def get_output_embeddings(self) -> nn.Linear:
-        return self.lm_head
-
-    def set_output_embeddings(self, value: nn.Linear) -> None:
-        self.lm_head = value
 
     def forward(
         self,

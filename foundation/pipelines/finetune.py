@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from foundation.config import ConfigError, check, from_dict, load_yaml, save_recipe, to_dict
+from foundation.config import ConfigError, check, load_recipe, save_recipe, to_dict
 from foundation.data.dataset import DataConfig, JetDataset, build_splits, feature_statistics
 from foundation.data.features import FEATURES
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
@@ -50,15 +50,7 @@ class FinetuneRecipe:
 
 
 def load_finetune_recipe(path: str | Path, overrides: dict | None = None) -> FinetuneRecipe:
-    data = load_yaml(path)
-    for key, value in (overrides or {}).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            data.setdefault(section, {})[name] = value
-        else:
-            data[key] = value
-    recipe = from_dict(FinetuneRecipe, data, source=path)
-    recipe.source = str(path)  # type: ignore[attr-defined]
+    recipe = load_recipe(path, FinetuneRecipe, overrides)
     return recipe
 
 

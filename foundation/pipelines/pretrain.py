@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from foundation.config import ConfigError, build_model_config, from_dict, load_yaml, save_recipe, to_dict
+from foundation.config import (
+    ConfigError,
+    build_model_config,
+    load_recipe,
+    save_recipe,
+    to_dict,
+)
 from foundation.data.dataset import DataConfig, _split_indices, build_splits, feature_statistics
 from foundation.data.features import FEATURES
 from foundation.data.tokens import TokenDataset, TokenFile
@@ -48,21 +54,13 @@ DERIVED_MODEL_FIELDS = ("vocab_codes", "max_particles", "particle_feature_names"
 
 
 def load_pretrain_recipe(path: str | Path, overrides: dict | None = None) -> PretrainRecipe:
-    data = load_yaml(path)
-    for key, value in (overrides or {}).items():
-        if "." in key:
-            section, name = key.split(".", 1)
-            data.setdefault(section, {})[name] = value
-        else:
-            data[key] = value
-    recipe = from_dict(PretrainRecipe, data, source=path)
+    recipe = load_recipe(path, PretrainRecipe, overrides)
     for key in DERIVED_MODEL_FIELDS:
         if key in recipe.model:
             raise ConfigError(path, f"model.{key}", "is derived from the tokenizer / particle_features; remove it")
     # Validate the model section now (unknown keys, impossible values), before any data is touched.
     if not recipe.init_from:
         build_model_config(JetTransformerConfig, recipe.model, path, vocab_codes=8, max_particles=8)
-    recipe.source = str(path)  # type: ignore[attr-defined]
     return recipe
 
 
@@ -211,17 +209,6 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, data_root=None) -> Pa
         )
         save_bundle(bundle, tokenizer, {**seq.data_config, "objective": objective}, card)
         save_recipe(recipe, out / "recipe.yaml")
-        write_json(
-            out / "train_summary.json",
-            {
-                "steps": result.step,
-                "seconds": result.seconds,
-                "jets_per_second": result.samples_per_second,
-                "tokens_per_second": result.tokens_per_second,
-                "peak_memory_mb": result.peak_memory_mb,
-                "world_size": result.world_size,
-                "final": result.final_metrics,
-            },
-        )
+        write_json(out / "train_summary.json", result.summary())
     trainer.accelerator.wait_for_everyone()
     return bundle

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundation.config import build_model_config, from_dict, load_yaml, save_recipe, to_dict
+from foundation.config import build_model_config, load_recipe, save_recipe, to_dict
 from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
@@ -31,11 +31,7 @@ class TokenizerRecipe:
 
 
 def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tuple[TokenizerRecipe, JetTokenizerConfig]:
-    data = load_yaml(path)
-    for key, value in (overrides or {}).items():
-        section, name = key.split(".", 1)
-        data.setdefault(section, {})[name] = value
-    recipe = from_dict(TokenizerRecipe, data, source=path)
+    recipe = load_recipe(path, TokenizerRecipe, overrides)
     model_config = build_model_config(
         JetTokenizerConfig, recipe.model, path, feature_names=recipe.data.features, max_particles=recipe.data.max_particles
     )
@@ -97,16 +93,7 @@ def train_tokenizer(
     trainer.export(out / "tokenizer")
     if trainer.accelerator.is_main_process:
         save_recipe(recipe, out / "recipe.yaml")
-        write_json(
-            out / "train_summary.json",
-            {
-                "steps": result.step,
-                "seconds": result.seconds,
-                "jets_per_second": result.samples_per_second,
-                "peak_memory_mb": result.peak_memory_mb,
-                "final": result.final_metrics,
-            },
-        )
+        write_json(out / "train_summary.json", result.summary())
     return out / "tokenizer"
 
 

@@ -43,6 +43,18 @@ class TrainResult:
     peak_memory_mb: float = 0.0
     world_size: int = 1
 
+    def summary(self) -> dict:
+        """What a run folder's train_summary.json holds."""
+        return {
+            "steps": self.step,
+            "seconds": self.seconds,
+            "jets_per_second": self.samples_per_second,
+            "tokens_per_second": self.tokens_per_second,
+            "peak_memory_mb": self.peak_memory_mb,
+            "world_size": self.world_size,
+            "final": self.final_metrics,
+        }
+
 
 def peak_memory_mb() -> float:
     if torch.cuda.is_available():

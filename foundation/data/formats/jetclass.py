@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.data.jets import JetArrays
+from foundation.data.sources import LazyFile
 from foundation.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def pid_from_flags(charge: np.ndarray, flags: dict[str, np.ndarray]) -> np.ndarr
     return pid.astype(np.int32)
 
 
-class JetClassSource:
+class JetClassSource(LazyFile):
     """Lazy reader of one JetClass ROOT file (a JetSource): only the requested entries are read."""
 
     format_name = "jetclass"
@@ -88,35 +89,18 @@ class JetClassSource:
                 self.path, None, f"cannot be read as a ROOT file ({type(err).__name__}: {err})"
             ) from err
         self.metadata = {"source_file": str(self.path), "source_format": self.format_name}
-        self._file = None
         logger.debug("%s: %d jets, keeping %d particles", self.path, self._num_jets, self.max_particles)
 
     def __len__(self) -> int:
         return self._num_jets
 
+    def _open(self):
+        import uproot
+
+        return uproot.open(self.path)
+
     def _tree(self):
-        # Opened lazily, so the object pickles into DataLoader workers before any handle exists.
-        if self._file is None:
-            import uproot
-
-            self._file = uproot.open(self.path)
-        return self._file[TREE]
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_file"] = None
-        return state
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the handle may already be gone
-            pass
-
-    def close(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.close()
-            self._file = None
+        return self.handle()[TREE]
 
     def _range(self, start: int, stop: int) -> tuple[int, int]:
         start = max(0, int(start))

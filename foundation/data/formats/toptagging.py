@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.data.jets import JetArrays
+from foundation.data.sources import LazyFile
 from foundation.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ def _particle_count(path: Path, columns: list[str]) -> int:
     return n
 
 
-class TopTaggingSource:
+class TopTaggingSource(LazyFile):
     """Lazy reader of one top tagging landscape file (a JetSource)."""
 
     format_name = "toptagging"
@@ -103,7 +104,6 @@ class TopTaggingSource:
         # Column order of the momenta: E_0..E_{N-1}, PX_0.., PY_0.., PZ_0..
         self._momentum_columns = [f"{p}_{i}" for p in MOMENTUM_PREFIXES for i in range(self.max_particles)]
         self.metadata = {"source_file": str(self.path), "source_format": self.format_name}
-        self._store = None
         logger.debug(
             "%s: %d jets, %d constituents, %s format",
             self.path,
@@ -115,36 +115,17 @@ class TopTaggingSource:
     def __len__(self) -> int:
         return self._num_jets
 
-    def _handle(self):
-        # Opened lazily, so the object pickles into DataLoader workers before any handle exists.
-        if self._store is None:
-            import pandas as pd
+    def _open(self):
+        import pandas as pd
 
-            self._store = pd.HDFStore(self.path, mode="r")
-        return self._store
-
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_store"] = None
-        return state
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown: the handle may already be gone
-            pass
-
-    def close(self) -> None:
-        if getattr(self, "_store", None) is not None:
-            self._store.close()
-            self._store = None
+        return pd.HDFStore(self.path, mode="r")
 
     def _select(self, start: int, stop: int, columns: list[str] | None = None):
         """Rows [start, stop) as a DataFrame; only those rows are read from disk."""
         start, stop = max(0, int(start)), min(int(stop), self._num_jets)
         stop = max(start, stop)
         # Fixed format reads whole rows (pandas refuses `columns=` there); pick the columns after.
-        df = self._handle().select(KEY, start=start, stop=stop, columns=columns if self.is_table else None)
+        df = self.handle().select(KEY, start=start, stop=stop, columns=columns if self.is_table else None)
         return df if columns is None else df[columns]
 
     def _labels_from(self, values: np.ndarray, start: int) -> np.ndarray:
