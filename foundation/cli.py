@@ -33,6 +33,22 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     setup_logging(verbose)
 
 
+SET_HELP = "recipe override KEY=VALUE (dotted key, YAML value), repeatable: --set training.max_steps=3000"
+
+
+def _overrides(pairs: list[str] | None) -> dict:
+    """--set training.max_steps=3000 --set data.files=[a.h5,b.h5] -> {"training.max_steps": 3000, ...}"""
+    import yaml
+
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def _print_json(data: dict) -> None:
     from foundation.pipelines.common import json_safe
 
@@ -112,11 +128,14 @@ def tokenizer_train(
     config: Path = typer.Option(..., help="recipe, e.g. tokenizers/vqvae_8k.yaml"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Train the VQ-VAE tokenizer (on generated jets unless the recipe names files)."""
     from foundation.pipelines.tokenizer import load_tokenizer_recipe, train_tokenizer
 
-    overrides = {"training.output_dir": str(output)} if output else {}
+    overrides = _overrides(set_)
+    if output:
+        overrides["training.output_dir"] = str(output)
     recipe, model_config = load_tokenizer_recipe(config, overrides)
     path = train_tokenizer(recipe, model_config, resume=resume)
     console.print(f"[green]tokenizer saved to {path}")
@@ -163,6 +182,7 @@ def pretrain_command(
     tokenizer: Path | None = typer.Option(None, help="tokenizer folder (default: the recipe's `tokenizer`)"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON, e.g. launch/deepspeed/zero2.json"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Pretrain the jet transformer (next-token and/or masked particle modelling).
 
@@ -171,7 +191,7 @@ def pretrain_command(
     """
     from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
 
-    overrides = {}
+    overrides = _overrides(set_)
     if output:
         overrides["training.output_dir"] = str(output)
     if tokenizer:
@@ -191,11 +211,12 @@ def finetune_command(
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     train_limit: int | None = typer.Option(None, help="use only this many labelled training jets"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Fine-tune a tagging head on a pretrained model; writes a bundle, metrics.json and roc.png."""
     from foundation.pipelines.finetune import finetune, load_finetune_recipe
 
-    overrides: dict = {}
+    overrides: dict = _overrides(set_)
     if from_ == "scratch":
         overrides["init"] = "scratch"
     elif from_:

@@ -62,3 +62,15 @@ def test_pretrain_cli_and_bad_recipe(jet_files, tiny_tokenizer, tmp_path):
     recipe.write_text("model:\n  vocab_codes: 12\n")
     result = CliRunner().invoke(app, ["pretrain", "--config", str(recipe)])
     assert result.exit_code != 0 and "model.vocab_codes" in str(result.exception)
+
+
+def test_cli_set_overrides_and_bad_set(jet_files, tiny_tokenizer, tmp_path):
+    files = "[" + ",".join(str(p) for p in jet_files) + "]"
+    args = ["pretrain", "--config", "pretrain/tiny.yaml", "--tokenizer", str(tiny_tokenizer), "--output", str(tmp_path / "run"),
+            "--set", f"data.files={files}", "--set", "training.max_steps=3", "--set", "training.progress=false", "--set", "training.save_every=3"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-000003" / "trainer_state.json").read_text())
+    assert state["step"] == 3
+    result = CliRunner().invoke(app, ["pretrain", "--config", "pretrain/tiny.yaml", "--set", "training.max_steps"])
+    assert result.exit_code != 0 and "KEY=VALUE" in result.output
