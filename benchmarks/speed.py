@@ -32,6 +32,9 @@ def _train_worker(args) -> None:
         "tokenizer": args.tokenizer, "training.output_dir": args.out_dir, "training.max_steps": args.steps,
         "training.eval_every": 10**6, "training.save_every": 10**6, "training.log_every": max(args.steps // 4, 1),
         "training.progress": False, "training.tensorboard": False, "training.threads_per_process": 1,
+        # The same global batch for 1 and 2 processes: 2 micro-batches accumulated, or 1 on each.
+        "training.global_batch_size": 2 * args.micro_batch,
+        "training.micro_batch_size": args.micro_batch,
     }
     recipe = load_pretrain_recipe(args.recipe, overrides)
     recipe.data.files = args.data
@@ -77,6 +80,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--recipe", default="pretrain/small.yaml")
     parser.add_argument("--data", nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--micro-batch", type=int, default=64, help="jets per process and forward pass")
     parser.add_argument("--loader-sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--worker", choices=["train", "loader"], default=None, help=argparse_hidden())
     parser.add_argument("--jets", type=int, default=0, help=argparse_hidden())
@@ -93,7 +97,8 @@ def main(argv=None) -> dict:
     steps = 4 if args.tiny else args.steps
     sizes = [200, 400] if args.tiny else args.loader_sizes
     script = str(ROOT / "benchmarks" / "speed.py")
-    common = ["--tokenizer", args.tokenizer, "--recipe", args.recipe, "--steps", str(steps), "--data", *data]
+    micro = 8 if args.tiny else args.micro_batch
+    common = ["--tokenizer", args.tokenizer, "--recipe", args.recipe, "--steps", str(steps), "--micro-batch", str(micro), "--data", *data]
     training = {}
     for nproc in (1, 2):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(args.out / f"train-{nproc}"), *common]

@@ -61,7 +61,8 @@ class TrainingConfig:
         if self.global_batch_size % per_step:
             raise ValueError(
                 f"training.global_batch_size {self.global_batch_size} is not a multiple of "
-                f"micro_batch_size {self.micro_batch_size} x {world_size} processes = {per_step}"
+                f"micro_batch_size {self.micro_batch_size} x {world_size} processes = {per_step} "
+                f"(e.g. --set training.global_batch_size={per_step * max(1, round(self.global_batch_size / per_step))})"
             )
         return self.global_batch_size // per_step
 

@@ -67,6 +67,19 @@ def test_deepspeed_zero2_two_processes(jet_files, tiny_tokenizer, tmp_path, ddp_
     assert (out / "model" / "model.safetensors").exists()
 
 
+def test_deepspeed_zero3_export_is_whole(jet_files, tiny_tokenizer, tmp_path):
+    """ZeRO-3 shards the parameters; the exported bundle must still hold the full weights."""
+    out = tmp_path / "zero3"
+    _torchrun(["--tokenizer", str(tiny_tokenizer), "--data", *map(str, jet_files), "--out", str(out), "--steps", "10", "--deepspeed", str(ROOT / "launch/deepspeed/zero3.json")], deepspeed=True)
+    reports = _reports(out)
+    assert [r["world_size"] for r in reports] == [2, 2] and all("DEEPSPEED" in r["distributed_type"] for r in reports)
+    from foundation.models import JetTransformerForPretraining
+
+    model = JetTransformerForPretraining.from_pretrained(out / "model")
+    assert model.transformer.wte.weight.shape == (model.config.vocab_size, model.config.hidden_size)
+    assert model.transformer.wte.weight.abs().sum() > 0
+
+
 def test_resume_with_another_number_of_processes(ddp_run, jet_files, tiny_tokenizer, tmp_path):
     """A 2-process checkpoint resumes on 1 process at the same place in the data."""
     out = tmp_path / "one"

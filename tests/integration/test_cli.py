@@ -1,0 +1,76 @@
+"""The `foundation` command as a user runs it: real process, clear one-line errors, exit codes."""
+
+import json
+import subprocess
+import sys
+
+import h5py
+from typer.testing import CliRunner
+
+from foundation.cli import app
+
+
+def _foundation(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "foundation", *args], capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+def test_generate_and_inspect(tmp_path):
+    out = tmp_path / "top.h5"
+    result = _foundation("data", "generate", "--process", "top", "--jets", "6", "--seed", "3", "--out", str(out), "--workers", "1", "--max-particles", "32")
+    assert result.returncode == 0, result.stderr
+    with h5py.File(out) as f:
+        assert f["constituents"].shape == (6, 32, 4)
+    result = _foundation("data", "inspect", str(out), "--plots", str(tmp_path / "plots"))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout[result.stdout.index("{"):])
+    assert report["classes"]["top"]["jets"] == 6
+    assert (tmp_path / "plots" / "jet_mass.png").exists()
+
+
+def test_bad_input_gets_one_clear_line(tmp_path):
+    result = _foundation("data", "inspect", str(tmp_path / "missing.h5"))
+    assert result.returncode == 2
+    assert "missing.h5" in result.stderr and "does not exist" in result.stderr and "Traceback" not in result.stderr
+    text = tmp_path / "notes.h5"
+    text.write_text("not jets")
+    result = _foundation("data", "inspect", str(text))
+    assert result.returncode == 2 and "unknown format" in result.stderr
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("training:\n  max_step: 3\n")
+    result = _foundation("tokenizer", "train", "--config", str(recipe))
+    assert result.returncode == 2 and "training.max_step" in result.stderr and str(recipe) in result.stderr
+
+
+def test_class_conditional_generation(jet_files, tiny_tokenizer, tmp_path):
+    files = "[" + ",".join(str(p) for p in jet_files) + "]"
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "pretrain", "--config", "pretrain/tiny.yaml", "--tokenizer", str(tiny_tokenizer), "--output", str(tmp_path / "cond"),
+        "--set", f"data.files={files}", "--set", "model.num_generation_classes=2", "--set", "model.masked_loss_weight=0",
+        "--set", "training.max_steps=6", "--set", "training.save_every=6", "--set", "training.eval_every=6", "--set", "training.progress=false",
+    ])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "top.h5"
+    result = runner.invoke(app, ["generate", "--model", str(tmp_path / "cond" / "model"), "--jets", "8", "--out", str(out), "--class", "top"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(out) as f:
+        assert json.loads(f.attrs["class_names"]) == ["qcd", "top"] and set(f["label"][:]) == {1}
+
+
+def test_push_uploads_a_verified_bundle(tiny_bundle, monkeypatch):
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, private=False, exist_ok=False):
+            calls["create"] = (repo_id, private)
+
+        def upload_folder(self, folder_path, repo_id, revision=None, commit_message=""):
+            calls["upload"] = (folder_path, repo_id)
+            return type("Info", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    result = CliRunner().invoke(app, ["push", "--model", str(tiny_bundle), "--repo", "me/jets"])
+    assert result.exit_code == 0, result.output
+    assert calls["create"] == ("me/jets", False) and calls["upload"] == (str(tiny_bundle), "me/jets")
