@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers.public_formats import JETCLASS_CLASSES, write_jetclass_file, write_toptagging_file
 from typer.testing import CliRunner
 
 from foundation.cli import app
@@ -9,7 +10,6 @@ from foundation.data.dataset import JetDataset
 from foundation.data.features import FEATURE_NAMES
 from foundation.data.sources import JetCollection
 from foundation.pipelines.finetune import evaluate_tagger, finetune, load_finetune_recipe
-from tests.helpers.public_formats import JETCLASS_CLASSES, write_jetclass_file, write_toptagging_file
 
 
 @pytest.fixture(scope="module")

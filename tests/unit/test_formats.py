@@ -305,3 +305,13 @@ def test_jetclass_label_not_one_hot(tmp_path):
     write_jetclass_file(path, jets, onehot=onehot)
     with pytest.raises(DataFormatError, match="entry 6 is not one-hot"):
         JetClassSource(path).read_labels()
+
+
+def test_canonical_wrong_shapes(tmp_path):
+    path = write_jets(tmp_path / "jets.h5", random_jets(4, 6))
+    with h5py.File(path, "a") as f:
+        del f["mask"]
+        f["mask"] = np.ones((4, 5), bool)  # one particle short of the constituents
+    with pytest.raises(DataFormatError) as err:
+        CanonicalSource(path)
+    assert str(path) in str(err.value) and "mask" in str(err.value) and "(4, 6)" in str(err.value)
