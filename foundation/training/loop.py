@@ -37,7 +37,7 @@ class TrainResult:
     output_dir: Path
     history: list[dict] = field(default_factory=list)  # one row per logged or evaluated step
     final_metrics: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0  # training time, without evaluation and checkpointing
     samples_per_second: float = 0.0
     tokens_per_second: float = 0.0
     peak_memory_mb: float = 0.0
@@ -257,6 +257,7 @@ class Trainer:
             disable=not (cfg.progress and acc.is_main_process),
         )
         start = time.perf_counter()
+        overhead = 0.0  # seconds in evaluation and checkpointing: not training throughput
         start_samples, tokens = samples_seen, 0
         window_loss, window_n = torch.zeros((), device=acc.device), 0
         self.model.train()
@@ -291,12 +292,14 @@ class Trainer:
                         loss = acc.reduce(window_loss / max(window_n, 1), reduction="mean").item()
                         if not math.isfinite(loss):
                             raise FloatingPointError(f"training loss became {loss} at step {step}")
-                        elapsed = time.perf_counter() - start
+                        elapsed = time.perf_counter() - start - overhead
                         row = {"train/loss": loss, "train/lr": lr, "train/samples_per_second": (samples_seen - start_samples) / elapsed}
                         window_loss, window_n = torch.zeros((), device=acc.device), 0
                         bar.set_postfix(loss=f"{loss:.4f}", jets_per_s=f"{row['train/samples_per_second']:.0f}")
                     if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                        t0 = time.perf_counter()
                         row.update(self.evaluate())
+                        overhead += time.perf_counter() - t0
                     if row:
                         row["step"] = step
                         history.append(row)
@@ -308,7 +311,9 @@ class Trainer:
                     lr = self._set_learning_rate(step)
                     stop = self._stop_agreed()
                     if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                        t0 = time.perf_counter()
                         self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen)
+                        overhead += time.perf_counter() - t0
                     if stop:
                         logger.warning("stopped on SIGTERM at step %d; resume with --resume", step)
                         done = True
@@ -324,7 +329,7 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             bar.close()
-        elapsed = time.perf_counter() - start
+        elapsed = time.perf_counter() - start - overhead
         token_total = acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
         if cfg.tensorboard:
             acc.end_training()
