@@ -5,6 +5,8 @@
 Three ways, scored on the same held-out test jets (truth labels only for scoring):
 - unsupervised: a background model (the pretrained model after next-token training on QCD jets
   only, finetune/anomaly_background.yaml) scores each jet by its negative log-likelihood;
+- density ratio: that NLL minus the NLL under the pretrained model, which saw the unlabelled
+  data (here 50% top: far richer in signal than a search, so read it as an upper bound);
 - weakly supervised (CWoLa): the tagging head learns mixed sample A vs B, signal fractions
   0.3 and 0.05, never told which jets are top;
 - supervised (the ceiling): the tagging head fine-tuned with the true labels.
@@ -60,8 +62,10 @@ def main(argv=None) -> list[dict]:
         background_recipe.data.files = files
         background = pretrain(background_recipe, resume=True)
         scores = likelihood_scores(background, str(test_file), progress=False)
+        reference = likelihood_scores(args.pretrained, str(test_file), progress=False)
+        scores["llr"] = scores["nll"] - reference["nll"]
         is_top = scores["label"] == scores["class_names"].index("top")
-        for key, name in (("nll", "unsupervised: NLL (total)"), ("nll_per_token", "unsupervised: NLL per token")):
+        for key, name in (("nll", "unsupervised: NLL (total)"), ("nll_per_token", "unsupervised: NLL per token"), ("llr", "density ratio: NLL_background - NLL_pretrained")):
             rows.append({"method": name, "seed": seed, **anomaly_metrics(is_top, scores[key])})
             curves.setdefault(name, (is_top, scores[key]))
         # Weakly supervised: CWoLa.

@@ -310,11 +310,12 @@ def anomaly_score_command(
     signal_class: str | None = typer.Option(None, help="if the data are labelled: AUC and SIC for this class as the anomaly"),
     plots: Path | None = typer.Option(None, help="folder for ROC and SIC plots"),
     limit: int | None = typer.Option(None, help="score at most this many jets"),
+    reference: str | None = typer.Option(None, help="model pretrained on the unlabelled data: also score the likelihood ratio to it"),
 ):
-    """Unsupervised: each jet's negative log-likelihood under the autoregressive model."""
+    """Unsupervised: each jet's negative log-likelihood under the background model (and the ratio to a reference)."""
     from foundation.pipelines.anomaly import score_file
 
-    _print_json(score_file(model, [str(d) for d in data], out, signal_class, plots, limit=limit))
+    _print_json(score_file(model, [str(d) for d in data], out, signal_class, plots, limit=limit, reference=reference))
 
 
 @anomaly_app.command("cwola")

@@ -44,17 +44,38 @@ def likelihood_scores(model, data, batch_size: int = 256, limit: int | None = No
     }
 
 
-def score_file(model, data, out: str | Path, signal_class: str | None = None, plots_dir: str | Path | None = None, batch_size: int = 256, limit: int | None = None) -> dict:
-    """Write anomaly scores per jet; with labels and a signal class, also AUC and SIC (and plots)."""
+def score_file(
+    model,
+    data,
+    out: str | Path,
+    signal_class: str | None = None,
+    plots_dir: str | Path | None = None,
+    batch_size: int = 256,
+    limit: int | None = None,
+    reference=None,
+) -> dict:
+    """Write anomaly scores per jet; with labels and a signal class, also AUC and SIC (and plots).
+
+    `model` is the background model. With a `reference` model (pretrained on the unlabelled data),
+    the log-likelihood ratio NLL_background - NLL_reference is scored too: it cancels how complex
+    a jet is (more particles, more NLL) and keeps how unusual it is for background.
+    """
     scores = likelihood_scores(model, data, batch_size, limit)
+    if reference is not None:
+        ref = likelihood_scores(reference, data, batch_size, limit)
+        scores["llr"] = scores["nll"] - ref["nll"]
+        scores["llr_per_token"] = scores["nll_per_token"] - ref["nll_per_token"]
+    keys = [k for k in ("nll", "nll_per_token", "llr", "llr_per_token") if k in scores]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(out, "w") as f:
-        for key in ("nll", "nll_per_token", "label", "index"):
+        for key in (*keys, "label", "index"):
             f[key] = scores[key]
         f.attrs["class_names"] = str(scores["class_names"])
         f.attrs["files"] = str(scores["files"])
         f.attrs["model"] = str(model)
+        if reference is not None:
+            f.attrs["reference"] = str(reference)
     report: dict = {"jets": int(len(scores["nll"])), "scores_file": str(out)}
     names = scores["class_names"]
     if signal_class is not None:
@@ -62,12 +83,13 @@ def score_file(model, data, out: str | Path, signal_class: str | None = None, pl
             raise ValueError(f"signal class {signal_class!r} not among the data's classes {names}")
         is_signal = scores["label"] == names.index(signal_class)
         if 0 < is_signal.sum() < len(is_signal):
-            for key in ("nll", "nll_per_token"):
+            for key in keys:
                 report[key] = anomaly_metrics(is_signal, scores[key])
             if plots_dir is not None:
                 from foundation.evaluation.plots import plot_roc, plot_sic
 
-                curves = {"NLL (total)": (is_signal, scores["nll"]), "NLL per token": (is_signal, scores["nll_per_token"])}
+                labels = {"nll": "NLL (total)", "nll_per_token": "NLL per token", "llr": "likelihood ratio", "llr_per_token": "likelihood ratio per token"}
+                curves = {labels[k]: (is_signal, scores[k]) for k in keys}
                 report["plots"] = [str(plot_roc(curves, Path(plots_dir) / "anomaly_roc.png")), str(plot_sic(curves, Path(plots_dir) / "anomaly_sic.png"))]
     return report
 

@@ -146,7 +146,10 @@ class MainJob:
             self._overrides("background", self.out / "anomaly" / "background", {"init_from": pretrained["bundle"], "data.files": data["files"]}),
         )
         background = pretrain(recipe, resume=True)
-        report = score_file(background, data["test_file"], self.out / "anomaly" / "scores.h5", signal_class="top", plots_dir=self.out / "plots" / "anomaly")
+        report = score_file(
+            background, data["test_file"], self.out / "anomaly" / "scores.h5", signal_class="top",
+            plots_dir=self.out / "plots" / "anomaly", reference=pretrained["bundle"],
+        )
         return {"background_model": str(background), **report}
 
     def embeddings(self, data: dict, pretrained: dict) -> dict:
@@ -192,8 +195,8 @@ def summarize(state: dict) -> str:
     rows.append(("tagging", f"AUC {f(ft.get('auc'), 4)}, accuracy {f(ft.get('accuracy'))}, 1/eps_B at 0.3: {f(ft.get('rejection_at_0.3'))}, at 0.5: {f(ft.get('rejection_at_0.5'))}", f(ft.get("seconds"))))
     w1 = g.get("metrics", {}).get("w1_mass", {})
     rows.append(("generation", f"W1(mass) {f(w1.get('value'))} GeV (floor {f(w1.get('floor'))} GeV)", f(g.get("seconds"))))
-    nll = a.get("nll_per_token", {})
-    rows.append(("anomaly", f"top in QCD, NLL per token: AUC {f(nll.get('auc'))}, max SIC {f(nll.get('max_sic'))}", f(a.get("seconds"))))
+    nll, llr = a.get("nll_per_token", {}), a.get("llr", {})
+    rows.append(("anomaly", f"top in QCD: NLL per token AUC {f(nll.get('auc'))} (max SIC {f(nll.get('max_sic'))}); likelihood ratio AUC {f(llr.get('auc'))} (max SIC {f(llr.get('max_sic'))})", f(a.get("seconds"))))
     rows.append(("embeddings", f"{e.get('shape')} in {e.get('file')}", f(e.get("seconds"))))
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|---|---|---|")

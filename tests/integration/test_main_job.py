@@ -8,6 +8,7 @@ import pytest
 
 from foundation.data.canonical import CanonicalSource
 from foundation.data.jets import jet_kinematics
+from foundation.pipelines.anomaly import likelihood_scores
 from foundation.pipelines.embed import embed
 from foundation.pipelines.main_job import QUICK, MainJob
 
@@ -59,7 +60,10 @@ def test_anomaly_scores_and_embeddings(quick_job, tmp_path):
     out, state = quick_job
     with h5py.File(state["anomaly"]["scores_file"]) as f:
         assert np.isfinite(f["nll"][:]).all() and len(f["nll"]) == state["data"]["test_jets"]
-    assert 0 <= state["anomaly"]["nll_per_token"]["auc"] <= 1
+        nll, llr = f["nll"][:], f["llr"][:]
+    assert 0 <= state["anomaly"]["nll_per_token"]["auc"] <= 1 and 0 <= state["anomaly"]["llr"]["auc"] <= 1
+    reference = likelihood_scores(state["pretrain"]["bundle"], state["data"]["test_file"], progress=False)
+    np.testing.assert_allclose(llr, nll - reference["nll"], rtol=1e-4, atol=1e-3)
     assert state["embeddings"]["shape"][0] == state["data"]["test_jets"]
     again = embed(state["pretrain"]["bundle"], state["data"]["test_file"], tmp_path / "again.h5", progress=False)
     with h5py.File(state["embeddings"]["file"]) as a, h5py.File(again) as b:

@@ -45,7 +45,7 @@ def test_generation(jet_files, tiny_bundle, tmp_path):
 
 def test_anomaly(jet_files, tiny_bundle, tmp_path):
     rows = anomaly.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--out", str(tmp_path)])
-    assert len(rows) == 4 and all(0 <= r["auc"] <= 1 for r in rows)
+    assert len(rows) == 5 and all(0 <= r["auc"] <= 1 for r in rows)
     assert (tmp_path / "sic.png").exists()
 
 
