@@ -48,7 +48,10 @@ def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
         cells = []
         for key, _, fmt in columns:
             value = row.get(key)
-            cells.append(format(value, fmt) if isinstance(value, (int, float)) and fmt else str(value))
+            if value is None:
+                cells.append("")  # not measured for this row
+            else:
+                cells.append(format(value, fmt) if isinstance(value, (int, float)) and fmt else str(value))
         lines.append("| " + " | ".join(cells) + " |")
     text = "\n".join(lines)
     print(text, flush=True)

@@ -18,14 +18,13 @@ A large data set is a folder of such files (shards); every reader takes a file, 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from foundation.data.jets import MOMENTUM_COLUMNS, JetArrays, jet_kinematics
-from foundation.data.sources import LazyFile
+from foundation.data.sources import AtomicH5Writer, LazyFile
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-jets"
@@ -42,9 +41,8 @@ def is_canonical(path: str | Path) -> bool:
         return False
 
 
-class CanonicalWriter:
-    """Appends jets to a canonical file; written to `<path>.tmp` and renamed on `close()`,
-    so a killed job never leaves a half-written file under the final name."""
+class CanonicalWriter(AtomicH5Writer):
+    """Appends jets to a canonical file (written atomically: see AtomicH5Writer)."""
 
     def __init__(
         self,
@@ -54,13 +52,9 @@ class CanonicalWriter:
         metadata: dict | None = None,
         chunk_jets: int = 16,
     ):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._file = h5py.File(self._tmp, "w")
+        super().__init__(path)
         self.max_particles = max_particles
         self.class_names = list(class_names)
-        self.num_jets = 0
         f = self._file
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = FORMAT_VERSION
@@ -88,7 +82,6 @@ class CanonicalWriter:
         if jets.class_names != self.class_names:
             raise ValueError(f"{self.path}: classes {jets.class_names} differ from the file's {self.class_names}")
         jets = jets.padded_to(self.max_particles)
-        j0, j1 = self.num_jets, self.num_jets + len(jets)
         values = {
             "constituents": jets.constituents,
             "mask": jets.mask,
@@ -98,29 +91,7 @@ class CanonicalWriter:
         }
         for name, value in jet_kinematics(jets.constituents, jets.mask).items():
             values["jet/" + name] = value
-        for name, value in values.items():
-            ds = self._datasets[name]
-            ds.resize(j1, axis=0)
-            ds[j0:j1] = value
-        self.num_jets = j1
-
-    def close(self) -> Path:
-        self._file.close()
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def abort(self) -> None:
-        self._file.close()
-        self._tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> CanonicalWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
+        self._append_rows(((self._datasets[name], value) for name, value in values.items()), len(jets))
 
 
 def write_jets(path: str | Path, jets: JetArrays, metadata: dict | None = None) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import os
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -17,6 +18,44 @@ from foundation.errors import DataFormatError
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ROOT_MAGIC = b"root"
 DATA_SUFFIXES = (".h5", ".hdf5", ".root")
+
+
+class AtomicH5Writer:
+    """An HDF5 file built row by row in `<path>.tmp` and renamed to `path` on `close()`, so a
+    killed job never leaves a half-written file under the final name. Subclasses create their
+    datasets (first axis resizable) and call `_append_rows`."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._file = h5py.File(self._tmp, "w")
+        self.num_jets = 0
+
+    def _append_rows(self, rows: Iterable[tuple[h5py.Dataset, np.ndarray]], count: int) -> None:
+        j0, j1 = self.num_jets, self.num_jets + count
+        for dataset, value in rows:
+            dataset.resize(j1, axis=0)
+            dataset[j0:j1] = value
+        self.num_jets = j1
+
+    def close(self) -> Path:
+        self._file.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 class LazyFile:

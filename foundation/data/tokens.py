@@ -11,25 +11,23 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from foundation.data.sources import LazyFile
+from foundation.data.sources import AtomicH5Writer, LazyFile
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-tokens"
 
 
-class TokenWriter:
+class TokenWriter(AtomicH5Writer):
+    """Appends token sequences to a token file (written atomically: see AtomicH5Writer)."""
+
     def __init__(self, path: str | Path, length: int, class_names: list[str], tokenizer_info: dict, source: dict):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
-        self._file = h5py.File(self._tmp, "w")
+        super().__init__(path)
         f = self._file
         f.attrs["format"] = FORMAT_NAME
         f.attrs["format_version"] = 1
@@ -39,29 +37,9 @@ class TokenWriter:
         self._tokens = f.create_dataset("tokens", (0, length), maxshape=(None, length), dtype=np.int32, chunks=(64, length), compression="gzip", compression_opts=1)
         self._length = f.create_dataset("length", (0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
         self._label = f.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        self.num_jets = 0
 
     def append(self, tokens: np.ndarray, length: np.ndarray, label: np.ndarray) -> None:
-        j0, j1 = self.num_jets, self.num_jets + len(tokens)
-        for ds, value in ((self._tokens, tokens), (self._length, length), (self._label, label)):
-            ds.resize(j1, axis=0)
-            ds[j0:j1] = value
-        self.num_jets = j1
-
-    def close(self) -> Path:
-        self._file.close()
-        os.replace(self._tmp, self.path)
-        return self.path
-
-    def __enter__(self) -> TokenWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._file.close()
-            self._tmp.unlink(missing_ok=True)
+        self._append_rows(((self._tokens, tokens), (self._length, length), (self._label, label)), len(tokens))
 
 
 class TokenFile(LazyFile):

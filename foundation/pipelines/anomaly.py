@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import torch
 
-from foundation.config import to_dict
 from foundation.data.dataset import JetDataset
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.pipelines.common import write_json
@@ -153,10 +152,9 @@ def cwola(recipe, fractions: tuple[float, float] = (0.3, 0.05), plots_dir: str |
         datasets[name] = RelabeledDataset(subset, np.r_[np.ones(len(a)), np.zeros(len(b))], ["sample_b", "sample_a"])
         logger.info("CWoLa %s: sample A %d jets (%.0f%% signal), sample B %d jets (%.0f%% signal)", name, len(a), 100 * truth[name][a].mean() if signal == 1 else 0, len(b), 100 * truth[name][b].mean() if signal == 1 else 0)
     model = build_classifier(recipe, base, ["sample_b", "sample_a"], features)
-    trainer = Trainer(
-        model, datasets["train"], datasets["validation"], recipe.training, recipe=to_dict(recipe),
+    trainer = Trainer.from_recipe(
+        model, recipe, datasets["train"], datasets["validation"], data=data,
         collate_fn=inputs.collator, param_groups=default_param_groups(model, recipe.training.weight_decay),
-        block_size=data.block_size, num_workers=data.num_workers,
     )
     trainer.train()
     acc = trainer.accelerator

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.training.checkpoint import write_atomic
+
 
 def json_safe(value):
     """Numbers as JSON can hold them: inf/nan become strings, numpy scalars plain floats."""
@@ -30,9 +32,7 @@ def json_safe(value):
 def write_json(path: str | Path, data: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(json_safe(data), indent=2))
     return path
 
 

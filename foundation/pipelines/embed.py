@@ -5,21 +5,20 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 
+from foundation.data.sources import AtomicH5Writer
 from foundation.hub import load_bundle
 from foundation.models import JetTransformerModel
 from foundation.models.modeling_jet_transformer import mean_pool
 from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
 
-class _H5Sink:
+class _H5Sink(AtomicH5Writer):
     def __init__(self, path: Path, dim: int, per_particle: int | None, meta: dict):
-        self.tmp = path.with_name(path.name + ".tmp")
-        self.file = h5py.File(self.tmp, "w")
-        self.path = path
+        super().__init__(path)
+        self.file = self._file
         shape = (0, per_particle, dim) if per_particle else (0, dim)
         self.emb = self.file.create_dataset("embedding", shape, maxshape=(None, *shape[1:]), dtype=np.float32, chunks=(64, *shape[1:]))
         self.mask = self.file.create_dataset("mask", (0, per_particle), maxshape=(None, per_particle), dtype=bool, chunks=(64, per_particle)) if per_particle else None
@@ -29,15 +28,8 @@ class _H5Sink:
             self.file.attrs[k] = json.dumps(v)
 
     def write(self, emb, mask, label, index):
-        n0, n1 = self.emb.shape[0], self.emb.shape[0] + len(emb)
-        for ds, value in ((self.emb, emb), (self.mask, mask), (self.label, label), (self.index, index)):
-            if ds is not None:
-                ds.resize(n1, axis=0)
-                ds[n0:n1] = value
-
-    def close(self):
-        self.file.close()
-        self.tmp.replace(self.path)
+        rows = ((self.emb, emb), (self.mask, mask), (self.label, label), (self.index, index))
+        self._append_rows(((ds, value) for ds, value in rows if ds is not None), len(emb))
 
 
 class _ParquetSink:
@@ -53,7 +45,8 @@ class _ParquetSink:
         )
         import pyarrow.parquet as pq
 
-        self.writer = pq.ParquetWriter(str(path) + ".tmp", self.schema)
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.writer = pq.ParquetWriter(str(self.tmp), self.schema)
 
     def write(self, emb, mask, label, index):
         pa = self.pa
@@ -69,7 +62,11 @@ class _ParquetSink:
 
     def close(self):
         self.writer.close()
-        Path(str(self.path) + ".tmp").replace(self.path)
+        self.tmp.replace(self.path)
+
+    def abort(self):
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 @torch.no_grad()
@@ -111,8 +108,7 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
                 emb = mean_pool(hidden, batch["attention_mask"]).numpy()
             sink.write(emb.astype(np.float32), mask, batch["labels"].numpy(), batch["index"].numpy())
     except BaseException:
-        sink.close()
-        out.unlink(missing_ok=True)
+        sink.abort()  # nothing half-written is left under the output name
         raise
     sink.close()
     return out

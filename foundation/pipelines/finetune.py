@@ -158,17 +158,9 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
         "fine-tuning (%s, %s) %.2f M of %.2f M parameters on %d jets, classes %s",
         recipe.init, recipe.mode, trainable / 1e6, sum(p.numel() for p in model.parameters()) / 1e6, len(splits.train), class_names,
     )
-    trainer = Trainer(
-        model,
-        splits.train,
-        splits.validation,
-        recipe.training,
-        recipe=to_dict(recipe),
-        collate_fn=inputs.collator,
-        param_groups=groups,
-        evaluate_fn=_tagging_eval(signal, background),
-        block_size=data.block_size,
-        num_workers=data.num_workers,
+    trainer = Trainer.from_recipe(
+        model, recipe, splits.train, splits.validation, data=data,
+        collate_fn=inputs.collator, param_groups=groups, evaluate_fn=_tagging_eval(signal, background),
     )
     result = trainer.train(resume=resume)
 

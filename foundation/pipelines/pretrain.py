@@ -170,17 +170,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
 
 def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
-    trainer = Trainer(
-        model,
-        seq.train,
-        seq.validation,
-        recipe.training,
-        recipe=to_dict(recipe),
-        collate_fn=seq.collate_fn,
-        derive_metrics=_perplexity,
-        block_size=recipe.data.block_size,
-        num_workers=recipe.data.num_workers,
-    )
+    trainer = Trainer.from_recipe(model, recipe, seq.train, seq.validation, collate_fn=seq.collate_fn, derive_metrics=_perplexity)
     return Pretraining(trainer, seq, model.config, tokenizer)
 
 

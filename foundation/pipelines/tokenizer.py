@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundation.config import build_model_config, load_recipe, save_recipe, to_dict
+from foundation.config import build_model_config, load_recipe, save_recipe
 from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
@@ -78,16 +78,7 @@ def train_tokenizer(
     init = splits.train.__getitems__(list(range(min(recipe.codebook_init_jets, len(splits.train)))))
     if model.initialize_codebook(torch.as_tensor(init["features"]), torch.as_tensor(init["mask"])):
         logger.info("k-means initialised the codebook on %d particles", int(init["mask"].sum()))
-    trainer = Trainer(
-        model,
-        splits.train,
-        splits.validation,
-        recipe.training,
-        recipe=to_dict(recipe),
-        evaluate_fn=_training_metrics,
-        block_size=recipe.data.block_size,
-        num_workers=recipe.data.num_workers,
-    )
+    trainer = Trainer.from_recipe(model, recipe, splits.train, splits.validation, evaluate_fn=_training_metrics)
     result = trainer.train(resume=resume)
     out = Path(recipe.training.output_dir)
     trainer.export(out / "tokenizer")

@@ -6,6 +6,7 @@ output with `.loss`, a training and a validation dataset, and a TrainingConfig.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -153,6 +154,18 @@ class Trainer:
             acc.init_trackers("run", config=run_config)
 
     # ----- learning rate -----
+
+    @classmethod
+    def from_recipe(cls, model: torch.nn.Module, recipe, train_dataset: Dataset, eval_dataset: Dataset | None, data=None, **kwargs) -> Trainer:
+        """The trainer a recipe describes: its `training` section, the loader settings of its data
+        section (or of `data`, when the pipeline adjusted it), and the whole recipe saved with
+        every checkpoint."""
+        data = data or recipe.data
+        return cls(
+            model, train_dataset, eval_dataset, recipe.training, recipe=dataclasses.asdict(recipe),
+            block_size=data.block_size, num_workers=data.num_workers, **kwargs,
+        )
+
     def _set_learning_rate(self, step: int) -> float:
         lr = self.config.learning_rate * self.config.learning_rate_factor(step)
         for group in self.optimizer.param_groups:
