@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import MOMENTUM_COLUMNS, JetArrays, jet_kinematics
-from foundation.data.sources import AtomicH5Writer, LazyFile
+from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-jets"
@@ -114,11 +114,7 @@ class CanonicalSource(LazyFile):
             raise DataFormatError(self.path, None, "file does not exist")
         try:
             with h5py.File(self.path, "r") as f:
-                if f.attrs.get("format") != FORMAT_NAME:
-                    raise DataFormatError(self.path, "format", f"not a {FORMAT_NAME} file")
-                for name in (*_PER_PARTICLE, "label"):
-                    if name not in f:
-                        raise DataFormatError(self.path, name, "dataset is missing")
+                check_layout(f, self.path, FORMAT_NAME, (*_PER_PARTICLE, "label"))
                 self._num_jets = int(f["label"].shape[0])
                 self.max_particles = int(f["mask"].shape[1])
                 try:

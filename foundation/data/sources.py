@@ -58,6 +58,15 @@ class AtomicH5Writer:
             self.abort()
 
 
+def check_layout(f: h5py.File, path: Path, format_name: str, datasets: Iterable[str], hint: str = "") -> None:
+    """Refuse an HDF5 file that is not `format_name` or lacks one of `datasets`, naming the file."""
+    if f.attrs.get("format") != format_name:
+        raise DataFormatError(path, "format", f"not a {format_name} file{hint}")
+    for name in datasets:
+        if name not in f:
+            raise DataFormatError(path, name, "dataset is missing")
+
+
 class LazyFile:
     """A reader's file handle: opened on first use (subclasses say how, in `_open`), dropped when
     the reader is pickled into DataLoader workers (each opens its own), closed with the reader."""
@@ -229,29 +238,26 @@ class JetCollection:
 
     def labels(self) -> np.ndarray:
         """(J,) labels of all jets; read alone where the format allows (no constituents)."""
-        if getattr(self, "_labels", None) is None:
-            parts = []
-            for source in self.sources:
-                read_labels = getattr(source, "read_labels", None)
-                if read_labels is not None:
-                    parts.append(read_labels())
-                else:
-                    parts += [source.read(s, min(s + 65536, len(source))).label for s in range(0, len(source), 65536)]
-            self._labels = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return self._labels
+        return self._per_jet("label", "read_labels")
 
     def multiplicities(self) -> np.ndarray:
         """(J,) constituents per jet; read alone where the format stores it."""
-        if getattr(self, "_multiplicities", None) is None:
+        return self._per_jet("multiplicity", "read_multiplicities")
+
+    def _per_jet(self, field: str, reader: str) -> np.ndarray:
+        """One value per jet over all sources (cached): from the source's own `reader` method where
+        it has one, else from whole jets read in large slices."""
+        cache = self.__dict__.setdefault("_per_jet_cache", {})
+        if field not in cache:
             parts = []
             for source in self.sources:
-                read = getattr(source, "read_multiplicities", None)
+                read = getattr(source, reader, None)
                 if read is not None:
                     parts.append(read())
                 else:
-                    parts += [source.read(s, min(s + 65536, len(source))).multiplicity for s in range(0, len(source), 65536)]
-            self._multiplicities = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        return self._multiplicities
+                    parts += [getattr(source.read(s, min(s + 65536, len(source))), field) for s in range(0, len(source), 65536)]
+            cache[field] = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        return cache[field]
 
     def read_all(self, limit: int | None = None) -> JetArrays:
         return self.read(0, len(self) if limit is None else min(limit, len(self)))

@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from foundation.data.sources import AtomicH5Writer, LazyFile
+from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-tokens"
@@ -51,11 +51,7 @@ class TokenFile(LazyFile):
             raise DataFormatError(self.path, None, "file does not exist")
         try:
             with h5py.File(self.path, "r") as f:
-                if f.attrs.get("format") != FORMAT_NAME:
-                    raise DataFormatError(self.path, "format", f"not a {FORMAT_NAME} file (encode jets with `foundation tokenizer encode`)")
-                for name in ("tokens", "length", "label"):
-                    if name not in f:
-                        raise DataFormatError(self.path, name, "dataset is missing")
+                check_layout(f, self.path, FORMAT_NAME, ("tokens", "length", "label"), " (encode jets with `foundation tokenizer encode`)")
                 self.num_jets, self.sequence_length = f["tokens"].shape
                 self.class_names = json.loads(f.attrs["class_names"])
                 self.tokenizer_info = json.loads(f.attrs["tokenizer"])
