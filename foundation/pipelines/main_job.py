@@ -182,6 +182,12 @@ class MainJob:
         return self.state
 
 
+def _total_line(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return f"total: {seconds}"
+    return f"total: {seconds:.0f} s ({seconds / 60:.1f} min) over the stages run"
+
+
 def summarize(state: dict) -> str:
     """Markdown summary: one line per result, then where the plots and the model bundles are."""
     def f(x, digits=3):
@@ -196,11 +202,14 @@ def summarize(state: dict) -> str:
     w1 = g.get("metrics", {}).get("w1_mass", {})
     rows.append(("generation", f"W1(mass) {f(w1.get('value'))} GeV (floor {f(w1.get('floor'))} GeV)", f(g.get("seconds"))))
     nll, llr = a.get("nll_per_token", {}), a.get("llr", {})
-    rows.append(("anomaly", f"top in QCD: NLL per token AUC {f(nll.get('auc'))} (max SIC {f(nll.get('max_sic'))}); likelihood ratio AUC {f(llr.get('auc'))} (max SIC {f(llr.get('max_sic'))})", f(a.get("seconds"))))
+    anomaly = f"top in QCD: NLL per token AUC {f(nll.get('auc'))} (max SIC {f(nll.get('max_sic'))})"
+    if llr:
+        anomaly += f"; likelihood ratio AUC {f(llr.get('auc'))} (max SIC {f(llr.get('max_sic'))})"
+    rows.append(("anomaly", anomaly, f(a.get("seconds"))))
     rows.append(("embeddings", f"{e.get('shape')} in {e.get('file')}", f(e.get("seconds"))))
     lines = ["| " + " | ".join(r) + " |" for r in rows]
     lines.insert(1, "|---|---|---|")
-    lines += ["", f"total: {f(state.get('total_seconds'))} s", "", "model bundles:", f"- pretrained: {p.get('bundle')}", f"- tagger: {ft.get('bundle')}", "", "plots:"]
+    lines += ["", _total_line(state.get("total_seconds")), "", "model bundles:", f"- pretrained: {p.get('bundle')}", f"- tagger: {ft.get('bundle')}", "", "plots:"]
     for stage in (state.get("inspect", {}), t, ft, a):
         for plot in (stage.get("plots") or ([stage["roc_plot"]] if "roc_plot" in stage else [])):
             lines.append(f"- {plot}")
