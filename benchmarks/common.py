@@ -62,4 +62,4 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
     import numpy as np
 
     arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else None  # no spread from one seed

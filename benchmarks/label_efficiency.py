@@ -35,6 +35,12 @@ def label_factor(n_pre: np.ndarray, auc_pre: np.ndarray, n_scr: np.ndarray, auc_
     return out
 
 
+def _spread(rows: list[dict]) -> list[float] | None:
+    """Error bars where every point has several seeds."""
+    spread = [r["auc_std"] for r in rows]
+    return None if any(s is None for s in spread) else spread
+
+
 def main(argv=None) -> dict:
     parser = base_parser(__doc__)
     parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model")
@@ -63,8 +69,8 @@ def main(argv=None) -> dict:
 
     plot = plot_label_efficiency(
         {
-            "pretrained + fine-tuned": ([r["labelled_jets"] for r in pre], [r["auc"] for r in pre], [r["auc_std"] for r in pre]),
-            "from scratch": ([r["labelled_jets"] for r in scr], [r["auc"] for r in scr], [r["auc_std"] for r in scr]),
+            "pretrained + fine-tuned": ([r["labelled_jets"] for r in pre], [r["auc"] for r in pre], _spread(pre)),
+            "from scratch": ([r["labelled_jets"] for r in scr], [r["auc"] for r in scr], _spread(scr)),
         },
         args.out / "label_efficiency.png",
     )
