@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from foundation.errors import ConfigError, DataFormatError
+from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted
 from foundation.hub import BundleError
 
 app = typer.Typer(help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -420,6 +420,9 @@ def main() -> None:
             raise
         console.print(f"[bold red]error:[/] {err}")
         sys.exit(2)
+    except TrainingInterrupted as err:
+        console.print(f"[yellow]{err}")
+        sys.exit(143)  # 128 + SIGTERM: schedulers see a terminated job (and requeue it)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,16 @@ class DataFormatError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+class TrainingInterrupted(RuntimeError):
+    """Training stopped on SIGTERM after writing a checkpoint. Raised so that no pipeline goes on
+    to export or evaluate a half-trained model; `--resume` continues from the checkpoint."""
+
+    def __init__(self, output_dir: str | Path, step: int):
+        self.output_dir = str(output_dir)
+        self.step = step
+        super().__init__(f"{self.output_dir}: stopped on SIGTERM at step {step}, checkpoint written; run again with --resume to continue")
+
+
 class ConfigError(ValueError):
     """A recipe cannot be used: names the file, the key and what was expected."""
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
+from foundation.errors import TrainingInterrupted
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator
@@ -276,6 +277,7 @@ class Trainer:
         self.model.train()
         lr = self._set_learning_rate(step)
         done = step >= cfg.max_steps
+        interrupted = False
         try:
             while not done:
                 loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
@@ -328,7 +330,7 @@ class Trainer:
                         self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen)
                         overhead += time.perf_counter() - t0
                     if stop:
-                        logger.warning("stopped on SIGTERM at step %d; resume with --resume", step)
+                        interrupted = True
                         done = True
                     if step >= cfg.max_steps:
                         done = True
@@ -342,6 +344,8 @@ class Trainer:
         finally:
             signal.signal(signal.SIGTERM, previous)
             bar.close()
+        if interrupted:
+            raise TrainingInterrupted(self.output_dir, step)
         elapsed = time.perf_counter() - start - overhead
         token_total = acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
         if cfg.tensorboard:

@@ -1,8 +1,11 @@
 """Pretraining end to end on tiny data: bundle contents, exact resume, CLI."""
 
 import json
+import os
 import shutil
+import signal
 
+import pytest
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
@@ -74,3 +77,28 @@ def test_cli_set_overrides_and_bad_set(jet_files, tiny_tokenizer, tmp_path):
     assert state["step"] == 3
     result = CliRunner().invoke(app, ["pretrain", "--config", "pretrain/tiny.yaml", "--set", "training.max_steps"])
     assert result.exit_code != 0 and "KEY=VALUE" in result.output
+
+
+def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokenizer, tmp_path, monkeypatch):
+    """Preemption: SIGTERM at step 5 writes a checkpoint there and raises; no half-trained model
+    is exported; --resume then finishes the run."""
+    from foundation.errors import TrainingInterrupted
+    from foundation.training.loop import Trainer
+
+    set_lr = Trainer._set_learning_rate
+
+    def set_lr_and_terminate_at_5(self, step):
+        if step == 5 and not getattr(self, "_terminated", False):
+            self._terminated = True
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler catches it
+        return set_lr(self, step)
+
+    monkeypatch.setattr(Trainer, "_set_learning_rate", set_lr_and_terminate_at_5)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="step 5"):
+        _run(jet_files, tiny_tokenizer, out, 20)
+    assert (out / "checkpoints" / "step-000005").is_dir() and not (out / "model").exists()
+    monkeypatch.setattr(Trainer, "_set_learning_rate", set_lr)
+    bundle = _run(jet_files, tiny_tokenizer, out, 20, resume=True)
+    assert (bundle / "model.safetensors").exists()
+    assert json.loads((out / "checkpoints" / "step-000020" / "trainer_state.json").read_text())["step"] == 20
