@@ -15,21 +15,18 @@ Prints AUC and the maximum significance improvement SIC = eps_S / sqrt(eps_B); p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from benchmarks.common import base_parser, print_table, write_results
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "anomaly")
     parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model")
     parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the generated 10k + 10k set)")
     parser.add_argument("--fractions", type=float, nargs=2, default=[0.3, 0.05])
     parser.add_argument("--steps", type=int, default=None, help="training steps of each model (default: the recipes')")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("checkpoints/benchmarks/anomaly")
 
     from scipy.special import softmax
 
@@ -61,9 +58,7 @@ def main(argv=None) -> list[dict]:
         background_recipe = load_pretrain_recipe("finetune/anomaly_background.yaml", {"init_from": args.pretrained, "training.output_dir": str(args.out / f"background-seed{seed}"), **common, **steps({})})
         background_recipe.data.files = files
         background = pretrain(background_recipe, resume=True)
-        scores = likelihood_scores(background, str(test_file), progress=False)
-        reference = likelihood_scores(args.pretrained, str(test_file), progress=False)
-        scores["llr"] = scores["nll"] - reference["nll"]
+        scores = likelihood_scores(background, str(test_file), progress=False, reference=args.pretrained)
         is_top = scores["label"] == scores["class_names"].index("top")
         for key, name in (("nll", "unsupervised: NLL (total)"), ("nll_per_token", "unsupervised: NLL per token"), ("llr", "density ratio: NLL_background - NLL_pretrained")):
             rows.append({"method": name, "seed": seed, **anomaly_metrics(is_top, scores[key])})

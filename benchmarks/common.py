@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import platform
 from pathlib import Path
 
 import torch
 
-from foundation.pipelines.common import json_safe
+from foundation.pipelines.common import write_json
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
+def base_parser(description: str, name: str) -> argparse.ArgumentParser:
+    """The arguments every benchmark takes; results go to checkpoints/benchmarks/<name> by default."""
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="folder for results.json and plots")
+    parser.add_argument("--out", type=Path, default=Path("checkpoints/benchmarks") / name, help="folder for results.json and plots")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat with these seeds")
     parser.add_argument("--tiny", action="store_true", help="seconds-long setting (CI runs it so the script cannot rot)")
     return parser
@@ -28,7 +28,6 @@ def machine() -> str:
 
 
 def write_results(out: Path, name: str, rows: list[dict], extra: dict | None = None) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": name,
         "date": datetime.date.today().isoformat(),
@@ -36,9 +35,7 @@ def write_results(out: Path, name: str, rows: list[dict], extra: dict | None = N
         "rows": rows,
         **(extra or {}),
     }
-    path = out / "results.json"
-    path.write_text(json.dumps(json_safe(payload), indent=2))
-    return path
+    return write_json(out / "results.json", payload)
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -11,20 +11,17 @@ particle count.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from benchmarks.common import base_parser, print_table, write_results
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "generation")
     parser.add_argument("--model", default="checkpoints/main/pretrain/model")
     parser.add_argument("--reference", nargs="+", default=["checkpoints/main/data/test.h5"])
     parser.add_argument("--jets", type=int, default=5000)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8, 1.0, 1.2])
     parser.add_argument("--top-k", type=int, default=None)
     args = parser.parse_args(argv)
-    args.out = args.out or Path("checkpoints/benchmarks/generation")
 
     from foundation.pipelines.generate import evaluate_generation, generate_jets
 

@@ -42,7 +42,7 @@ def _spread(rows: list[dict]) -> list[float] | None:
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "label_efficiency")
     parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model")
     parser.add_argument("--data", nargs="+", default=None)
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.005, 0.01, 0.03, 0.1, 0.3, 1.0])
@@ -50,7 +50,6 @@ def main(argv=None) -> dict:
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
     parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, shared with benchmarks/tagging.py")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("checkpoints/benchmarks/label_efficiency")
     args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     rows = run_budgets(args, ["pretrained", "scratch"])
     summary = summarise(rows)

@@ -74,7 +74,7 @@ def _run(cmd: list[str], env_extra: dict | None = None, timeout: int = 3600) -> 
 
 
 def main(argv=None) -> dict:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "speed")
     parser.add_argument("--tokenizer", default="checkpoints/main/tokenizer/tokenizer")
     parser.add_argument("--model", default="checkpoints/main/pretrain/model")
     parser.add_argument("--recipe", default="pretrain/small.yaml")
@@ -92,7 +92,6 @@ def main(argv=None) -> dict:
         return _loader_worker(args)
     from benchmarks.tagging import default_files
 
-    args.out = args.out or Path("checkpoints/benchmarks/speed")
     data = args.data or default_files()
     steps = 4 if args.tiny else args.steps
     sizes = [200, 400] if args.tiny else args.loader_sizes

@@ -168,7 +168,7 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "tagging")
     parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model", help="pretrained bundle")
     parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the generated 10k + 10k top/QCD set)")
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="fractions of the training set with labels")
@@ -178,7 +178,6 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
     parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, reused when present (default: checkpoints/benchmarks/tagging-runs)")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("checkpoints/benchmarks/tagging")
     args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     rows = run_budgets(args, args.models)
     summary = summarise(rows)

@@ -11,7 +11,6 @@ The quality bar for 8192 codes: >= 95% of codes used and jet mass within 2.5%.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from benchmarks.common import base_parser, print_table, write_results
 
@@ -19,13 +18,12 @@ TARGET_USAGE, TARGET_MASS = 0.95, 0.025
 
 
 def main(argv=None) -> list[dict]:
-    parser = base_parser(__doc__)
+    parser = base_parser(__doc__, "tokenizer")
     parser.add_argument("--sizes", type=int, nargs="+", default=[512, 2048, 8192])
     parser.add_argument("--recipe", default="tokenizers/vqvae_8k.yaml")
     parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the recipe's generated set)")
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the recipe's)")
     args = parser.parse_args(argv)
-    args.out = args.out or Path("checkpoints/benchmarks/tokenizer")
 
     from foundation.data.canonical import write_jets
     from foundation.data.dataset import build_splits

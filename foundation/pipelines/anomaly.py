@@ -19,8 +19,21 @@ logger = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def likelihood_scores(model, data, batch_size: int = 256, limit: int | None = None, progress: bool = True, revision: str | None = None) -> dict[str, np.ndarray]:
-    """Per jet: negative log-likelihood under the autoregressive model (total and per token)."""
+def likelihood_scores(
+    model, data, batch_size: int = 256, limit: int | None = None, progress: bool = True, revision: str | None = None, reference=None
+) -> dict[str, np.ndarray]:
+    """Per jet: negative log-likelihood under the autoregressive model (total and per token).
+
+    With a `reference` model (pretrained on the unlabelled data), also the log-likelihood ratio
+    NLL_model - NLL_reference (total and per token): it cancels how complex a jet is (more
+    particles, more NLL) and keeps how unusual it is for the model's (background) jets.
+    """
+    if reference is not None:
+        scores = likelihood_scores(model, data, batch_size, limit, progress, revision)
+        ref = likelihood_scores(reference, data, batch_size, limit, progress)
+        scores["llr"] = scores["nll"] - ref["nll"]
+        scores["llr_per_token"] = scores["nll_per_token"] - ref["nll_per_token"]
+        return scores
     bundle = load_generator(model, revision)
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
     dataset = jet_dataset(data, inputs, limit=limit)
@@ -55,15 +68,9 @@ def score_file(
 ) -> dict:
     """Write anomaly scores per jet; with labels and a signal class, also AUC and SIC (and plots).
 
-    `model` is the background model. With a `reference` model (pretrained on the unlabelled data),
-    the log-likelihood ratio NLL_background - NLL_reference is scored too: it cancels how complex
-    a jet is (more particles, more NLL) and keeps how unusual it is for background.
+    `model` is the background model; a `reference` adds the likelihood ratio (likelihood_scores).
     """
-    scores = likelihood_scores(model, data, batch_size, limit)
-    if reference is not None:
-        ref = likelihood_scores(reference, data, batch_size, limit)
-        scores["llr"] = scores["nll"] - ref["nll"]
-        scores["llr_per_token"] = scores["nll_per_token"] - ref["nll_per_token"]
+    scores = likelihood_scores(model, data, batch_size, limit, reference=reference)
     keys = [k for k in ("nll", "nll_per_token", "llr", "llr_per_token") if k in scores]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

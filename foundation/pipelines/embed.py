@@ -18,14 +18,13 @@ from foundation.pipelines.inference import bundle_inputs, inference_device, iter
 class _H5Sink(AtomicH5Writer):
     def __init__(self, path: Path, dim: int, per_particle: int | None, meta: dict):
         super().__init__(path)
-        self.file = self._file
         shape = (0, per_particle, dim) if per_particle else (0, dim)
-        self.emb = self.file.create_dataset("embedding", shape, maxshape=(None, *shape[1:]), dtype=np.float32, chunks=(64, *shape[1:]))
-        self.mask = self.file.create_dataset("mask", (0, per_particle), maxshape=(None, per_particle), dtype=bool, chunks=(64, per_particle)) if per_particle else None
-        self.label = self.file.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
-        self.index = self.file.create_dataset("jet_index", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        self.emb = self._file.create_dataset("embedding", shape, maxshape=(None, *shape[1:]), dtype=np.float32, chunks=(64, *shape[1:]))
+        self.mask = self._file.create_dataset("mask", (0, per_particle), maxshape=(None, per_particle), dtype=bool, chunks=(64, per_particle)) if per_particle else None
+        self.label = self._file.create_dataset("label", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
+        self.index = self._file.create_dataset("jet_index", (0,), maxshape=(None,), dtype=np.int64, chunks=(4096,))
         for k, v in meta.items():
-            self.file.attrs[k] = json.dumps(v)
+            self._file.attrs[k] = json.dumps(v)
 
     def write(self, emb, mask, label, index):
         rows = ((self.emb, emb), (self.mask, mask), (self.label, label), (self.index, index))
