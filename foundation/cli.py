@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted
+from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted
 from foundation.hub import BundleError
 
 app = typer.Typer(help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False)
@@ -21,7 +21,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(anomaly_app, name="anomaly")
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # messages stay one line: long paths are not broken up
 VERBOSE = {"on": False}
 
 
@@ -415,7 +415,7 @@ def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, not a traceback."""
     try:
         app()
-    except (DataFormatError, ConfigError, BundleError, FileNotFoundError) as err:
+    except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError) as err:
         if VERBOSE["on"]:
             raise
         console.print(f"[bold red]error:[/] {err}")

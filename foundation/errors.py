@@ -16,6 +16,11 @@ class DataFormatError(ValueError):
         super().__init__(f"{where}: {problem}")
 
 
+class InputError(ValueError):
+    """A command's arguments do not fit the data or the model (a class name, an output suffix,
+    a feature): the message says what to change. The CLI prints it as one line."""
+
+
 class TrainingInterrupted(RuntimeError):
     """Training stopped on SIGTERM after writing a checkpoint. Raised so that no pipeline goes on
     to export or evaluate a half-trained model; `--resume` continues from the checkpoint."""

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset, Sampler
 from foundation.config import check
 from foundation.data.features import FEATURES, compute_features
 from foundation.data.sources import JetCollection
+from foundation.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,7 @@ def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits
     if config.classes is not None:
         unknown = [c for c in config.classes if c not in collection.class_names]
         if unknown:
-            raise ValueError(f"data.classes: {unknown} not among the data's classes {collection.class_names}")
+            raise InputError(f"data.classes: {unknown} not among the data's classes {collection.class_names}")
         keep = [collection.class_names.index(c) for c in config.classes]
         train, validation, test = (_only_classes(d, keep) for d in (train, validation, test))
     if config.train_limit is not None and config.train_limit < len(train):

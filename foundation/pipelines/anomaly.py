@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from foundation.data.dataset import JetDataset
+from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.pipelines.common import write_json
 from foundation.pipelines.generate import load_generator
@@ -86,7 +87,7 @@ def score_file(
     names = scores["class_names"]
     if signal_class is not None:
         if signal_class not in names:
-            raise ValueError(f"signal class {signal_class!r} not among the data's classes {names}")
+            raise InputError(f"signal class {signal_class!r} not among the data's classes {names}")
         is_signal = scores["label"] == names.index(signal_class)
         if 0 < is_signal.sum() < len(is_signal):
             for key in keys:
@@ -122,7 +123,7 @@ def mixed_samples(labels: np.ndarray, signal: int, fractions: tuple[float, float
     bkg = rng.permutation(np.flatnonzero(labels != signal))
     fa, fb = fractions
     if not 0 <= fb < fa <= 1:
-        raise ValueError(f"signal fractions must satisfy 0 <= f_b < f_a <= 1, got {fractions}")
+        raise InputError(f"signal fractions must satisfy 0 <= f_b < f_a <= 1, got {fractions}")
     # Equal-sized samples of n jets: n(fa + fb) signal and n(2 - fa - fb) background jets needed.
     n = int(min(len(sig) / max(fa + fb, 1e-9), len(bkg) / max(2 - fa - fb, 1e-9)))
     na, nb = int(round(n * fa)), int(round(n * fb))

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from foundation.data.sources import AtomicH5Writer
+from foundation.errors import InputError
 from foundation.hub import load_bundle
 from foundation.models import JetTransformerModel
 from foundation.models.modeling_jet_transformer import mean_pool
@@ -74,7 +75,7 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     written with each jet's label and index in its file so results join back. Deterministic."""
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5", ".parquet"):
-        raise ValueError(f"{out}: the output must end in .h5 or .parquet")
+        raise InputError(f"{out}: the output must end in .h5 or .parquet")
     bundle = load_bundle(model, model_class=JetTransformerModel, revision=revision)
     device = inference_device()
     backbone = bundle.model.eval().to(device)

@@ -13,6 +13,7 @@ import torch
 from foundation.config import ConfigError, check, load_recipe, save_recipe, to_dict
 from foundation.data.dataset import DataConfig, JetDataset, build_splits, feature_statistics
 from foundation.data.features import FEATURES
+from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
@@ -256,12 +257,12 @@ def evaluate_tagger(
     mapping = class_map or {c: c for c in file_classes if c in model_classes}
     bad = {k: v for k, v in mapping.items() if k not in file_classes or v not in model_classes}
     if bad or not mapping:
-        raise ValueError(
+        raise InputError(
             f"classes of the data {file_classes} do not map onto the model's {model_classes}"
             + (f" ({bad})" if bad else "") + "; pass a class map such as QCD=qcd Tbqq=top"
         )
     if class_map is None and set(file_classes) - set(model_classes):
-        raise ValueError(f"the data has classes {file_classes}, the model knows {model_classes}; pass a class map")
+        raise InputError(f"the data has classes {file_classes}, the model knows {model_classes}; pass a class map")
     # Keep the jets of mapped classes; relabel them with the model's class indices.
     remap = np.array([model_classes.index(mapping[c]) if c in mapping else -1 for c in file_classes])
     keep = remap[dataset.collection.labels()[dataset.indices]] >= 0

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from foundation.data.canonical import CanonicalWriter
 from foundation.data.jets import JetArrays
 from foundation.data.sources import JetCollection
+from foundation.errors import InputError
 from foundation.hub import BundleError, load_bundle
 from foundation.models import JetTransformerForCausalJetModeling
 from foundation.pipelines.common import write_json
@@ -47,7 +48,7 @@ def generate_jets(
 ) -> Path:
     """Sample `num_jets` token sequences, decode them into particles, write the canonical layout."""
     if num_jets <= 0:
-        raise ValueError(f"number of jets must be positive, got {num_jets}")
+        raise InputError(f"number of jets must be positive, got {num_jets}")
     bundle = load_generator(model, revision)
     from foundation.pipelines.inference import inference_device
 
@@ -55,9 +56,9 @@ def generate_jets(
     net, tokenizer, cfg = bundle.model.to(device), bundle.tokenizer.to(device), bundle.model.config
     if class_name is not None:
         if not cfg.num_generation_classes:
-            raise ValueError(f"{bundle.path}: the model was not trained class-conditionally; drop --class")
+            raise InputError(f"{bundle.path}: the model was not trained class-conditionally; drop --class")
         if class_name not in cfg.generation_class_names:
-            raise ValueError(f"class {class_name!r} is not one of the model's classes {cfg.generation_class_names}")
+            raise InputError(f"class {class_name!r} is not one of the model's classes {cfg.generation_class_names}")
         class_index = cfg.generation_class_names.index(class_name)
         class_names, label = list(cfg.generation_class_names), class_index
     else:
@@ -123,7 +124,7 @@ def evaluate_generation(
     ref = ref_collection.read_all()
     if reference_class is not None:
         if reference_class not in ref.class_names:
-            raise ValueError(f"class {reference_class!r} not in the reference classes {ref.class_names}")
+            raise InputError(f"class {reference_class!r} not in the reference classes {ref.class_names}")
         ref = ref.subset(ref.label == ref.class_names.index(reference_class))
     if limit is not None and len(ref) > limit:
         ref = ref.subset(np.sort(np.random.default_rng(seed).choice(len(ref), limit, replace=False)))

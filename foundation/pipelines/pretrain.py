@@ -20,6 +20,7 @@ from foundation.config import (
 from foundation.data.dataset import DataConfig, _split_indices, build_splits, feature_statistics
 from foundation.data.features import FEATURES
 from foundation.data.tokens import TokenDataset, TokenFile
+from foundation.errors import InputError
 from foundation.hub import save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining
 from foundation.models.inputs import JetSequenceCollator, collate_sequences, dataset_feature_names
@@ -44,9 +45,9 @@ class PretrainRecipe:
     def __post_init__(self):
         unknown = [f for f in self.particle_features if f not in FEATURES]
         if unknown:
-            raise ValueError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
+            raise InputError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
         if self.tokens and self.particle_features:
-            raise ValueError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
+            raise InputError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
 
 
 # Fields of the model config that come from elsewhere in the recipe or from the tokenizer.
@@ -81,7 +82,7 @@ def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: l
     if tokens:
         token_file = TokenFile(tokens)
         if token_file.tokenizer_info["vocab_codes"] != tok_cfg.vocab_codes:
-            raise ValueError(f"{tokens}: encoded with {token_file.tokenizer_info['vocab_codes']} codes, the tokenizer has {tok_cfg.vocab_codes}")
+            raise InputError(f"{tokens}: encoded with {token_file.tokenizer_info['vocab_codes']} codes, the tokenizer has {tok_cfg.vocab_codes}")
         tr, va, te = _split_indices(len(token_file), recipe_data.validation_fraction, recipe_data.test_fraction, recipe_data.split_seed)
         if recipe_data.train_limit:
             tr = np.sort(np.random.default_rng(recipe_data.split_seed + 1).choice(tr, min(recipe_data.train_limit, len(tr)), replace=False))

@@ -39,6 +39,15 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     recipe.write_text("training:\n  max_step: 3\n")
     result = _foundation("tokenizer", "train", "--config", str(recipe))
     assert result.returncode == 2 and "training.max_step" in result.stderr and str(recipe) in result.stderr
+    result = _foundation("embed", "--model", "any", "--data", "any.h5", "--out", str(tmp_path / "emb.csv"))
+    assert result.returncode == 2 and "emb.csv: the output must end in .h5 or .parquet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_arguments_that_do_not_fit_the_model_get_one_line(tiny_bundle, jet_files):
+    result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "0", "--out", "never.h5")
+    assert result.returncode == 2 and "number of jets must be positive" in result.stderr and "Traceback" not in result.stderr
+    result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--class", "top", "--out", "never.h5")
+    assert result.returncode == 2 and "not trained class-conditionally" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_class_conditional_generation(jet_files, tiny_tokenizer, tmp_path):
