@@ -28,6 +28,7 @@ from scipy.stats import wasserstein_distance
 
 from foundation.data.features import wrap_phi
 from foundation.data.jets import jet_kinematics
+from foundation.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -356,7 +357,7 @@ def fpd(
         real, gen = real[:, None], gen[:, None]
     available = min(len(real), len(gen))
     if available < 10:
-        raise ValueError(f"FPD needs at least 10 jets in each set, got {len(real)} and {len(gen)}")
+        raise InputError(f"FPD needs at least 10 jets in each set, got {len(real)} and {len(gen)}")
     if available < max_samples:
         factor = available / max_samples
         new_min = max(5, int(min_samples * factor))
@@ -432,7 +433,7 @@ def kpd(
         real, gen = real[:, None], gen[:, None]
     available = min(len(real), len(gen))
     if available < 2:
-        raise ValueError(f"KPD needs at least 2 jets in each set, got {len(real)} and {len(gen)}")
+        raise InputError(f"KPD needs at least 2 jets in each set, got {len(real)} and {len(gen)}")
     if available < batch_size:
         logger.warning(
             "KPD: %d jets available, fewer than batch_size=%d; using batches of %d",
@@ -557,7 +558,7 @@ def generation_report(generated, reference, seed: int = 0) -> list[dict]:
     """
     gen, ref = _prepare(generated), _prepare(reference)
     if len(ref) < 4:
-        raise ValueError(f"the reference needs at least 4 jets to be split in halves, got {len(ref)}")
+        raise InputError(f"the reference needs at least 4 jets to be split in halves, got {len(ref)}")
     order = np.random.default_rng(seed).permutation(len(ref))
     half_a, half_b = ref.subset(order[: len(ref) // 2]), ref.subset(order[len(ref) // 2 :])
     size = min(len(gen), len(half_a))

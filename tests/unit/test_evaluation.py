@@ -293,3 +293,13 @@ def test_every_plot_writes_a_png(tmp_path):
     ]
     for p in paths:
         assert _is_png(p), p
+
+
+def test_too_few_jets_is_an_input_error_that_names_the_count():
+    from foundation.errors import InputError
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(InputError, match="at least 10 jets in each set, got 5 and 50"):
+        fpd(rng.normal(size=(5, 3)), rng.normal(size=(50, 3)))
+    with pytest.raises(InputError, match="at least 2 jets in each set, got 1 and 50"):
+        kpd(rng.normal(size=(1, 3)), rng.normal(size=(50, 3)))
