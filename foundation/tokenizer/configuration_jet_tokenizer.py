@@ -38,7 +38,7 @@ class JetTokenizerConfig(PretrainedConfig):
         ema_decay: float = 0.9,
         kmeans_init: bool = True,
         kmeans_iters: int = 10,
-        dead_code_threshold: float = 1.0,
+        dead_code_threshold: float = 0.1,
         rotation_trick: bool = True,
         cosine_similarity: bool = False,
         commitment_weight: float = 0.25,
@@ -62,6 +62,9 @@ class JetTokenizerConfig(PretrainedConfig):
         self.ema_decay = ema_decay
         self.kmeans_init = kmeans_init
         self.kmeans_iters = kmeans_iters
+        # Codes whose EMA count of particles per step falls below this are re-seeded from the batch.
+        # Keep it well below a code's average use (particles per step / codebook_size), or ordinary
+        # codes get re-seeded every step (the tokenizer pipeline warns).
         self.dead_code_threshold = dead_code_threshold
         self.rotation_trick = rotation_trick
         self.cosine_similarity = cosine_similarity
