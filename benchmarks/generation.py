@@ -31,7 +31,9 @@ def main(argv=None) -> list[dict]:
             out = args.out / f"t{temperature:g}-seed{seed}"
             generated = generate_jets(args.model, args.jets, out / "generated.h5", temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny)
             for r in evaluate_generation(str(generated), args.reference, out_dir=out, seed=seed):
-                rows.append({"temperature": temperature, "seed": seed, **r, "ratio": r["value"] / r["floor"] if r["floor"] > 0 else None})
+                # No ratio where either side is not resolved from 0 (e.g. an FPD fit that ends on its a >= 0 bound).
+                resolved = r["floor"] > 0 and r["value"] > r["error"]
+                rows.append({"temperature": temperature, "seed": seed, **r, "ratio": r["value"] / r["floor"] if resolved else None})
     table = print_table(
         rows,
         [("temperature", "T", "g"), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
