@@ -7,6 +7,8 @@ the pretrained model fine-tuned (finetune/top_tagging.yaml), the same architectu
 scratch, and ParT from weaver-core trained from scratch, all with the same 13 particle features
 and the same number of optimizer steps per budget: max(300, min(1200, 20 epochs)) of 64 jets
 (--max-part-steps caps ParT's, which costs about 5x ours per step on a CPU; the table says so).
+Every model is evaluated on the validation jets 6 times during training and ends with the weights
+of its lowest validation loss (training.keep_best), so small budgets are not judged overfitted.
 Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5, parameters and training time; writes
 results.json and one ROC plot per budget.
 """
@@ -41,7 +43,8 @@ def training_overrides(out: Path, steps: int, seed: int) -> dict:
         "training.seed": seed,
         "training.global_batch_size": BATCH,
         "training.micro_batch_size": BATCH,
-        "training.eval_every": max(steps // 3, 1),
+        "training.eval_every": max(steps // 6, 1),
+        "training.keep_best": "eval/loss",
         "training.save_every": steps,
         "training.log_every": max(steps // 10, 1),
         "training.warmup_steps": max(steps // 12, 1),
@@ -137,7 +140,8 @@ def run_budgets(args, models: list[str]) -> list[dict]:
         for seed in args.seeds:
             for kind in models:
                 steps = min(budget_steps, args.max_part_steps) if kind == "part" and getattr(args, "max_part_steps", None) else budget_steps
-                out = runs / f"budget-{budget:g}" / f"{kind}-seed{seed}-steps{steps}"
+                # "-best": ends with the weights of the lowest validation loss (runs without it kept the last)
+                out = runs / f"budget-{budget:g}" / f"{kind}-seed{seed}-steps{steps}-best"
                 cached = _cached(out)
                 if cached is not None:
                     print(f"--- {kind}, {n} labelled jets, seed {seed}: done before ({out})", flush=True)

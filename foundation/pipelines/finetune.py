@@ -165,7 +165,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     )
     result = trainer.train(resume=resume)
 
-    # Test-set metrics with the final weights.
+    # Test-set metrics with the weights the run ended with: the best validation ones under training.keep_best.
     from torch.utils.data import DataLoader
 
     acc = trainer.accelerator
@@ -179,7 +179,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
         metrics = classification_report(out["logits"], out["labels"], class_names, signal, background, out_dir)
         # The test predictions themselves, for plots and comparisons made later.
         np.savez(out_dir / "test_predictions.npz", logits=out["logits"], labels=out["labels"], index=out["index"], class_names=np.array(class_names))
-        metrics.update({"train_seconds": result.seconds, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode})
+        metrics.update({"train_seconds": result.seconds, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode, "weights_from": result.best or "last step"})
         write_json(out_dir / "metrics.json", metrics)
         data_config = {
             **{k: v for k, v in base_data_config.items() if k not in ("particle_features", "particle_feature_mean", "particle_feature_std")},

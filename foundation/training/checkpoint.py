@@ -2,6 +2,7 @@
 
     <output_dir>/checkpoints/step-000500/   accelerate state + trainer_state.json + recipe.yaml
     <output_dir>/checkpoints/latest          text file naming the newest complete folder
+    <output_dir>/checkpoints/best.safetensors  weights of the best evaluation (training.keep_best)
 """
 
 from __future__ import annotations
@@ -79,3 +80,38 @@ def clean_incomplete(output_dir: str | Path) -> None:
         for p in root.iterdir():
             if p.name.startswith(".incomplete-"):
                 shutil.rmtree(p, ignore_errors=True)
+
+
+def best_weights(output_dir: str | Path) -> Path:
+    return checkpoint_root(output_dir) / "best.safetensors"
+
+
+def read_best(output_dir: str | Path) -> dict | None:
+    """{"step", "metric", "value"} of the kept best weights, or None if there are none."""
+    from safetensors import safe_open
+
+    path = best_weights(output_dir)
+    if not path.exists():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return {"step": int(meta["step"]), "metric": meta["metric"], "value": float(meta["value"])}
+
+
+def save_best(output_dir: str | Path, model, step: int, metric: str, value: float) -> Path:
+    """Main process: the model's weights with their step and metric in the file's metadata, one
+    file written under a temporary name and renamed, so a crash never leaves half of it."""
+    from safetensors.torch import save_model
+
+    path = best_weights(output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_model(model, str(tmp), metadata={"step": str(step), "metric": metric, "value": repr(float(value))})
+    os.replace(tmp, path)
+    return path
+
+
+def load_best(output_dir: str | Path, model) -> None:
+    from safetensors.torch import load_model
+
+    load_model(model, str(best_weights(output_dir)))

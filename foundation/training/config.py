@@ -34,6 +34,10 @@ class TrainingConfig:
     threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default
     progress: bool = True
     group_by_length: bool = True  # batches of similar multiplicity: little padding, much less compute
+    # Early stopping without stopping: keep the weights of the evaluation with the best value of this
+    # metric (e.g. "eval/loss") and end the run with them; None keeps the last weights.
+    keep_best: str | None = None
+    keep_best_mode: Literal["min", "max"] = "min"
 
     def __post_init__(self):
         check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")
@@ -53,6 +57,8 @@ class TrainingConfig:
         check(self.save_every > 0, "save_every", "must be positive")
         check(self.keep_checkpoints > 0, "keep_checkpoints", "must keep at least one")
         check(self.log_every > 0, "log_every", "must be positive")
+        check(self.keep_best is None or self.keep_best.startswith("eval/"), "keep_best", f"must name an evaluation metric (eval/...), got {self.keep_best!r}")
+        check(self.keep_best_mode in ("min", "max"), "keep_best_mode", f"must be min or max, got {self.keep_best_mode!r}")
         check(self.threads_per_process is None or self.threads_per_process > 0, "threads_per_process", "must be positive")
 
     def gradient_accumulation_steps(self, world_size: int) -> int:

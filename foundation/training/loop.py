@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
-from foundation.errors import TrainingInterrupted
+from foundation.errors import ConfigError, TrainingInterrupted
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator
@@ -44,6 +44,7 @@ class TrainResult:
     tokens_per_second: float = 0.0
     peak_memory_mb: float = 0.0
     world_size: int = 1
+    best: dict | None = None  # {"step", "metric", "value"} of the weights kept (training.keep_best)
 
     def summary(self) -> dict:
         """What a run folder's train_summary.json holds."""
@@ -55,6 +56,7 @@ class TrainResult:
             "peak_memory_mb": self.peak_memory_mb,
             "world_size": self.world_size,
             "final": self.final_metrics,
+            "best": self.best,
         }
 
 
@@ -149,6 +151,11 @@ class Trainer:
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
         self.accumulation = config.gradient_accumulation_steps(acc.num_processes)
+        plugin = acc.state.deepspeed_plugin
+        if config.keep_best and plugin is not None and plugin.zero_stage == 3:
+            raise ConfigError(None, "training.keep_best", "is not supported with DeepSpeed ZeRO-3 (weights are sharded); leave it unset")
+        if config.keep_best and self.eval_loader is None:
+            raise ConfigError(None, "training.keep_best", "needs validation jets to evaluate on")
         self._stop_requested = False
         if config.tensorboard:
             run_config = {k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))}
@@ -217,6 +224,20 @@ class Trainer:
         logger.info("resumed from %s (step %d)", path, state["step"])
         return state
 
+    # ----- best weights -----
+    def _keep_if_best(self, metrics: dict, step: int, best: dict | None) -> dict | None:
+        """Save the weights if `metrics` beat `best` on training.keep_best; returns the new best."""
+        name, mode = self.config.keep_best, self.config.keep_best_mode
+        if name not in metrics:
+            raise ConfigError(None, "training.keep_best", f"{name!r} is not an evaluation metric of this run; it has {sorted(k for k in metrics if k.startswith('eval/'))}")
+        value = float(metrics[name])
+        if best is not None and not (value < best["value"] if mode == "min" else value > best["value"]):
+            return best
+        if self.accelerator.is_main_process:
+            ckpt.save_best(self.output_dir, self.unwrapped_model(), step, name, value)
+        self.accelerator.wait_for_everyone()
+        return {"step": step, "metric": name, "value": value}
+
     # ----- evaluation -----
     @torch.no_grad()
     def evaluate(self) -> dict:
@@ -256,6 +277,12 @@ class Trainer:
             ckpt.clean_incomplete(self.output_dir)
         acc.wait_for_everyone()
         state = self._resume_from(resume)
+        best = None
+        if cfg.keep_best:
+            if state:
+                best = ckpt.read_best(self.output_dir)
+            elif acc.is_main_process:
+                ckpt.best_weights(self.output_dir).unlink(missing_ok=True)  # an earlier run's, not this one's
         step = state.get("step", 0)
         epoch = state.get("epoch", 0)
         skip = state.get("global_batches_in_epoch", 0) // acc.num_processes
@@ -314,6 +341,8 @@ class Trainer:
                     if step % cfg.eval_every == 0 or step == cfg.max_steps:
                         t0 = time.perf_counter()
                         row.update(self.evaluate())
+                        if cfg.keep_best:
+                            best = self._keep_if_best(row, step, best)
                         overhead += time.perf_counter() - t0
                     if row:
                         row["step"] = step
@@ -346,6 +375,10 @@ class Trainer:
             bar.close()
         if interrupted:
             raise TrainingInterrupted(self.output_dir, step)
+        if best is not None:
+            acc.wait_for_everyone()
+            ckpt.load_best(self.output_dir, self.unwrapped_model())
+            logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", best["step"], best["metric"], best["value"])
         elapsed = time.perf_counter() - start - overhead
         token_total = acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
         if cfg.tensorboard:
@@ -360,6 +393,7 @@ class Trainer:
             tokens_per_second=token_total / elapsed if elapsed > 0 else 0.0,
             peak_memory_mb=peak_memory_mb(),
             world_size=acc.num_processes,
+            best=best,
         )
 
     def _stop_agreed(self) -> bool:

@@ -1,0 +1,87 @@
+"""training.keep_best: the run ends with the weights of its best evaluation."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from transformers.utils import ModelOutput
+
+from foundation.errors import ConfigError
+from foundation.training import Trainer, TrainingConfig
+from foundation.training import checkpoint as ckpt
+
+
+class _Scale(torch.nn.Module):
+    """y = w x. Training targets pull w to 2, validation targets sit at w = 1, so the
+    validation loss falls, then rises again as training goes on: the best weights are mid-run."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, x, y, **unused):
+        return ModelOutput(loss=((self.w * x - y) ** 2).mean())
+
+
+class _Pairs(torch.utils.data.Dataset):
+    def __init__(self, slope: float, n: int = 64):
+        self.x = np.linspace(0.5, 1.5, n, dtype=np.float32)
+        self.y = slope * self.x
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+def _train(out, keep_best="eval/loss", resume=False, max_steps=40):
+    config = TrainingConfig(
+        output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=0.1,
+        warmup_steps=0, min_learning_rate_ratio=1.0, weight_decay=0.0, eval_every=2, save_every=20, log_every=2,
+        tensorboard=False, progress=False, keep_best=keep_best,
+    )
+    model = _Scale()
+    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config)
+    return trainer, trainer.train(resume=resume), model
+
+
+def test_run_ends_with_the_weights_of_its_best_evaluation(tmp_path):
+    _, result, model = _train(tmp_path / "run")
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["eval/loss"], r["step"]) for r in rows if "eval/loss" in r]
+    best_loss, best_step = min(evals)
+    assert best_step < 40 and evals[-1][0] > best_loss + 0.05  # the last weights are clearly worse
+    assert result.best == {"step": best_step, "metric": "eval/loss", "value": pytest.approx(best_loss)}
+    assert abs(model.w.item() - 1.0) < abs(ckpt_w(tmp_path / "run", 40) - 1.0)  # nearer the validation optimum
+    assert ckpt.read_best(tmp_path / "run")["step"] == best_step
+
+
+def ckpt_w(out, step):
+    from safetensors.torch import load_file
+
+    return load_file(ckpt.step_dir(out, step) / "model.safetensors")["w"].item()
+
+
+def test_without_keep_best_the_last_weights_stay(tmp_path):
+    _, result, model = _train(tmp_path / "run", keep_best=None)
+    assert result.best is None and not ckpt.best_weights(tmp_path / "run").exists()
+    assert model.w.item() == pytest.approx(ckpt_w(tmp_path / "run", 40))
+
+
+def test_resumed_run_remembers_its_best_and_a_fresh_run_forgets_an_old_one(tmp_path):
+    _, full, _ = _train(tmp_path / "full")
+    _train(tmp_path / "split", max_steps=20)
+    _, resumed, model = _train(tmp_path / "split", resume=True)
+    assert resumed.best["step"] == full.best["step"]
+    stale = ckpt.read_best(tmp_path / "split")
+    _, fresh, _ = _train(tmp_path / "split", max_steps=2)  # not resumed: the old best must not win
+    assert fresh.best["step"] <= 2 and ckpt.read_best(tmp_path / "split") != stale
+
+
+def test_unknown_metric_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="eval/auc"):
+        _train(tmp_path / "run", keep_best="eval/auc")
+    with pytest.raises(ConfigError, match="keep_best"):
+        TrainingConfig(keep_best="loss")
