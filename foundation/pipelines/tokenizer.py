@@ -97,6 +97,11 @@ def train_tokenizer(
     particles_per_step = float(np.mean(splits.train.lengths())) * recipe.training.micro_batch_size
     if warning := dead_code_churn_warning(model_config, particles_per_step):
         logger.warning(warning)
+    if recipe.training.group_by_length and model_config.quantizer != "fsq":
+        logger.warning(
+            "training.group_by_length is on: the EMA codebook follows the last few batches, and batches of "
+            "jets of one multiplicity pull it back and forth (much worse resolution); set it to false"
+        )
     mean, std = feature_statistics(splits.train, seed=recipe.training.seed)
     model.set_feature_scaling(mean, std)
     init = splits.train.__getitems__(list(range(min(recipe.codebook_init_jets, len(splits.train)))))

@@ -135,3 +135,5 @@ def test_recipes_do_not_churn_their_codebooks(recipe):
     training_recipe, config = load_tokenizer_recipe(recipe)
     particles_per_jet = min(40, config.max_particles)  # below the generated jets' mean (about 67 at 128)
     assert dead_code_churn_warning(config, training_recipe.training.micro_batch_size * particles_per_jet) is None
+    # batches of one multiplicity pull an EMA codebook back and forth
+    assert not training_recipe.training.group_by_length
