@@ -63,25 +63,33 @@ def _training_metrics(model, loader, accelerator) -> dict:
     return metrics
 
 
-def dead_code_churn_warning(config: JetTokenizerConfig, particles_per_step: float) -> str | None:
-    """A warning when dead-code replacement would re-seed codes of ordinary usage every step.
+def codebook_warnings(config: JetTokenizerConfig, training: TrainingConfig, particles_per_step: float) -> list[str]:
+    """Settings under which an EMA codebook (vq, rvq) cannot settle; empty when there are none.
 
-    vector-quantize-pytorch re-seeds every code whose EMA count of particles per step is below
-    `dead_code_threshold`. A code's average count is particles per step / codebook size, so a
-    threshold near that average throws away the codes used less than average at every step (with
-    8192 codes and 128 jets a step: about 1500 codes a step), and the codebook never settles.
+    - vector-quantize-pytorch re-seeds every code whose EMA count of particles per step is below
+      `dead_code_threshold`. A code's average count is particles per step / codebook size, so a
+      threshold near that average throws away the codes used less than average at every step
+      (with 8192 codes and 128 jets a step: about 1500 codes a step).
+    - The EMA follows the last few batches, so batches of jets of one multiplicity
+      (training.group_by_length) pull it back and forth.
     """
-    if config.quantizer == "fsq" or config.dead_code_threshold <= 0:
-        return None
+    if config.quantizer == "fsq":
+        return []
+    warnings = []
     mean_usage = particles_per_step / config.codebook_size
-    if config.dead_code_threshold <= 0.25 * mean_usage:
-        return None
-    return (
-        f"dead_code_threshold {config.dead_code_threshold:g} is close to a code's average use "
-        f"({particles_per_step:.0f} particles a step / {config.codebook_size} codes = {mean_usage:.2f}): "
-        f"codes used less than average are re-seeded every step and the codebook cannot settle; "
-        f"use at most {0.25 * mean_usage:.2g} (a code unused for tens of steps), or larger batches"
-    )
+    if config.dead_code_threshold > 0.25 * mean_usage:
+        warnings.append(
+            f"dead_code_threshold {config.dead_code_threshold:g} is close to a code's average use "
+            f"({particles_per_step:.0f} particles a step / {config.codebook_size} codes = {mean_usage:.2f}): "
+            f"codes used less than average are re-seeded every step and the codebook cannot settle; "
+            f"use at most {0.25 * mean_usage:.2g} (a code unused for tens of steps), or larger batches"
+        )
+    if training.group_by_length:
+        warnings.append(
+            "training.group_by_length is on: the EMA codebook follows the last few batches, and batches of "
+            "jets of one multiplicity pull it back and forth (much worse resolution); set it to false"
+        )
+    return warnings
 
 
 def train_tokenizer(
@@ -95,13 +103,8 @@ def train_tokenizer(
     splits = build_splits(recipe.data, data_root=data_root)
     model = JetTokenizer(model_config)
     particles_per_step = float(np.mean(splits.train.lengths())) * recipe.training.micro_batch_size
-    if warning := dead_code_churn_warning(model_config, particles_per_step):
+    for warning in codebook_warnings(model_config, recipe.training, particles_per_step):
         logger.warning(warning)
-    if recipe.training.group_by_length and model_config.quantizer != "fsq":
-        logger.warning(
-            "training.group_by_length is on: the EMA codebook follows the last few batches, and batches of "
-            "jets of one multiplicity pull it back and forth (much worse resolution); set it to false"
-        )
     mean, std = feature_statistics(splits.train, seed=recipe.training.seed)
     model.set_feature_scaling(mean, std)
     init = splits.train.__getitems__(list(range(min(recipe.codebook_init_jets, len(splits.train)))))

@@ -117,23 +117,26 @@ def test_bad_config_values_are_refused():
         tiny_config(hidden_size=30, num_heads=4)
 
 
-def test_dead_code_threshold_near_average_use_is_flagged():
-    from foundation.pipelines.tokenizer import dead_code_churn_warning
+def test_codebook_settings_that_cannot_settle_are_flagged():
+    from foundation.pipelines.tokenizer import codebook_warnings
+    from foundation.training import TrainingConfig
 
+    mixed = TrainingConfig(group_by_length=False)
     # 128 jets of ~67 particles and 8192 codes: a code's average use is ~1 particle a step, so a
     # threshold of 1 would re-seed every code used less than average, every step.
-    churning = dead_code_churn_warning(JetTokenizerConfig(codebook_size=8192, dead_code_threshold=1.0), 128 * 67)
-    assert churning is not None and "re-seeded every step" in churning
-    assert dead_code_churn_warning(JetTokenizerConfig(codebook_size=8192, dead_code_threshold=0.05), 128 * 67) is None
-    assert dead_code_churn_warning(JetTokenizerConfig(quantizer="fsq", dead_code_threshold=1.0), 10) is None
+    churning = codebook_warnings(JetTokenizerConfig(codebook_size=8192, dead_code_threshold=1.0), mixed, 128 * 67)
+    assert len(churning) == 1 and "re-seeded every step" in churning[0]
+    assert codebook_warnings(JetTokenizerConfig(codebook_size=8192, dead_code_threshold=0.05), mixed, 128 * 67) == []
+    grouped = codebook_warnings(JetTokenizerConfig(codebook_size=8192, dead_code_threshold=0.05), TrainingConfig(group_by_length=True), 128 * 67)
+    assert len(grouped) == 1 and "group_by_length" in grouped[0]
+    assert codebook_warnings(JetTokenizerConfig(quantizer="fsq", dead_code_threshold=1.0), TrainingConfig(group_by_length=True), 10) == []
 
 
 @pytest.mark.parametrize("recipe", sorted(str(p) for p in (Path(__file__).parents[2] / "tokenizers").glob("*.yaml")))
-def test_recipes_do_not_churn_their_codebooks(recipe):
-    from foundation.pipelines.tokenizer import dead_code_churn_warning, load_tokenizer_recipe
+def test_recipes_let_their_codebooks_settle(recipe):
+    from foundation.pipelines.tokenizer import codebook_warnings, load_tokenizer_recipe
 
     training_recipe, config = load_tokenizer_recipe(recipe)
     particles_per_jet = min(40, config.max_particles)  # below the generated jets' mean (about 67 at 128)
-    assert dead_code_churn_warning(config, training_recipe.training.micro_batch_size * particles_per_jet) is None
-    # batches of one multiplicity pull an EMA codebook back and forth
-    assert not training_recipe.training.group_by_length
+    # no dead-code churn, and mixed batches (grouped ones pull an EMA codebook back and forth)
+    assert codebook_warnings(config, training_recipe.training, training_recipe.training.micro_batch_size * particles_per_jet) == []
