@@ -77,8 +77,8 @@ def layerwise_param_groups(model: JetTransformerForJetClassification, decay: flo
     return list(groups.values())
 
 
-def _tagging_eval(signal: int, background: int | None):
-    """AUC on the validation jets during training."""
+def validation_auc(signal: int, background: int | None):
+    """An evaluate_fn for the training loop: signal-vs-background AUC on the validation jets (eval/auc)."""
 
     def evaluate(model, loader, accelerator) -> dict:
         from scipy.special import softmax
@@ -161,7 +161,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     )
     trainer = Trainer.from_recipe(
         model, recipe, splits.train, splits.validation, data=data,
-        collate_fn=inputs.collator, param_groups=groups, evaluate_fn=_tagging_eval(signal, background),
+        collate_fn=inputs.collator, param_groups=groups, evaluate_fn=validation_auc(signal, background),
     )
     result = trainer.train(resume=resume)
 
