@@ -36,14 +36,14 @@ class _Pairs(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _train(out, keep_best="eval/loss", resume=False, max_steps=40):
+def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", evaluate_fn=None):
     config = TrainingConfig(
         output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=0.1,
         warmup_steps=0, min_learning_rate_ratio=1.0, weight_decay=0.0, eval_every=2, save_every=20, log_every=2,
-        tensorboard=False, progress=False, keep_best=keep_best,
+        tensorboard=False, progress=False, keep_best=keep_best, keep_best_mode=mode,
     )
     model = _Scale()
-    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config)
+    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, evaluate_fn=evaluate_fn)
     return trainer, trainer.train(resume=resume), model
 
 
@@ -56,6 +56,19 @@ def test_run_ends_with_the_weights_of_its_best_evaluation(tmp_path):
     assert result.best == {"step": best_step, "metric": "eval/loss", "value": pytest.approx(best_loss)}
     assert abs(model.w.item() - 1.0) < abs(ckpt_w(tmp_path / "run", 40) - 1.0)  # nearer the validation optimum
     assert ckpt.read_best(tmp_path / "run")["step"] == best_step
+
+
+def test_a_metric_to_maximise_keeps_its_highest_evaluation(tmp_path):
+    # Like eval/auc in the fine-tuning recipes: an evaluate_fn metric, the higher the better.
+    def closeness(model, loader, accelerator):
+        return {"closeness": -abs(model.w.item() - 1.0)}
+
+    _, result, model = _train(tmp_path / "run", keep_best="eval/closeness", mode="max", evaluate_fn=closeness)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["eval/closeness"], r["step"]) for r in rows if "eval/closeness" in r]
+    best, best_step = max(evals)
+    assert evals[-1][0] < best - 0.05 and result.best["step"] == best_step
+    assert -abs(model.w.item() - 1.0) == pytest.approx(best)
 
 
 def ckpt_w(out, step):
