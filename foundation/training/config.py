@@ -7,6 +7,9 @@ from typing import Literal
 
 from foundation.config import check
 
+# Metrics whose better direction is known, so a keep_best_mode against it is refused.
+_KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max"}
+
 
 @dataclass
 class TrainingConfig:
@@ -59,6 +62,9 @@ class TrainingConfig:
         check(self.log_every > 0, "log_every", "must be positive")
         check(self.keep_best is None or self.keep_best.startswith("eval/"), "keep_best", f"must name an evaluation metric (eval/...), got {self.keep_best!r}")
         check(self.keep_best_mode in ("min", "max"), "keep_best_mode", f"must be min or max, got {self.keep_best_mode!r}")
+        # The recipes pair eval/auc with max: changing only the metric back to a loss would keep the worst weights.
+        known = _KNOWN_DIRECTIONS.get((self.keep_best or "").rsplit("/", 1)[-1])
+        check(known is None or known == self.keep_best_mode, "keep_best_mode", f"{self.keep_best} is best at its {known}imum; set keep_best_mode: {known}")
         check(self.threads_per_process is None or self.threads_per_process > 0, "threads_per_process", "must be positive")
 
     def gradient_accumulation_steps(self, world_size: int) -> int:

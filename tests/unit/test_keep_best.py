@@ -98,3 +98,8 @@ def test_unknown_metric_is_named(tmp_path):
         _train(tmp_path / "run", keep_best="eval/auc")
     with pytest.raises(ConfigError, match="keep_best"):
         TrainingConfig(keep_best="loss")
+    # a metric paired with the wrong direction (eval/loss left with the recipes' max) keeps the worst weights
+    with pytest.raises(ConfigError, match="keep_best_mode: min"):
+        TrainingConfig(keep_best="eval/loss", keep_best_mode="max")
+    with pytest.raises(ConfigError, match="keep_best_mode: max"):
+        TrainingConfig(keep_best="eval/auc")
