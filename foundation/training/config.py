@@ -8,7 +8,7 @@ from typing import Literal
 from foundation.config import check
 
 # Metrics whose better direction is known, so a keep_best_mode against it is refused.
-_KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max"}
+_KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max", "code_usage": "max", "jet_mass_relative_rms": "min"}
 
 
 @dataclass
