@@ -156,6 +156,25 @@ def plot_code_usage(counts: np.ndarray, path: str | Path, title: str | None = No
     return _save(fig, path)
 
 
+def plot_binned_resolution(bins: list[dict], path: str | Path, xlabel: str, ylabel: str) -> Path:
+    """A resolution per bin (rows of relative_rms_by_bin) as steps, with each bin's jet count.
+
+    The open last bin is drawn as wide as the one before it.
+    """
+    rows = [b for b in bins if b["jets"]]
+    fig, ax = _figure()
+    for b in rows:
+        high = b["high"] if b["high"] is not None else b["low"] + (b["low"] - bins[-2]["low"] if len(bins) > 1 else 1.0)
+        ax.hlines(b["relative_rms"], b["low"], high, color="tab:blue", lw=2)
+        ax.annotate(f"{b['jets']} jets\n{100 * b['share_of_squared_error']:.0f}% of error²", ((b["low"] + high) / 2, b["relative_rms"]),
+                    textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    ax.set_ylim(0, 1.3 * max((b["relative_rms"] for b in rows), default=1.0))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return _save(fig, path)
+
+
 def plot_label_efficiency(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]],
     path: str | Path,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from pathlib import Path
 
@@ -35,6 +36,29 @@ def relative_resolution(decoded: np.ndarray, original: np.ndarray, prefix: str) 
         f"{prefix}_relative_bias": float(np.mean(rel)),
         f"{prefix}_relative_iqr68": float((q84 - q16) / 2),  # robust width, insensitive to tails
     }
+
+
+# Jet-mass bins (GeV) for the resolution by mass: the QCD bulk, W/Z, in between, the top peak, above.
+JET_MASS_BINS_GEV = (0.0, 40.0, 80.0, 140.0, 200.0, float("inf"))
+
+
+def relative_rms_by_bin(decoded: np.ndarray, original: np.ndarray, edges=JET_MASS_BINS_GEV) -> list[dict]:
+    """Relative RMS of decoded vs original in bins of the original value, and each bin's share of
+    the total squared error: which jets set the overall RMS (e.g. a few narrow low-mass jets)."""
+    rel2 = ((decoded - original) / np.where(original != 0, original, 1.0)) ** 2
+    total = rel2.sum()
+    rows = []
+    for low, high in itertools.pairwise(edges):
+        in_bin = (original >= low) & (original < high)
+        n = int(in_bin.sum())
+        rows.append({
+            "low": float(low),
+            "high": None if np.isinf(high) else float(high),  # None: open-ended (JSON has no inf)
+            "jets": n,
+            "relative_rms": float(np.sqrt(rel2[in_bin].mean())) if n else None,
+            "share_of_squared_error": float(rel2[in_bin].sum() / total) if total else 0.0,
+        })
+    return rows
 
 
 @torch.no_grad()
@@ -87,11 +111,18 @@ def evaluate_tokenizer(
         # Against the same jets rebuilt from the input features: the loss from tokenisation alone.
         metrics.update(relative_resolution(dec_kin["mass"], orig_kin["mass"], "jet_mass"))
         metrics.update(relative_resolution(dec_kin["pt"], orig_kin["pt"], "jet_pt"))
+        metrics["jet_mass_resolution_by_mass"] = relative_rms_by_bin(dec_kin["mass"], orig_kin["mass"])
         # Against the file's own jets (massive constituents, cut to max_particles), for reference.
         metrics["jet_mass_vs_file_relative_rms"] = relative_resolution(dec_kin["mass"], np.concatenate(true_mass), "m")["m_relative_rms"]
         result = {"orig_kin": orig_kin, "dec_kin": dec_kin}
     if plots_dir is not None:
         metrics["plots"] = _plots(Path(plots_dir), counts, original, decoded, mask, names, result)
+        if result:
+            from foundation.evaluation.plots import plot_binned_resolution
+
+            by_mass = metrics["jet_mass_resolution_by_mass"]
+            path = plot_binned_resolution(by_mass, Path(plots_dir) / "jet_mass_resolution.png", xlabel="original jet mass [GeV]", ylabel="jet mass relative RMS")
+            metrics["plots"].append(str(path))
     return metrics
 
 

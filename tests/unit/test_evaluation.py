@@ -24,6 +24,7 @@ from foundation.evaluation.generation import (
     w1_batched,
 )
 from foundation.evaluation.plots import (
+    plot_binned_resolution,
     plot_code_usage,
     plot_histograms,
     plot_label_efficiency,
@@ -31,6 +32,7 @@ from foundation.evaluation.plots import (
     plot_sic,
 )
 from foundation.evaluation.tagging import json_safe, multiclass_tagging_metrics, tagging_metrics
+from foundation.evaluation.tokenization import relative_rms_by_bin
 
 
 def _constituents(pt, eta, phi, mask):
@@ -290,6 +292,7 @@ def test_every_plot_writes_a_png(tmp_path):
             },
             tmp_path / "sub" / "labels.png",
         ),
+        plot_binned_resolution(relative_rms_by_bin(np.array([22.0, 105.0, 250.0]), np.array([20.0, 100.0, 250.0])), tmp_path / "bins.png", "mass", "RMS"),
     ]
     for p in paths:
         assert _is_png(p), p
@@ -303,3 +306,19 @@ def test_too_few_jets_is_an_input_error_that_names_the_count():
         fpd(rng.normal(size=(5, 3)), rng.normal(size=(50, 3)))
     with pytest.raises(InputError, match="at least 2 jets in each set, got 1 and 50"):
         kpd(rng.normal(size=(1, 3)), rng.normal(size=(50, 3)))
+
+
+def test_resolution_by_mass_bin_by_hand():
+    # Relative errors: 10% and 0% below 40 GeV, 5% in 80-140, none in 40-80 (empty bin), 20% above 200.
+    original = np.array([20.0, 30.0, 100.0, 300.0])
+    decoded = np.array([22.0, 30.0, 105.0, 240.0])
+    rows = relative_rms_by_bin(decoded, original)
+    assert [r["jets"] for r in rows] == [2, 0, 1, 0, 1]
+    assert rows[0]["relative_rms"] == pytest.approx(math.sqrt((0.1**2 + 0) / 2))
+    assert rows[1]["relative_rms"] is None and rows[1]["share_of_squared_error"] == 0.0
+    assert rows[2]["relative_rms"] == pytest.approx(0.05)
+    assert rows[-1]["high"] is None and rows[-1]["relative_rms"] == pytest.approx(0.2)
+    total = 0.1**2 + 0.05**2 + 0.2**2
+    assert rows[-1]["share_of_squared_error"] == pytest.approx(0.2**2 / total)
+    assert sum(r["share_of_squared_error"] for r in rows) == pytest.approx(1.0)
+    json.dumps(rows)  # JSON-ready: no inf
