@@ -34,8 +34,14 @@ def test_label_factor_interpolation():
 
 
 def test_tokenizer(jet_files, tmp_path):
-    rows = tokenizer.main(["--tiny", "--sizes", "16", "32", "--recipe", "tokenizers/tiny.yaml", "--data", *_files(jet_files), "--steps", "4", "--out", str(tmp_path)])
+    argv = ["--tiny", "--sizes", "16", "32", "--recipe", "tokenizers/tiny.yaml", "--data", *_files(jet_files), "--steps", "4", "--out", str(tmp_path)]
+    rows = tokenizer.main(argv)
     assert [r["codebook_size"] for r in rows] == [16, 32] and all(0 < r["code_usage"] <= 1 for r in rows)
+    assert sum(b["jets"] for b in json.loads((tmp_path / "results.json").read_text())["by_mass"]) == 2 * rows[0]["jets"]
+    # Run again: the finished trainings are reused and keep the time their training took.
+    again = tokenizer.main(argv)
+    assert [r["train_seconds"] for r in again] == [r["train_seconds"] for r in rows]
+    assert [r["jet_mass_relative_rms"] for r in again] == [r["jet_mass_relative_rms"] for r in rows]
 
 
 def test_generation(jet_files, tiny_bundle, tmp_path):
