@@ -28,8 +28,12 @@ def codebook_metrics(counts: np.ndarray) -> dict[str, float]:
     }
 
 
+def _relative_error(decoded: np.ndarray, original: np.ndarray) -> np.ndarray:
+    return (decoded - original) / np.where(original != 0, original, 1.0)
+
+
 def relative_resolution(decoded: np.ndarray, original: np.ndarray, prefix: str) -> dict[str, float]:
-    rel = (decoded - original) / np.where(original != 0, original, 1.0)
+    rel = _relative_error(decoded, original)
     q16, q84 = np.percentile(rel, [16, 84])
     return {
         f"{prefix}_relative_rms": float(np.sqrt(np.mean(rel**2))),
@@ -45,7 +49,7 @@ JET_MASS_BINS_GEV = (0.0, 40.0, 80.0, 140.0, 200.0, float("inf"))
 def relative_rms_by_bin(decoded: np.ndarray, original: np.ndarray, edges=JET_MASS_BINS_GEV) -> list[dict]:
     """Relative RMS of decoded vs original in bins of the original value, and each bin's share of
     the total squared error: which jets set the overall RMS (e.g. a few narrow low-mass jets)."""
-    rel2 = ((decoded - original) / np.where(original != 0, original, 1.0)) ** 2
+    rel2 = _relative_error(decoded, original) ** 2
     total = rel2.sum()
     rows = []
     for low, high in itertools.pairwise(edges):
@@ -114,20 +118,14 @@ def evaluate_tokenizer(
         metrics["jet_mass_resolution_by_mass"] = relative_rms_by_bin(dec_kin["mass"], orig_kin["mass"])
         # Against the file's own jets (massive constituents, cut to max_particles), for reference.
         metrics["jet_mass_vs_file_relative_rms"] = relative_resolution(dec_kin["mass"], np.concatenate(true_mass), "m")["m_relative_rms"]
-        result = {"orig_kin": orig_kin, "dec_kin": dec_kin}
+        result = {"orig_kin": orig_kin, "dec_kin": dec_kin, "by_mass": metrics["jet_mass_resolution_by_mass"]}
     if plots_dir is not None:
         metrics["plots"] = _plots(Path(plots_dir), counts, original, decoded, mask, names, result)
-        if result:
-            from foundation.evaluation.plots import plot_binned_resolution
-
-            by_mass = metrics["jet_mass_resolution_by_mass"]
-            path = plot_binned_resolution(by_mass, Path(plots_dir) / "jet_mass_resolution.png", xlabel="original jet mass [GeV]", ylabel="jet mass relative RMS")
-            metrics["plots"].append(str(path))
     return metrics
 
 
 def _plots(plots_dir: Path, counts, original, decoded, mask, names, kin) -> list[str]:
-    from foundation.evaluation.plots import plot_code_usage, plot_histograms
+    from foundation.evaluation.plots import plot_binned_resolution, plot_code_usage, plot_histograms
 
     plots_dir.mkdir(parents=True, exist_ok=True)
     paths = [plot_code_usage(counts, plots_dir / "code_usage.png")]
@@ -146,4 +144,5 @@ def _plots(plots_dir: Path, counts, original, decoded, mask, names, kin) -> list
                     {"original": kin["orig_kin"][key], "decoded": kin["dec_kin"][key]}, plots_dir / f"jet_{key}.png", xlabel=label
                 )
             )
+        paths.append(plot_binned_resolution(kin["by_mass"], plots_dir / "jet_mass_resolution.png", xlabel="original jet mass [GeV]", ylabel="jet mass relative RMS"))
     return [str(p) for p in paths]
