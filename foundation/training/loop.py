@@ -39,7 +39,7 @@ class TrainResult:
     output_dir: Path
     history: list[dict] = field(default_factory=list)  # one row per logged or evaluated step
     final_metrics: dict = field(default_factory=dict)
-    seconds: float = 0.0  # training time, without evaluation and checkpointing
+    seconds: float = 0.0  # training time of the whole run (all resumes), without evaluation and checkpointing
     samples_per_second: float = 0.0
     tokens_per_second: float = 0.0
     peak_memory_mb: float = 0.0
@@ -58,6 +58,25 @@ class TrainResult:
             "final": self.final_metrics,
             "best": self.best,
         }
+
+
+@dataclass
+class TrainingTime:
+    """Training time and work of a run, carried through checkpoints so that resumes add up.
+
+    `seconds` leaves out evaluation and checkpointing. Tokens are counted per process and summed over
+    processes when a checkpoint is written or the run ends.
+    """
+
+    seconds: float = 0.0
+    samples: int = 0
+    earlier_tokens: float = 0.0  # all processes, before this invocation
+    local_tokens: int = 0  # this process, this invocation
+
+    @classmethod
+    def from_state(cls, state: dict) -> TrainingTime:
+        # checkpoints written before this was recorded carry nothing: count from the resume on
+        return cls(state.get("train_seconds", 0.0), state.get("train_samples", 0), state.get("train_tokens", 0.0))
 
 
 def peak_memory_mb() -> float:
@@ -181,8 +200,9 @@ class Trainer:
         return lr
 
     # ----- checkpoints -----
-    def save_checkpoint(self, step: int, epoch: int, batches_in_epoch: int, samples_seen: int) -> Path:
+    def save_checkpoint(self, step: int, epoch: int, batches_in_epoch: int, samples_seen: int, timing: TrainingTime) -> Path:
         acc = self.accelerator
+        tokens = acc.reduce(torch.tensor(float(timing.local_tokens), device=acc.device), reduction="sum").item()
         tmp = ckpt.temporary_dir(self.output_dir, step)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
@@ -199,6 +219,10 @@ class Trainer:
                 "samples_seen": samples_seen,
                 "world_size": acc.num_processes,
                 "micro_batch_size": self.config.micro_batch_size,
+                # so that a resumed run reports the training time of the whole run, not of its last part
+                "train_seconds": timing.seconds,
+                "train_samples": timing.samples,
+                "train_tokens": timing.earlier_tokens + tokens,
             }
             final = ckpt.finalize(self.output_dir, step, state, self.config.keep_checkpoints)
             logger.info("saved checkpoint %s", final)
@@ -297,9 +321,14 @@ class Trainer:
             unit="step",
             disable=not (cfg.progress and acc.is_main_process),
         )
+        earlier = TrainingTime.from_state(state)
         start = time.perf_counter()
         overhead = 0.0  # seconds in evaluation and checkpointing: not training throughput
         start_samples, tokens = samples_seen, 0
+
+        def timing_so_far() -> TrainingTime:
+            seconds = time.perf_counter() - start - overhead
+            return TrainingTime(earlier.seconds + seconds, earlier.samples + samples_seen - start_samples, earlier.earlier_tokens, tokens)
         window_loss, window_n = torch.zeros((), device=acc.device), 0
         self.model.train()
         lr = self._set_learning_rate(step)
@@ -356,7 +385,7 @@ class Trainer:
                     stop = self._stop_agreed()
                     if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
                         t0 = time.perf_counter()
-                        self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen)
+                        self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen, timing_so_far())
                         overhead += time.perf_counter() - t0
                     if stop:
                         interrupted = True
@@ -379,8 +408,8 @@ class Trainer:
             acc.wait_for_everyone()
             ckpt.load_best(self.output_dir, self.unwrapped_model())
             logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", best["step"], best["metric"], best["value"])
-        elapsed = time.perf_counter() - start - overhead
-        token_total = acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
+        timing = timing_so_far()
+        token_total = timing.earlier_tokens + acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
         if cfg.tensorboard:
             acc.end_training()
         return TrainResult(
@@ -388,9 +417,9 @@ class Trainer:
             output_dir=self.output_dir,
             history=history,
             final_metrics=history[-1] if history else {},
-            seconds=elapsed,
-            samples_per_second=(samples_seen - start_samples) / elapsed if elapsed > 0 else 0.0,
-            tokens_per_second=token_total / elapsed if elapsed > 0 else 0.0,
+            seconds=timing.seconds,
+            samples_per_second=timing.samples / timing.seconds if timing.seconds > 0 else 0.0,
+            tokens_per_second=token_total / timing.seconds if timing.seconds > 0 else 0.0,
             peak_memory_mb=peak_memory_mb(),
             world_size=acc.num_processes,
             best=best,

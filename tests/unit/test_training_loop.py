@@ -1,4 +1,5 @@
-"""training.keep_best: the run ends with the weights of its best evaluation."""
+"""The shared training loop on a one-parameter model: training.keep_best (the run ends with the
+weights of its best evaluation) and what a resumed run remembers."""
 
 import json
 
@@ -103,3 +104,16 @@ def test_unknown_metric_is_named(tmp_path):
         TrainingConfig(keep_best="eval/loss", keep_best_mode="max")
     with pytest.raises(ConfigError, match="keep_best_mode: max"):
         TrainingConfig(keep_best="eval/auc")
+
+
+def test_resumed_run_reports_the_training_time_of_the_whole_run(tmp_path):
+    _, first, _ = _train(tmp_path / "split", max_steps=20)
+    _, resumed, _ = _train(tmp_path / "split", resume=True)
+    state = ckpt.read_trainer_state(ckpt.step_dir(tmp_path / "split", 40))
+    assert state["train_samples"] == 40 * 16
+    assert first.seconds < state["train_seconds"] <= resumed.seconds
+    assert resumed.samples_per_second == pytest.approx(40 * 16 / resumed.seconds)
+    # Resuming a finished run trains nothing and still reports the run's own time, not ~0 s.
+    _, again, _ = _train(tmp_path / "split", resume=True)
+    assert again.step == 40 and again.seconds == pytest.approx(resumed.seconds, abs=0.05)
+    assert again.samples_per_second == pytest.approx(40 * 16 / again.seconds)
