@@ -36,7 +36,11 @@ def main(argv=None) -> list[dict]:
             out = args.out / f"codes-{size}-seed{seed}"
             overrides = {"training.output_dir": str(out), "training.seed": seed, "model.codebook_size": size, "training.progress": not args.tiny, "training.tensorboard": False}
             if args.steps:
-                overrides.update({"training.max_steps": args.steps, "training.eval_every": max(args.steps // 4, 1), "training.save_every": max(args.steps // 4, 1)})
+                # Keep the recipe's evaluation and checkpoint cadence (keep_best picks among the
+                # evaluations), but at least four of each in a short run.
+                default = load_tokenizer_recipe(args.recipe)[0].training
+                quarter = max(args.steps // 4, 1)
+                overrides.update({"training.max_steps": args.steps, "training.eval_every": min(default.eval_every, quarter), "training.save_every": min(default.save_every, quarter)})
             if args.tiny:
                 overrides.update({"model.hidden_size": 16, "model.num_heads": 2, "model.intermediate_size": 32, "model.num_encoder_layers": 1, "model.num_decoder_layers": 1, "codebook_init_jets": 50, "training.micro_batch_size": 16, "training.global_batch_size": 16})
             recipe, model_config = load_tokenizer_recipe(args.recipe, overrides)
