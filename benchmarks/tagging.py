@@ -80,7 +80,7 @@ def run_part(files: list[str], train_jets: int | None, steps: int, seed: int, ou
 
     from benchmarks.baselines import PART_TINY, ParTTagger
     from foundation.data.dataset import DataConfig, build_splits, collate_batch, feature_statistics
-    from foundation.pipelines.finetune import classification_report, validation_auc
+    from foundation.pipelines.finetune import ValidationAUC, classification_report
     from foundation.pipelines.inference import predict
     from foundation.training import Trainer, TrainingConfig
 
@@ -102,7 +102,7 @@ def run_part(files: list[str], train_jets: int | None, steps: int, seed: int, ou
     model = ParTTagger(len(FEATURES), len(splits.class_names), **(PART_TINY if tiny else {}))
     config = TrainingConfig(**{k.removeprefix("training."): v for k, v in training_overrides(out, steps, seed).items()}, learning_rate=1e-3)
     signal = splits.class_names.index("top")
-    trainer = Trainer(model, splits.train, splits.validation, config, collate_fn=collate, evaluate_fn=validation_auc(signal, 1 - signal))
+    trainer = Trainer(model, splits.train, splits.validation, config, collate_fn=collate, eval_metrics=lambda: ValidationAUC(signal, 1 - signal))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start

@@ -77,22 +77,32 @@ def layerwise_param_groups(model: JetTransformerForJetClassification, decay: flo
     return list(groups.values())
 
 
-def validation_auc(signal: int, background: int | None):
-    """An evaluate_fn for the training loop: signal-vs-background AUC on the validation jets (eval/auc)."""
+class ValidationAUC:
+    """eval/auc of fine-tuning: signal-vs-background AUC of the validation jets, gathered from the
+    trainer's validation pass (with more than two classes, signal against `background`, or against
+    all others when it is None)."""
 
-    def evaluate(model, loader, accelerator) -> dict:
+    def __init__(self, signal: int, background: int | None):
+        self.signal, self.background = signal, background
+        self.logits: list[np.ndarray] = []
+        self.labels: list[np.ndarray] = []
+
+    def update(self, batch: dict, output, accelerator) -> None:
+        gathered = accelerator.gather_for_metrics({"logits": output["logits"].float(), "labels": batch["labels"]})
+        self.logits.append(gathered["logits"].cpu().numpy())
+        self.labels.append(gathered["labels"].cpu().numpy())
+
+    def compute(self, accelerator) -> dict:
         from scipy.special import softmax
 
-        out = predict(model, loader, accelerator)
-        probs = softmax(out["logits"], axis=-1)
-        labels = out["labels"]
+        probs = softmax(np.concatenate(self.logits), axis=-1)
+        labels = np.concatenate(self.labels)
+        signal, background = self.signal, self.background
         if probs.shape[1] == 2:
             return {"auc": tagging_metrics(labels == signal, probs[:, signal])["auc"]}
         keep = np.isin(labels, [signal, background]) if background is not None else np.ones(len(labels), bool)
         score = probs[:, signal] / (probs[:, signal] + (probs[:, background] if background is not None else 1 - probs[:, signal]))
         return {"auc": tagging_metrics(labels[keep] == signal, score[keep])["auc"]}
-
-    return evaluate
 
 
 def _class_index(names: list[str], name: str | None, default: int | None, key: str, source) -> int | None:
@@ -161,7 +171,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     )
     trainer = Trainer.from_recipe(
         model, recipe, splits.train, splits.validation, data=data,
-        collate_fn=inputs.collator, param_groups=groups, evaluate_fn=validation_auc(signal, background),
+        collate_fn=inputs.collator, param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
     )
     result = trainer.train(resume=resume)
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import yaml
@@ -30,7 +31,17 @@ from foundation.training.distributed import build_accelerator
 
 logger = logging.getLogger(__name__)
 
-EvaluateFn = Callable[..., dict]
+
+
+class EvalMetrics(Protocol):
+    """Metrics beyond the model's scalar outputs, taken during the trainer's one pass over the
+    validation jets (so each validation batch goes through the model once per evaluation)."""
+
+    def update(self, batch: dict, output, accelerator) -> None:
+        """One validation batch and the model's output on it (every process calls this)."""
+
+    def compute(self, accelerator) -> dict:
+        """The metrics over all batches seen, named without the eval/ prefix."""
 
 
 @dataclass
@@ -119,14 +130,14 @@ class Trainer:
         recipe: dict | None = None,
         collate_fn: Callable = collate_batch,
         param_groups: list[dict] | None = None,
-        evaluate_fn: EvaluateFn | None = None,
+        eval_metrics: Callable[[], EvalMetrics] | None = None,
         derive_metrics: Callable[[dict], dict] | None = None,
         block_size: int = 4,
         num_workers: int = 0,
     ):
         self.config = config
         self.recipe = recipe or {}
-        self.evaluate_fn = evaluate_fn
+        self.eval_metrics = eval_metrics  # a fresh EvalMetrics for each evaluation
         self.derive_metrics = derive_metrics
         if config.threads_per_process:
             torch.set_num_threads(config.threads_per_process)
@@ -269,12 +280,15 @@ class Trainer:
             return {}
         acc = self.accelerator
         self.model.eval()
+        extra = self.eval_metrics() if self.eval_metrics is not None else None
         sums: dict[str, torch.Tensor] = {}
         count = torch.zeros((), device=acc.device)
         for i, batch in enumerate(self.eval_loader):
             if self.config.eval_batches is not None and i >= self.config.eval_batches:
                 break
             output = self.model(**batch)
+            if extra is not None:
+                extra.update(batch, output, acc)
             n = torch.tensor(float(next(iter(batch.values())).shape[0]), device=acc.device)
             for k, v in _scalar_outputs(output).items():
                 sums[k] = sums.get(k, torch.zeros((), device=acc.device)) + v * n
@@ -284,8 +298,8 @@ class Trainer:
             keys = sorted(sums)
             stacked = acc.reduce(torch.stack([sums[k] for k in keys] + [count]), reduction="sum")
             metrics = {f"eval/{k}": (stacked[i] / stacked[-1]).item() for i, k in enumerate(keys)}
-        if self.evaluate_fn is not None:
-            metrics.update({f"eval/{k}": v for k, v in self.evaluate_fn(self.model, self.eval_loader, acc).items()})
+        if extra is not None:
+            metrics.update({f"eval/{k}": v for k, v in extra.compute(acc).items()})
         if self.derive_metrics is not None:
             metrics.update(self.derive_metrics(metrics))
         self.model.train()

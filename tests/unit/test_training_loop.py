@@ -20,9 +20,12 @@ class _Scale(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.w = torch.nn.Parameter(torch.zeros(()))
+        self.calls = 0
 
     def forward(self, x, y, **unused):
-        return ModelOutput(loss=((self.w * x - y) ** 2).mean())
+        self.calls += 1
+        prediction = self.w * x
+        return ModelOutput(loss=((prediction - y) ** 2).mean(), prediction=prediction)
 
 
 class _Pairs(torch.utils.data.Dataset):
@@ -37,14 +40,14 @@ class _Pairs(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", evaluate_fn=None):
+def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", eval_metrics=None):
     config = TrainingConfig(
         output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=0.1,
         warmup_steps=0, min_learning_rate_ratio=1.0, weight_decay=0.0, eval_every=2, save_every=20, log_every=2,
         tensorboard=False, progress=False, keep_best=keep_best, keep_best_mode=mode,
     )
     model = _Scale()
-    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, evaluate_fn=evaluate_fn)
+    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, eval_metrics=eval_metrics)
     return trainer, trainer.train(resume=resume), model
 
 
@@ -60,16 +63,35 @@ def test_run_ends_with_the_weights_of_its_best_evaluation(tmp_path):
 
 
 def test_a_metric_to_maximise_keeps_its_highest_evaluation(tmp_path):
-    # Like eval/auc in the fine-tuning recipes: an evaluate_fn metric, the higher the better.
-    def closeness(model, loader, accelerator):
-        return {"closeness": -abs(model.w.item() - 1.0)}
-
-    _, result, model = _train(tmp_path / "run", keep_best="eval/closeness", mode="max", evaluate_fn=closeness)
+    # Like eval/auc in the fine-tuning recipes: an eval_metrics metric, the higher the better.
+    _, result, model = _train(tmp_path / "run", keep_best="eval/closeness", mode="max", eval_metrics=_Closeness)
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     evals = [(r["eval/closeness"], r["step"]) for r in rows if "eval/closeness" in r]
     best, best_step = max(evals)
     assert evals[-1][0] < best - 0.05 and result.best["step"] == best_step
-    assert -abs(model.w.item() - 1.0) == pytest.approx(best)
+    assert -abs(model.w.item() - 1.0) == pytest.approx(best, abs=1e-6)
+
+
+class _Closeness:
+    """-|w - 1| from the predictions on the validation pairs (y = x there): an eval_metrics metric."""
+
+    def __init__(self):
+        self.deviation, self.x = 0.0, 0.0
+
+    def update(self, batch, output, accelerator):
+        self.deviation += (output.prediction - batch["y"]).abs().sum().item()
+        self.x += batch["x"].sum().item()
+
+    def compute(self, accelerator):
+        return {"closeness": -self.deviation / self.x}
+
+
+def test_evaluation_runs_the_model_once_per_validation_batch(tmp_path):
+    trainer, _, model = _train(tmp_path / "run", max_steps=2, eval_metrics=_Closeness)
+    before = model.calls
+    metrics = trainer.evaluate()
+    assert model.calls - before == 64 // 16  # the loss and the extra metrics come from one pass
+    assert metrics["eval/closeness"] == pytest.approx(-abs(model.w.item() - 1.0))
 
 
 def ckpt_w(out, step):
