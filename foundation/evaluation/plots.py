@@ -91,6 +91,23 @@ def plot_sic(
     return _save(fig, path)
 
 
+def histogram_edges(samples: list[np.ndarray], bins: int) -> np.ndarray:
+    """Common bin edges spanning the finite values of all samples together.
+
+    Integer data (multiplicities) get bins a whole number of integers wide, centred on them, so
+    no bin holds one more integer than its neighbours (a comb pattern); one bin per integer when
+    that is at most `bins` bins.
+    """
+    pooled = np.concatenate([x for x in samples if len(x)] or [np.zeros(1)])
+    lo, hi = float(pooled.min()), float(pooled.max())
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    if np.all(pooled == np.round(pooled)):
+        width = max(1, int(np.ceil((hi - lo + 1) / int(bins))))
+        return np.arange(lo - 0.5, hi + width + 0.5, width)
+    return np.linspace(lo, hi, int(bins) + 1)
+
+
 def plot_histograms(
     samples: Mapping[str, np.ndarray],
     path: str | Path,
@@ -102,23 +119,13 @@ def plot_histograms(
 ) -> Path:
     """Overlaid step histograms of 1-D samples (name -> array) on common bins.
 
-    With an integer `bins`, the bins span the finite values of all samples together, so the
-    curves are comparable; integer-valued data (e.g. multiplicities) get one bin per integer
-    when that is at most `bins` bins. `log` puts the y axis on a log scale.
+    With an integer `bins`, the edges come from `histogram_edges`, common to all samples so the
+    curves are comparable. `log` puts the y axis on a log scale.
     """
     fig, ax = _figure()
     data = {name: np.asarray(x, dtype=np.float64).ravel() for name, x in samples.items()}
     data = {name: x[np.isfinite(x)] for name, x in data.items()}
-    edges = bins
-    if np.isscalar(bins):
-        pooled = np.concatenate([x for x in data.values() if len(x)] or [np.zeros(1)])
-        lo, hi = float(pooled.min()), float(pooled.max())
-        if hi <= lo:
-            lo, hi = lo - 0.5, hi + 0.5
-        if np.all(pooled == np.round(pooled)) and hi - lo + 1 <= int(bins):
-            edges = np.arange(lo - 0.5, hi + 1.5)
-        else:
-            edges = np.linspace(lo, hi, int(bins) + 1)
+    edges = histogram_edges(list(data.values()), bins) if np.isscalar(bins) else bins
     for name, x in data.items():
         if len(x) == 0:
             logger.warning("plot_histograms: sample %r is empty, not drawn in %s", name, path)

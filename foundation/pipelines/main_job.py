@@ -135,7 +135,8 @@ class MainJob:
 
         generated = generate_jets(pretrained["bundle"], self.config.generated_jets, self.out / "generated.h5", progress=self.progress)
         rows = evaluate_generation(str(generated), data["test_file"], out_dir=self.out / "plots" / "generation")
-        return {"file": str(generated), "metrics": {r["metric"]: {"value": r["value"], "floor": r["floor"]} for r in rows}}
+        plots = json.loads((self.out / "plots" / "generation" / "generation_metrics.json").read_text())["plots"]
+        return {"file": str(generated), "metrics": {r["metric"]: {"value": r["value"], "floor": r["floor"]} for r in rows}, "plots": plots}
 
     def anomaly(self, data: dict, pretrained: dict) -> dict:
         from foundation.pipelines.anomaly import score_file

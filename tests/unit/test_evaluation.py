@@ -24,6 +24,7 @@ from foundation.evaluation.generation import (
     w1_batched,
 )
 from foundation.evaluation.plots import (
+    histogram_edges,
     plot_binned_resolution,
     plot_code_usage,
     plot_histograms,
@@ -269,6 +270,17 @@ def test_generation_metrics_and_report_see_a_distorted_generator():
 def _is_png(path):
     data = path.read_bytes()
     return len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_histogram_edges_give_integer_data_whole_integer_bins():
+    multiplicity = np.arange(1, 129)  # 128 values into 50 bins: 3 integers per bin, no comb
+    edges = histogram_edges([multiplicity], 50)
+    counts, _ = np.histogram(multiplicity, edges)
+    assert set(counts[:-1]) == {3} and counts.sum() == 128
+    assert np.allclose(edges, np.round(edges - 0.5) + 0.5)  # edges fall between integers
+    assert len(histogram_edges([np.arange(10, 20)], 50)) == 11  # one bin per integer
+    real = histogram_edges([np.array([0.5, 2.5]), np.array([1.0])], 4)
+    assert np.allclose(real, [0.5, 1.0, 1.5, 2.0, 2.5])
 
 
 def test_every_plot_writes_a_png(tmp_path):
