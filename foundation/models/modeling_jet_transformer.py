@@ -28,14 +28,14 @@ from foundation.models.configuration_jet_transformer import JetTransformerConfig
 @dataclass
 class JetModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None  # (B, L, D)
-    past_key_values: list[KVCache] | None = None
+    cache: list[KVCache] | None = None
 
 
 @dataclass
 class CausalJetModelingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, L, V)
-    past_key_values: list[KVCache] | None = None
+    cache: list[KVCache] | None = None
     token_accuracy: torch.Tensor | None = None
     nll_per_jet: torch.Tensor | None = None  # (B,) summed over the jet's predicted tokens
     tokens_per_jet: torch.Tensor | None = None  # (B,)
@@ -127,13 +127,13 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         attention_mask: torch.Tensor | None = None,  # (B, L_past + L), True = real
         particle_features: torch.Tensor | None = None,  # (B, L, F), zero at start/stop/pad
         causal: bool | None = None,
-        past_key_values: list[KVCache] | None = None,
+        cache: list[KVCache] | None = None,
         use_cache: bool = False,
         **unused,
     ) -> JetModelOutput:
         if causal is None:
             causal = self.config.default_attention == "causal"
-        past_length = past_key_values[0][0].shape[2] if past_key_values else 0
+        past_length = cache[0][0].shape[2] if cache else 0
         length = input_ids.shape[1]
         if past_length + length > self.config.max_sequence_length:
             raise ValueError(f"sequence of {past_length + length} tokens exceeds max_particles + 2 = {self.config.max_sequence_length}")
@@ -146,8 +146,8 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
         attn = attention_mask_for(mask, length, causal=causal, past_length=past_length, device=input_ids.device)
-        x, presents = self.stack(x, attn, past_key_values, use_cache)
-        return JetModelOutput(last_hidden_state=x, past_key_values=presents)
+        x, presents = self.stack(x, attn, cache, use_cache)
+        return JetModelOutput(last_hidden_state=x, cache=presents)
 
 
 # ----------------------------------------------------------------------------- objectives
@@ -250,17 +250,17 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         attention_mask: torch.Tensor | None = None,
         particle_features: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,  # jet classes: class-conditional start tokens when configured
-        past_key_values: list[KVCache] | None = None,
+        cache: list[KVCache] | None = None,
         use_cache: bool = False,
         **unused,
     ) -> CausalJetModelingOutput:
         input_ids = conditioned_on_class(input_ids, labels, self.config, self.training)
-        out = self.transformer(input_ids, attention_mask, particle_features, causal=True, past_key_values=past_key_values, use_cache=use_cache)
+        out = self.transformer(input_ids, attention_mask, particle_features, causal=True, cache=cache, use_cache=use_cache)
         logits = self.lm_head(out.last_hidden_state)  # (B, L, V)
         loss = accuracy = nll = count = None
-        if input_ids.shape[1] > 1 and past_key_values is None:
+        if input_ids.shape[1] > 1 and cache is None:
             loss, accuracy, nll, count = causal_objective(logits, input_ids, attention_mask)
-        return CausalJetModelingOutput(loss, logits, out.past_key_values, accuracy, nll, count)
+        return CausalJetModelingOutput(loss, logits, out.cache, accuracy, nll, count)
 
     @torch.no_grad()
     def sample(
@@ -291,8 +291,8 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         was_training = self.training
         self.eval()
         for position in range(limit + 1):
-            out = self(current, past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            out = self(current, cache=past, use_cache=True)
+            past = out.cache
             logits = out.logits[:, -1].float() / temperature  # (B, V)
             ok = allowed.clone()
             ok[cfg.stop_token_id] = position > 0  # at least one particle per jet

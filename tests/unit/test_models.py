@@ -52,8 +52,8 @@ def test_key_value_cache_gives_the_full_forward_logits():
     full = model(ids).logits
     past, steps = None, []
     for t in range(ids.shape[1]):
-        out = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
-        past = out.past_key_values
+        out = model(ids[:, t : t + 1], cache=past, use_cache=True)
+        past = out.cache
         steps.append(out.logits)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
