@@ -6,7 +6,8 @@ For each temperature, samples jets from the pretrained model and compares them w
 reference (held-out) jets: W1 of jet mass, pT, multiplicity and particle features, FPD and KPD,
 each beside the same metric between two halves of the reference (the statistical floor).
 The reference is taken as tokens can represent it: massless constituents, cut to the tokenizer's
-particle count.
+particle count. Also prints the model's stop calibration on the reference jets (the stop-token
+probability summed up to each real jet's end; 1 when the model knows where real jets end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--top-k", type=int, default=None)
     args = parser.parse_args(argv)
 
-    from foundation.pipelines.generate import evaluate_generation, generate_jets
+    from foundation.pipelines.generate import evaluate_generation, generate_jets, stop_calibration
 
     rows = []
     for temperature in args.temperatures:
@@ -39,7 +40,13 @@ def main(argv=None) -> list[dict]:
         [("temperature", "T", "g"), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
          ("floor", "real vs real", ".4g"), ("floor_error", "±", ".2g"), ("ratio", "ratio", ".2f")],
     )
-    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model})
+    calibration = stop_calibration(args.model, args.reference, limit=1000, progress=not args.tiny)
+    print(
+        f"stop calibration on {calibration['jets']} reference jets ({calibration['mean_particles']:.1f} particles on average): "
+        f"summed stop probability up to each jet's end {calibration['cumulative_stop_probability']:.3f} "
+        f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1)"
+    )
+    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "stop_calibration": calibration})
     return rows
 
 

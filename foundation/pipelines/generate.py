@@ -98,6 +98,41 @@ def generate_jets(
     return Path(out)
 
 
+@torch.no_grad()
+def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_size: int = 256, progress: bool = True) -> dict:
+    """How well the model knows where real jets end, teacher-forced on real jets.
+
+    For each jet, the stop-token probability summed over every position up to and including
+    its true end (start, p1 .. pk -> stop). For a calibrated model this cumulative hazard
+    averages 1 (a jet ends exactly once); below 1 the model expects real jets to run on, above
+    1 it expects them to stop sooner. Generated jets that stop early while this is near 1 lose
+    their length to the model's own samples, not to how it reads real jets.
+    """
+    from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
+
+    bundle = load_generator(model)
+    cfg, device = bundle.model.config, inference_device()
+    net = bundle.model.to(device)
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    cumulative, particles = [], []
+    for batch in iterate_batches(jet_dataset(data, inputs, limit=limit), inputs, batch_size, progress, desc="stop calibration", device=device):
+        ids, mask = batch["input_ids"], batch["attention_mask"].bool()  # (B, L)
+        stop = torch.softmax(net(ids, mask, batch.get("particle_features")).logits.float(), -1)[..., cfg.stop_token_id]  # (B, L): P(next = stop)
+        # Position i predicts token i + 1: the stop token sits at k + 1 for a jet of k particles,
+        # so positions 0 .. k are the ones that could have stopped it.
+        count = ((ids < cfg.vocab_codes) & mask).sum(1)  # (B,)
+        upto_end = torch.arange(ids.shape[1], device=ids.device)[None] <= count[:, None]  # (B, L)
+        cumulative.append((stop * upto_end).sum(1).cpu().numpy())
+        particles.append(count.cpu().numpy())
+    cumulative = np.concatenate(cumulative)
+    return {
+        "jets": len(cumulative),
+        "mean_particles": float(np.concatenate(particles).mean()),
+        "cumulative_stop_probability": float(cumulative.mean()),
+        "cumulative_stop_probability_error": float(cumulative.std(ddof=1) / np.sqrt(len(cumulative))) if len(cumulative) > 1 else float("nan"),
+    }
+
+
 def _as_tokenizer_sees(jets: JetArrays, max_particles: int) -> JetArrays:
     """Massless constituents, cut to the generated width: what a token model can reproduce."""
     jets = jets.padded_to(max_particles)

@@ -47,6 +47,8 @@ def test_tokenizer(jet_files, tmp_path):
 def test_generation(jet_files, tiny_bundle, tmp_path):
     rows = generation.main(["--tiny", "--model", str(tiny_bundle), "--reference", str(jet_files[1]), "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path)])
     assert {r["metric"] for r in rows} >= {"w1_mass", "fpd", "kpd"}
+    calibration = json.loads((tmp_path / "results.json").read_text())["stop_calibration"]
+    assert calibration["jets"] == 150 and calibration["cumulative_stop_probability"] > 0
 
 
 def test_anomaly(jet_files, tiny_bundle, tmp_path):

@@ -102,3 +102,31 @@ def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokeniz
     bundle = _run(jet_files, tiny_tokenizer, out, 20, resume=True)
     assert (bundle / "model.safetensors").exists()
     assert json.loads((out / "checkpoints" / "step-000020" / "trainer_state.json").read_text())["step"] == 20
+
+
+def test_stop_calibration_sums_the_stop_probabilities_up_to_each_true_end(tiny_bundle, jet_files):
+    """Against a jet-by-jet walk through the sequence with the key/value cache, as sampling does."""
+    import torch
+
+    from foundation.pipelines.generate import load_generator, stop_calibration
+    from foundation.pipelines.inference import bundle_inputs, iterate_batches, jet_dataset
+
+    report = stop_calibration(tiny_bundle, jet_files[1], limit=3, progress=False)
+    bundle = load_generator(tiny_bundle)
+    net, cfg = bundle.model, bundle.model.config
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    batch = next(iterate_batches(jet_dataset(jet_files[1], inputs, limit=3), inputs, progress=False))
+    sums, lengths = [], []
+    with torch.no_grad():
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"].bool(), strict=True):
+            sequence = ids[mask]  # start, particles, stop
+            assert sequence[-1] == cfg.stop_token_id
+            past, total = None, 0.0
+            for token in sequence[:-1]:  # every position before the stop token could have stopped the jet
+                out = net(token.view(1, 1), cache=past, use_cache=True)
+                past = out.cache
+                total += torch.softmax(out.logits[0, -1].float(), -1)[cfg.stop_token_id].item()
+            sums.append(total)
+            lengths.append(len(sequence) - 2)
+    assert report["jets"] == 3 and report["mean_particles"] == pytest.approx(sum(lengths) / 3)
+    assert report["cumulative_stop_probability"] == pytest.approx(sum(sums) / 3, rel=1e-4)
