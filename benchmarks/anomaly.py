@@ -1,6 +1,6 @@
 """Benchmark 5: anomaly detection of top jets among QCD jets.
 
-    python benchmarks/anomaly.py --pretrained checkpoints/main/pretrain/model
+    python -m benchmarks.anomaly --pretrained checkpoints/main/pretrain/model
 
 Three ways, scored on the same held-out test jets (truth labels only for scoring):
 - unsupervised: a background model (the pretrained model after next-token training on QCD jets

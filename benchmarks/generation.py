@@ -1,6 +1,6 @@
 """Benchmark 4: generated jets against real ones, for a few sampling temperatures.
 
-    python benchmarks/generation.py --model checkpoints/main/pretrain/model --reference checkpoints/main/data/test.h5 --jets 5000
+    python -m benchmarks.generation --model checkpoints/main/pretrain/model --reference checkpoints/main/data/test.h5 --jets 5000
 
 For each temperature, samples jets from the pretrained model and compares them with the
 reference (held-out) jets: W1 of jet mass, pT, multiplicity and particle features, FPD and KPD,

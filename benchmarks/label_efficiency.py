@@ -1,6 +1,6 @@
 """Benchmark 2: label efficiency, pretrained vs the same architecture from scratch.
 
-    python benchmarks/label_efficiency.py --pretrained checkpoints/main/pretrain/model --budgets 0.005 0.01 0.03 0.1 0.3 1
+    python -m benchmarks.label_efficiency --pretrained checkpoints/main/pretrain/model --budgets 0.005 0.01 0.03 0.1 0.3 1
 
 AUC against the number of labelled jets for both, and the factor in labels that pretraining
 saves at equal AUC: for each pretrained point, how many labelled jets the scratch curve

@@ -1,6 +1,6 @@
 """Parameter counts of the pretraining recipes and, on a GPU, the peak memory of one training step.
 
-    python benchmarks/model_sizes.py [--recipes pretrain/small.yaml pretrain/base.yaml ...] [--steps 3]
+    python -m benchmarks.model_sizes [--recipes pretrain/small.yaml pretrain/base.yaml ...] [--steps 3]
 
 The step is forward + backward + AdamW on the recipe's micro-batch of full-length sequences
 (max particles + 2 tokens), in the recipe's precision; memory is torch.cuda.max_memory_allocated.

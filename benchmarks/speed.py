@@ -1,6 +1,6 @@
 """Benchmark 6: speed and memory.
 
-    python benchmarks/speed.py --tokenizer checkpoints/main/tokenizer/tokenizer --model checkpoints/main/pretrain/model
+    python -m benchmarks.speed --tokenizer checkpoints/main/tokenizer/tokenizer --model checkpoints/main/pretrain/model
 
 - training throughput (jets/s, tokens/s) and peak memory of pretrain/small.yaml with 1 and 2
   processes (torchrun, gloo on CPU), one thread per process, and the speed-up;

@@ -1,6 +1,6 @@
 """Benchmark 1: top tagging against a peer, at label budgets.
 
-    python benchmarks/tagging.py --pretrained checkpoints/main/pretrain/model --budgets 0.01 0.1 1 --seeds 0
+    python -m benchmarks.tagging --pretrained checkpoints/main/pretrain/model --budgets 0.01 0.1 1 --seeds 0
 
 Three models on the same generated train / validation / test split of top vs QCD jets:
 the pretrained model fine-tuned (finetune/top_tagging.yaml), the same architecture trained from

@@ -1,6 +1,6 @@
 """Benchmark 3: tokenizer quality against codebook size.
 
-    python benchmarks/tokenizer.py --sizes 512 2048 8192 [--steps 2500]
+    python -m benchmarks.tokenizer --sizes 512 2048 8192 [--steps 2500]
 
 Trains tokenizers/vqvae_8k.yaml with each codebook size on the generated top + QCD set and
 evaluates on the held-out test jets: fraction of codes used, perplexity, per-feature resolution,

@@ -62,3 +62,18 @@ def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
     assert result["speedup"] > 0
     loader_rows = [r for r in result["rows"] if r["what"].startswith("streaming loader")]
     assert len(loader_rows) == 2 and all(r["peak_memory_mb"] > 0 for r in loader_rows)
+
+
+def test_readme_benchmark_commands_start_from_the_repository_root():
+    """Each `python -m benchmarks.<name>` the README gives imports and parses its arguments, as typed."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names = sorted(set(re.findall(r"python -m benchmarks\.(\w+)", (root / "README.md").read_text())))
+    assert {"tagging", "label_efficiency", "tokenizer", "generation", "anomaly", "speed"} <= set(names)
+    for name in names:
+        proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage:" in proc.stdout, f"benchmarks.{name}: {proc.stderr[-2000:]}"
