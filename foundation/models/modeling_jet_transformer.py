@@ -237,6 +237,8 @@ class _WithLanguageModelHead:
 
 class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
+    # A pretraining bundle also holds the masked-particle head; generation and likelihoods leave it out.
+    _keys_to_ignore_on_load_unexpected = [r"^mpm_head\."]
 
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)

@@ -140,3 +140,13 @@ def test_bad_values_are_refused():
     ids = torch.zeros(1, 30, dtype=torch.long)
     with pytest.raises(ValueError, match="exceeds"):
         model(ids)
+
+
+def test_a_pretraining_bundle_loads_as_a_generator_with_every_weight_accounted_for(tmp_path):
+    """The masked-particle head is left out on purpose (no load report); nothing else is."""
+    cfg = config()
+    JetTransformerForPretraining(cfg).save_pretrained(tmp_path)
+    model, info = JetTransformerForCausalJetModeling.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["unexpected_keys"] == set() or info["unexpected_keys"] == []
+    assert not info["missing_keys"] and not info["mismatched_keys"]
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
