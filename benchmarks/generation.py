@@ -44,7 +44,8 @@ def main(argv=None) -> list[dict]:
     print(
         f"stop calibration on {calibration['jets']} reference jets ({calibration['mean_particles']:.1f} particles on average): "
         f"summed stop probability up to each jet's end {calibration['cumulative_stop_probability']:.3f} "
-        f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1)"
+        f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1); "
+        + ", ".join(f"{name} {c['cumulative_stop_probability']:.3f} ± {c['cumulative_stop_probability_error']:.3f} ({c['mean_particles']:.1f} particles)" for name, c in calibration["by_class"].items())
     )
     write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "stop_calibration": calibration})
     return rows

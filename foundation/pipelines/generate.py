@@ -106,7 +106,9 @@ def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_si
     its true end (start, p1 .. pk -> stop). For a calibrated model this cumulative hazard
     averages 1 (a jet ends exactly once); below 1 the model expects real jets to run on, above
     1 it expects them to stop sooner. Generated jets that stop early while this is near 1 lose
-    their length to the model's own samples, not to how it reads real jets.
+    their length to the model's own samples, not to how it reads real jets. Measured on `limit`
+    jets spread evenly through `data` (files are often written class by class), overall and
+    per class.
     """
     from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
@@ -114,8 +116,9 @@ def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_si
     cfg, device = bundle.model.config, inference_device()
     net = bundle.model.to(device)
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
-    cumulative, particles = [], []
-    for batch in iterate_batches(jet_dataset(data, inputs, limit=limit), inputs, batch_size, progress, desc="stop calibration", device=device):
+    cumulative, particles, labels = [], [], []
+    dataset = jet_dataset(data, inputs, limit=limit, spread=True)
+    for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="stop calibration", device=device):
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()  # (B, L)
         stop = torch.softmax(net(ids, mask, batch.get("particle_features")).logits.float(), -1)[..., cfg.stop_token_id]  # (B, L): P(next = stop)
         # Position i predicts token i + 1: the stop token sits at k + 1 for a jet of k particles,
@@ -124,13 +127,21 @@ def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_si
         upto_end = torch.arange(ids.shape[1], device=ids.device)[None] <= count[:, None]  # (B, L)
         cumulative.append((stop * upto_end).sum(1).cpu().numpy())
         particles.append(count.cpu().numpy())
-    cumulative = np.concatenate(cumulative)
-    return {
-        "jets": len(cumulative),
-        "mean_particles": float(np.concatenate(particles).mean()),
-        "cumulative_stop_probability": float(cumulative.mean()),
-        "cumulative_stop_probability_error": float(cumulative.std(ddof=1) / np.sqrt(len(cumulative))) if len(cumulative) > 1 else float("nan"),
-    }
+        labels.append(batch["labels"].cpu().numpy())
+    cumulative, particles, labels = np.concatenate(cumulative), np.concatenate(particles), np.concatenate(labels)
+
+    def summary(selected: np.ndarray) -> dict:
+        values = cumulative[selected]
+        return {
+            "jets": int(selected.sum()),
+            "mean_particles": float(particles[selected].mean()),
+            "cumulative_stop_probability": float(values.mean()),
+            "cumulative_stop_probability_error": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan"),
+        }
+
+    names = dataset.collection.class_names
+    by_class = {names[c] if c < len(names) else str(c): summary(labels == c) for c in np.unique(labels) if c >= 0}
+    return {**summary(np.ones(len(cumulative), dtype=bool)), "by_class": by_class}
 
 
 def _as_tokenizer_sees(jets: JetArrays, max_particles: int) -> JetArrays:

@@ -33,10 +33,13 @@ def bundle_inputs(tokenizer, data_config: dict, particle_features: list[str] | N
     return BundleInputs(names, collator, tokenizer.config.max_particles)
 
 
-def jet_dataset(data, inputs: BundleInputs, limit: int | None = None) -> JetDataset:
+def jet_dataset(data, inputs: BundleInputs, limit: int | None = None, spread: bool = False) -> JetDataset:
+    """The first `limit` jets of `data`, or with `spread` that many spaced evenly through it
+    (a file written class by class then gives every class its share)."""
     collection = JetCollection.open(data, max_particles=inputs.max_particles)
     n = len(collection) if limit is None else min(limit, len(collection))
-    return JetDataset(collection, np.arange(n), inputs.feature_names, inputs.max_particles)
+    indices = np.linspace(0, len(collection) - 1, n).round().astype(int) if spread else np.arange(n)
+    return JetDataset(collection, indices, inputs.feature_names, inputs.max_particles)
 
 
 def iterate_batches(dataset: JetDataset, inputs: BundleInputs, batch_size: int = 256, progress: bool = True, desc: str = "jets", device=None) -> Iterator[dict]:

@@ -111,11 +111,12 @@ def test_stop_calibration_sums_the_stop_probabilities_up_to_each_true_end(tiny_b
     from foundation.pipelines.generate import load_generator, stop_calibration
     from foundation.pipelines.inference import bundle_inputs, iterate_batches, jet_dataset
 
-    report = stop_calibration(tiny_bundle, jet_files[1], limit=3, progress=False)
+    files = [str(p) for p in jet_files]  # QCD then top: 4 jets spread over both
+    report = stop_calibration(tiny_bundle, files, limit=4, progress=False)
     bundle = load_generator(tiny_bundle)
     net, cfg = bundle.model, bundle.model.config
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
-    batch = next(iterate_batches(jet_dataset(jet_files[1], inputs, limit=3), inputs, progress=False))
+    batch = next(iterate_batches(jet_dataset(files, inputs, limit=4, spread=True), inputs, progress=False))
     sums, lengths = [], []
     with torch.no_grad():
         for ids, mask in zip(batch["input_ids"], batch["attention_mask"].bool(), strict=True):
@@ -128,5 +129,6 @@ def test_stop_calibration_sums_the_stop_probabilities_up_to_each_true_end(tiny_b
                 total += torch.softmax(out.logits[0, -1].float(), -1)[cfg.stop_token_id].item()
             sums.append(total)
             lengths.append(len(sequence) - 2)
-    assert report["jets"] == 3 and report["mean_particles"] == pytest.approx(sum(lengths) / 3)
-    assert report["cumulative_stop_probability"] == pytest.approx(sum(sums) / 3, rel=1e-4)
+    assert report["jets"] == 4 and report["mean_particles"] == pytest.approx(sum(lengths) / 4)
+    assert report["cumulative_stop_probability"] == pytest.approx(sum(sums) / 4, rel=1e-4)
+    assert {name: c["jets"] for name, c in report["by_class"].items()} == {"qcd": 2, "top": 2}
