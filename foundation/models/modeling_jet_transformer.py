@@ -407,6 +407,10 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 class JetTransformerForJetClassification(JetTransformerPreTrainedModel):
     """Tagging: pooled backbone output -> MLP -> class logits (config.num_labels classes)."""
 
+    # Fine-tuning starts from a pretraining bundle: its pretraining heads are left out on purpose
+    # (the new pooling and classifier are still reported as newly initialised).
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^mpm_head\."]
+
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)
         d = config.hidden_size

@@ -150,3 +150,11 @@ def test_a_pretraining_bundle_loads_as_a_generator_with_every_weight_accounted_f
     assert info["unexpected_keys"] == set() or info["unexpected_keys"] == []
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
+
+
+def test_a_pretraining_bundle_loads_as_a_tagger_with_only_the_new_head_missing(tmp_path):
+    cfg = config()
+    JetTransformerForPretraining(cfg).save_pretrained(tmp_path)
+    _, info = JetTransformerForJetClassification.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["unexpected_keys"]
+    assert info["missing_keys"] and all(key.startswith(("pooling.", "classifier.")) for key in info["missing_keys"])
