@@ -67,7 +67,10 @@ def main(argv=None) -> list[dict]:
         cwola_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(args.out / f"cwola-seed{seed}"), **common, **steps({})})
         cwola_recipe.data.files = files
         report = cwola(cwola_recipe, tuple(args.fractions))
-        rows.append({"method": f"weakly supervised: CWoLa (f = {args.fractions[0]:g} vs {args.fractions[1]:g})", "seed": seed, **{k: report[k] for k in ("auc", "max_sic", "eps_s_at_max_sic", "eps_b_at_max_sic")}})
+        name = f"weakly supervised: CWoLa (f = {args.fractions[0]:g} vs {args.fractions[1]:g})"
+        rows.append({"method": name, "seed": seed, **{k: report[k] for k in ("auc", "max_sic", "eps_s_at_max_sic", "eps_b_at_max_sic")}})
+        cwola_scores = np.load(report["scores"])
+        curves.setdefault(name, (cwola_scores["is_signal"], cwola_scores["score"]))
         # Supervised ceiling.
         sup_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(args.out / f"supervised-seed{seed}"), **common, **steps({})})
         sup_recipe.data.files = files

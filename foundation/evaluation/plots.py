@@ -32,7 +32,7 @@ def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=_DPI)
+    fig.savefig(path, dpi=_DPI, bbox_inches="tight")  # keeps a legend placed outside the axes
     logger.debug("wrote %s", path)
     return path
 
@@ -85,7 +85,8 @@ def plot_sic(
     ax.set_xlabel(r"signal efficiency $\epsilon_S$")
     ax.set_ylabel(r"significance improvement $\epsilon_S/\sqrt{\epsilon_B}$")
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    # Below the axes: the method names are long and the curves fill the frame.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(0.0, -0.14), frameon=False)
     if title:
         ax.set_title(title)
     return _save(fig, path)

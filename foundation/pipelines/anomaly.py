@@ -178,5 +178,8 @@ def cwola(recipe, fractions: tuple[float, float] = (0.3, 0.05), plots_dir: str |
 
         report["plots"] = [str(plot_sic({"CWoLa": (is_signal, score)}, Path(plots_dir) / "cwola_sic.png"))]
     if acc.is_main_process:
+        # The per-jet scores, so that SIC curves of several methods can be drawn together.
+        report["scores"] = str(Path(recipe.training.output_dir) / "test_scores.npz")
+        np.savez(report["scores"], is_signal=is_signal, score=score, index=out["index"])
         write_json(Path(recipe.training.output_dir) / "cwola_metrics.json", report)
     return report

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from benchmarks import anomaly, generation, label_efficiency, speed, tagging, tokenizer
@@ -55,6 +56,8 @@ def test_anomaly(jet_files, tiny_bundle, tmp_path):
     rows = anomaly.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--out", str(tmp_path)])
     assert len(rows) == 5 and all(0 <= r["auc"] <= 1 for r in rows)
     assert (tmp_path / "sic.png").exists()
+    cwola_scores = np.load(tmp_path / "cwola-seed0" / "test_scores.npz")  # drawn with the others
+    assert len(cwola_scores["score"]) == len(cwola_scores["is_signal"]) > 0
 
 
 def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
