@@ -13,8 +13,8 @@ from foundation.data.dataset import JetDataset
 from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.pipelines.common import write_json
-from foundation.pipelines.generate import load_generator
-from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
+from foundation.pipelines.generate import teacher_forced
+from foundation.pipelines.inference import bundle_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -35,14 +35,9 @@ def likelihood_scores(
         scores["llr"] = scores["nll"] - ref["nll"]
         scores["llr_per_token"] = scores["nll_per_token"] - ref["nll_per_token"]
         return scores
-    bundle = load_generator(model, revision)
-    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
-    dataset = jet_dataset(data, inputs, limit=limit)
-    device = inference_device()
-    net = bundle.model.to(device)
+    _, dataset, outputs = teacher_forced(model, data, batch_size, limit, progress=progress, desc="scoring", revision=revision)
     nll, per_token, labels, index = [], [], [], []
-    for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="scoring", device=device):
-        out = net(batch["input_ids"], batch["attention_mask"], batch.get("particle_features"))
+    for batch, out in outputs:
         nll.append(out.nll_per_jet.cpu().numpy())
         per_token.append((out.nll_per_jet / out.tokens_per_jet.clamp(min=1)).cpu().numpy())
         labels.append(batch["labels"].cpu().numpy())

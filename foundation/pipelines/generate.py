@@ -32,6 +32,28 @@ def load_generator(model: str | Path, revision: str | None = None):
     return bundle
 
 
+def teacher_forced(
+    model: str | Path, data, batch_size: int = 256, limit: int | None = None, spread: bool = False,
+    progress: bool = True, desc: str = "jets", revision: str | None = None,
+):
+    """A bundle's next-token model run over real jets, batch by batch (call under torch.no_grad).
+
+    Returns (model config, the jet data set, an iterator of (batch, CausalJetModelingOutput)).
+    """
+    from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
+
+    bundle = load_generator(model, revision)
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    dataset = jet_dataset(data, inputs, limit=limit, spread=spread)
+    device = inference_device()
+    net = bundle.model.to(device)
+    outputs = (
+        (batch, net(batch["input_ids"], batch["attention_mask"], batch.get("particle_features")))
+        for batch in iterate_batches(dataset, inputs, batch_size, progress, desc=desc, device=device)
+    )
+    return net.config, dataset, outputs
+
+
 @torch.no_grad()
 def generate_jets(
     model: str | Path,
@@ -110,17 +132,11 @@ def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_si
     jets spread evenly through `data` (files are often written class by class), overall and
     per class.
     """
-    from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
-
-    bundle = load_generator(model)
-    cfg, device = bundle.model.config, inference_device()
-    net = bundle.model.to(device)
-    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    cfg, dataset, outputs = teacher_forced(model, data, batch_size, limit, spread=True, progress=progress, desc="stop calibration")
     cumulative, particles, labels = [], [], []
-    dataset = jet_dataset(data, inputs, limit=limit, spread=True)
-    for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="stop calibration", device=device):
+    for batch, out in outputs:
         ids, mask = batch["input_ids"], batch["attention_mask"].bool()  # (B, L)
-        stop = torch.softmax(net(ids, mask, batch.get("particle_features")).logits.float(), -1)[..., cfg.stop_token_id]  # (B, L): P(next = stop)
+        stop = torch.softmax(out.logits.float(), -1)[..., cfg.stop_token_id]  # (B, L): P(next = stop)
         # Position i predicts token i + 1: the stop token sits at k + 1 for a jet of k particles,
         # so positions 0 .. k are the ones that could have stopped it.
         count = ((ids < cfg.vocab_codes) & mask).sum(1)  # (B,)
@@ -139,7 +155,7 @@ def stop_calibration(model: str | Path, data, limit: int | None = 1000, batch_si
             "cumulative_stop_probability_error": float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan"),
         }
 
-    names = dataset.collection.class_names
+    names = dataset.class_names
     by_class = {names[c] if c < len(names) else str(c): summary(labels == c) for c in np.unique(labels) if c >= 0}
     return {**summary(np.ones(len(cumulative), dtype=bool)), "by_class": by_class}
 

@@ -147,7 +147,7 @@ def test_a_pretraining_bundle_loads_as_a_generator_with_every_weight_accounted_f
     cfg = config()
     JetTransformerForPretraining(cfg).save_pretrained(tmp_path)
     model, info = JetTransformerForCausalJetModeling.from_pretrained(tmp_path, output_loading_info=True)
-    assert info["unexpected_keys"] == set() or info["unexpected_keys"] == []
+    assert not info["unexpected_keys"]
     assert not info["missing_keys"] and not info["mismatched_keys"]
     assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
 
