@@ -67,9 +67,12 @@ def _tokenizer_rows(args) -> list[dict]:
 
     from foundation.data.canonical import write_jets
     from foundation.data.sources import JetCollection
+    from foundation.errors import InputError
     from foundation.pipelines.generate import evaluate_generation, tokenizer_round_trip
 
     reference = JetCollection.open(args.reference).read_all()
+    if len(reference) < 8:  # each half is split in halves again for its floor
+        raise InputError(f"{', '.join(map(str, args.reference))}: {len(reference)} reference jets; the tokenizer rows need at least 8")
     order = np.random.default_rng(0).permutation(len(reference))
     half = len(reference) // 2
     out = args.out / "tokens"

@@ -21,6 +21,8 @@ from foundation.pipelines.common import write_json
 logger = logging.getLogger(__name__)
 
 GENERATIVE_ARCHITECTURES = ("JetTransformerForPretraining", "JetTransformerForCausalJetModeling")
+# Tokens hold particles relative to their jet, so every decoded jet comes out along this axis.
+DECODED_JET_AXIS = "decoded jets are centred at eta = phi = 0"
 
 
 def load_generator(model: str | Path, revision: str | None = None):
@@ -100,7 +102,7 @@ def generate_jets(
         "top_k": top_k,
         "top_p": top_p,
         "seed": seed,
-        "jet_axis": "decoded jets are centred at eta = phi = 0",
+        "jet_axis": DECODED_JET_AXIS,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     n = tokenizer.config.max_particles
@@ -132,7 +134,7 @@ def tokenizer_round_trip(model: str | Path, jets: JetArrays, out: str | Path, ba
     device = inference_device()
     tokenizer = bundle.tokenizer.to(device).eval()
     n = tokenizer.config.max_particles
-    metadata = {"source": "foundation tokenizer round trip", "model": str(bundle.path), "jet_axis": "decoded jets are centred at eta = phi = 0"}
+    metadata = {"source": "foundation tokenizer round trip", "model": str(bundle.path), "jet_axis": DECODED_JET_AXIS}
     with CanonicalWriter(out, n, jets.class_names, metadata) as writer:
         for start in range(0, len(jets), batch_size):
             batch = jets.subset(slice(start, start + batch_size))
