@@ -44,6 +44,7 @@ class JetTokenizerConfig(PretrainedConfig):
         commitment_weight: float = 0.25,
         jet_loss_weight: float = 0.0,
         pt_weighting: float = 0.0,
+        codebook_pt_weighting: float = 0.0,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -73,6 +74,11 @@ class JetTokenizerConfig(PretrainedConfig):
         # Reconstruction weight of a particle: (1 - a) + a * n * pT_i / sum pT (mean 1 per jet).
         # Hard particles set a jet's mass; a > 0 spends the codes' precision on them.
         self.pt_weighting = pt_weighting
+        # The EMA codebook follows the density of the particles it sees, and soft particles
+        # outnumber the hard ones that set a jet's mass. With b > 0 each particle enters the
+        # codebook update round((n * pT_i / sum pT) ** b) times (at least once), so codes
+        # crowd where the jet's momentum is (b = 1: a pT-weighted k-means). Training only.
+        self.codebook_pt_weighting = codebook_pt_weighting
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)
@@ -95,8 +101,12 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if not 0 <= self.pt_weighting <= 1:
             raise ValueError(f"pt_weighting must be in [0, 1], got {self.pt_weighting}")
-        if (self.jet_loss_weight or self.pt_weighting) and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
-            raise ValueError("jet_loss_weight and pt_weighting need the features log_pt, eta_rel and phi_rel")
+        if not 0 <= self.codebook_pt_weighting <= 2:
+            raise ValueError(f"codebook_pt_weighting must be in [0, 2], got {self.codebook_pt_weighting}")
+        if self.codebook_pt_weighting and self.quantizer == "fsq":
+            raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
+        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting) and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+            raise ValueError("jet_loss_weight, pt_weighting and codebook_pt_weighting need the features log_pt, eta_rel and phi_rel")
 
     @property
     def vocab_codes(self) -> int:

@@ -122,23 +122,32 @@ class JetTokenizer(PreTrainedModel):
         x, _ = self.encoder(x, attention_mask_for(mask, x.shape[1], causal=False))
         return self.to_code(x)  # (B, N, C)
 
-    def _quantize(self, z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _quantize(
+        self, z: torch.Tensor, mask: torch.Tensor, copies: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """-> quantised (B, N, C) (zero where masked), flat token ids (B, N) (0 where masked), commitment loss.
 
         Only the real particles go through the quantiser, gathered into one sequence: its cost
-        grows with particles x codes, and padding is often half of a batch.
+        grows with particles x codes, and padding is often half of a batch. `copies` (B, N), if
+        given, is how often each particle enters the codebook update (codebook_pt_weighting): the
+        extra copies follow the real particles in the sequence, and only the real ones are kept.
         """
         cfg = self.config
-        valid = z[mask][None]  # (1, P, C)
+        valid = z[mask]  # (P, C)
+        num_valid = valid.shape[0]
+        if copies is not None:
+            valid = torch.cat([valid, valid.repeat_interleave(copies[mask] - 1, dim=0)])  # (P + extra, C)
+        valid = valid[None]  # (1, P', C)
         if cfg.quantizer == "fsq":
             q_valid, ids_valid = self.quantizer(valid)
             commit = z.new_zeros(())
         else:
             q_valid, ids_valid, commit = self.quantizer(valid)
             commit = commit.sum()
-            if cfg.quantizer == "rvq":  # (1, P, Q) -> one id per particle
-                powers = cfg.codebook_size ** torch.arange(cfg.num_quantizers, device=ids_valid.device)
-                ids_valid = (ids_valid.clamp(min=0) * powers).sum(-1)
+        q_valid, ids_valid = q_valid[:, :num_valid], ids_valid[:, :num_valid]
+        if cfg.quantizer == "rvq":  # (1, P, Q) -> one id per particle
+            powers = cfg.codebook_size ** torch.arange(cfg.num_quantizers, device=ids_valid.device)
+            ids_valid = (ids_valid.clamp(min=0) * powers).sum(-1)
         quantized = z.new_zeros(z.shape[:-1] + q_valid.shape[-1:]).masked_scatter(mask[..., None], q_valid[0].to(z.dtype))
         ids = torch.zeros(mask.shape, dtype=torch.long, device=z.device)
         ids[mask] = ids_valid[0].long()
@@ -161,11 +170,23 @@ class JetTokenizer(PreTrainedModel):
         return self._unstandardise(self.output_proj(x))  # (B, N, F)
 
     # ----- training -----
+    def _pt_share(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) n * pT_i / sum pT over each jet's particles: mean 1 per jet, 0 where masked."""
+        pt = torch.exp(features[..., self.config.feature_names.index("log_pt")]) * mask  # (B, N)
+        return pt / pt.sum(1, keepdim=True).clamp(min=1e-12) * mask.sum(1, keepdim=True)
+
+    def _codebook_copies(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """(B, N) times each particle enters the codebook update, or None (each once; not training)."""
+        b = self.config.codebook_pt_weighting
+        if b == 0 or not self.training:
+            return None
+        return torch.round(self._pt_share(features, mask) ** b).long().clamp(min=1)
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
         z = self._encode_latent(features, mask)
-        quantized, ids, commit = self._quantize(z, mask)
+        quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask))
         reconstruction = self._decode_vectors(quantized, mask)
         valid = mask[..., None].float()
         target = self._standardise(features, mask)
@@ -173,9 +194,7 @@ class JetTokenizer(PreTrainedModel):
         weight = valid
         if self.config.pt_weighting > 0:
             a = self.config.pt_weighting
-            pt = torch.exp(features[..., self.config.feature_names.index("log_pt")]) * mask  # (B, N)
-            share = pt / pt.sum(1, keepdim=True) * mask.sum(1, keepdim=True)  # mean 1 over a jet's particles
-            weight = ((1 - a) + a * share)[..., None] * valid
+            weight = ((1 - a) + a * self._pt_share(features, mask))[..., None] * valid
         per_entry = F.mse_loss(predicted, target, reduction="none") * weight
         recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
         loss = recon_loss + commit
@@ -204,7 +223,7 @@ class JetTokenizer(PreTrainedModel):
         was_training = self.training
         self.train()
         mask = mask.bool()
-        self._quantize(self._encode_latent(features, mask), mask)
+        self._quantize(self._encode_latent(features, mask), mask, self._codebook_copies(features, mask))
         self.train(was_training)
         return True
 

@@ -110,6 +110,36 @@ def test_jet_level_loss_is_used_when_asked(batch):
         tiny_config(feature_names=["log_pt", "eta_rel"], jet_loss_weight=1.0)
 
 
+def test_codebook_pt_weighting_counts_hard_particles_more_in_the_codebook_update(batch):
+    """Each particle enters the EMA update round(share ** b) times; its own code is unchanged."""
+    f, m = batch
+    f, m = f[:50], m[:50]
+    plain = make_tokenizer(batch, dead_code_threshold=0.0)
+    weighted = make_tokenizer(batch, dead_code_threshold=0.0, codebook_pt_weighting=1.0)
+    weighted.load_state_dict(plain.state_dict())  # the same codebook, so only the update differs
+    before = plain.quantizer._codebook.cluster_size.clone()
+    plain.train(), weighted.train()
+    out_plain, out_weighted = plain(f, m), weighted(f, m)
+    assert torch.equal(out_plain.token_ids, out_weighted.token_ids), "the copies change no particle's code"
+    assert torch.allclose(out_plain.reconstruction, out_weighted.reconstruction)
+
+    pt = torch.exp(f[..., 0]) * m
+    share = pt / pt.sum(1, keepdim=True) * m.sum(1, keepdim=True)
+    copies = torch.round(share[m]).clamp(min=1)
+    assert copies.sum() > 1.2 * m.sum(), "hard particles get extra copies"
+    decay = plain.config.ema_decay
+    seen_plain = (plain.quantizer._codebook.cluster_size - decay * before).sum() / (1 - decay)
+    seen_weighted = (weighted.quantizer._codebook.cluster_size - decay * before).sum() / (1 - decay)
+    assert seen_plain.item() == pytest.approx(m.sum().item(), rel=1e-4)
+    assert seen_weighted.item() == pytest.approx(copies.sum().item(), rel=1e-4)
+
+    plain.load_state_dict(weighted.state_dict())
+    plain.eval(), weighted.eval()
+    assert torch.equal(weighted.encode(f, m), plain.encode(f, m)), "encoding is not weighted"
+    with pytest.raises(ValueError, match="codebook_pt_weighting"):
+        tiny_config(quantizer="fsq", codebook_pt_weighting=1.0)
+
+
 def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match="quantizer"):
         tiny_config(quantizer="lfq")
