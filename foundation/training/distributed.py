@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from pathlib import Path
@@ -45,6 +46,20 @@ def _forget_previous_accelerator() -> None:
         GradientState._reset_state()
 
 
+def _destroy_process_group() -> None:
+    """At exit: a gloo group left to the interpreter's teardown can abort a rank ("terminate
+    called without an active exception", exit code -6) after a run that otherwise finished."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def finish_trackers(accelerator: Accelerator) -> None:
+    """Close TensorBoard & co. Not `accelerator.end_training()`: that also destroys the process
+    group, and the ranks still gather the weights and wait for each other after training."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
 def build_accelerator(config: TrainingConfig) -> Accelerator:
     _forget_previous_accelerator()
     world = launched_world_size()
@@ -78,6 +93,9 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
         dataloader_config=DataLoaderConfiguration(even_batches=True),
         step_scheduler_with_optimizer=False,
     )
+    if world > 1:
+        atexit.unregister(_destroy_process_group)  # once, however many runs the process makes
+        atexit.register(_destroy_process_group)
     if accelerator.num_processes != world:
         raise RuntimeError(
             f"launched {world} processes but accelerate sees a world of {accelerator.num_processes}; "

@@ -27,7 +27,7 @@ from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, c
 from foundation.errors import ConfigError, TrainingInterrupted
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
-from foundation.training.distributed import build_accelerator
+from foundation.training.distributed import build_accelerator, finish_trackers
 
 logger = logging.getLogger(__name__)
 
@@ -424,8 +424,7 @@ class Trainer:
             logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", best["step"], best["metric"], best["value"])
         timing = timing_so_far()
         token_total = timing.earlier_tokens + acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
-        if cfg.tensorboard:
-            acc.end_training()
+        finish_trackers(acc)
         return TrainResult(
             step=step,
             output_dir=self.output_dir,

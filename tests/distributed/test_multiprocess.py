@@ -54,6 +54,8 @@ def ddp_run(jet_files, tiny_tokenizer, tmp_path_factory):
 
 def test_ddp_two_processes(ddp_run):
     _check_two_ranks(_reports(ddp_run), "MULTI_CPU")
+    assert (ddp_run / "model" / "model.safetensors").exists(), "exported after training, with TensorBoard on"
+    assert any((ddp_run / "logs").rglob("events.out.tfevents.*"))
 
 
 def test_deepspeed_zero2_two_processes(jet_files, tiny_tokenizer, tmp_path, ddp_run):

@@ -39,6 +39,9 @@ def main() -> None:
         "training.log_every": 2,
         "training.threads_per_process": 1,
         "training.mixed_precision": args.mixed_precision,
+        # On, as in the real recipes: closing the trackers once ended the process group, and the
+        # export after training then failed on every rank.
+        "training.tensorboard": True,
     }
     if args.deepspeed:
         overrides["training.deepspeed"] = args.deepspeed
