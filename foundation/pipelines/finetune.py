@@ -55,14 +55,22 @@ def load_finetune_recipe(path: str | Path, overrides: dict | None = None) -> Fin
     return recipe
 
 
-def layerwise_param_groups(model: JetTransformerForJetClassification, decay: float, weight_decay: float) -> list[dict]:
-    """Learning rate x decay^(distance from the top): embeddings learn least, the head at full rate."""
+def layerwise_param_groups(
+    model: JetTransformerForJetClassification, decay: float, weight_decay: float, new_inputs: bool = False
+) -> list[dict]:
+    """Learning rate x decay^(distance from the top): embeddings learn least, the head at full rate.
+
+    new_inputs: the particle-feature input is new to the pretrained model (zero-initialised, it
+    has everything to learn), so it learns at the head's rate instead of the embeddings'.
+    """
     num_layers = model.config.num_layers
     groups: dict[tuple[int, bool], dict] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        if name.startswith(("transformer.wte", "transformer.wpe", "transformer.feature_proj")):
+        if new_inputs and name.startswith("transformer.feature_proj"):
+            depth = num_layers + 1
+        elif name.startswith(("transformer.wte", "transformer.wpe", "transformer.feature_proj")):
             depth = 0
         elif name.startswith("transformer.stack.blocks."):
             depth = int(name.split(".")[3]) + 1
@@ -160,7 +168,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
             if name.startswith("transformer.") and not name.startswith("transformer.feature_proj"):
                 param.requires_grad = False
     groups = (
-        layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay)
+        layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay, new_inputs=bool(features and not pretrained_features))
         if recipe.mode == "layerwise"
         else default_param_groups(model, recipe.training.weight_decay)
     )

@@ -54,6 +54,19 @@ def test_layerwise_rates_fall_with_depth():
     assert sum(len(g["params"]) for g in groups) == len(named)
 
 
+def test_layerwise_rates_let_a_new_feature_input_learn_at_full_rate():
+    cfg = JetTransformerConfig(vocab_codes=16, max_particles=8, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32, num_labels=2, particle_feature_names=["log_pt", "eta_rel"])
+    model = JetTransformerForJetClassification(cfg)
+    named = dict(model.named_parameters())
+    proj = [n for n in named if n.startswith("transformer.feature_proj")]
+    assert proj
+    for new_inputs, expected in ((False, 0.5**4), (True, 1.0)):
+        groups = layerwise_param_groups(model, 0.5, 0.01, new_inputs=new_inputs)
+        scale = {id(p): g["lr_scale"] for g in groups for p in g["params"]}
+        assert {scale[id(named[n])] for n in proj} == {expected}
+        assert scale[id(named["transformer.wte.weight"])] == 0.5**4
+
+
 def test_bad_finetune_recipe(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("mode: thawed\n")
