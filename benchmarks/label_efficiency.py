@@ -48,6 +48,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.005, 0.01, 0.03, 0.1, 0.3, 1.0])
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate (default: the recipe's); runs of benchmarks/tagging.py with the same one are reused")
     parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, shared with benchmarks/tagging.py")
     args = parser.parse_args(argv)
     args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))

@@ -56,10 +56,12 @@ def training_overrides(out: Path, steps: int, seed: int) -> dict:
     }
 
 
-def run_ours(init: str, pretrained: str, files: list[str], train_jets: int | None, steps: int, seed: int, out: Path, recipe: str) -> dict:
+def run_ours(init: str, pretrained: str, files: list[str], train_jets: int | None, steps: int, seed: int, out: Path, recipe: str, learning_rate: float | None = None) -> dict:
     from foundation.pipelines.finetune import finetune, load_finetune_recipe
 
     values = {"model": pretrained, "init": init, "particle_features": FEATURES, **training_overrides(out, steps, seed)}
+    if learning_rate:
+        values["training.learning_rate"] = learning_rate
     finetune_recipe = load_finetune_recipe(recipe, values)
     finetune_recipe.data.files = files
     finetune_recipe.data.train_limit = train_jets
@@ -145,7 +147,9 @@ def run_budgets(args, models: list[str]) -> list[dict]:
                 steps = min(budget_steps, args.max_part_steps) if kind == "part" and getattr(args, "max_part_steps", None) else budget_steps
                 # "-bestauc": ends with the weights of the best validation AUC (older runs kept the
                 # last weights, or "-best" ones those of the lowest validation loss)
-                out = runs / f"budget-{budget:g}" / f"{kind}-seed{seed}-steps{steps}-bestauc"
+                # Our models at another than the recipe's learning rate: their own runs ("-lr...").
+                lr = getattr(args, "learning_rate", None) if kind != "part" else None
+                out = runs / f"budget-{budget:g}" / (f"{kind}-seed{seed}-steps{steps}-bestauc" + (f"-lr{lr:g}" if lr else ""))
                 cached = _cached(out)
                 if cached is not None:
                     print(f"--- {kind}, {n} labelled jets, seed {seed}: done before ({out})", flush=True)
@@ -155,7 +159,7 @@ def run_budgets(args, models: list[str]) -> list[dict]:
                 if kind == "part":
                     m = run_part(files, n, steps, seed, out, args.tiny)
                 else:
-                    m = run_ours("scratch" if kind == "scratch" else "pretrained", args.pretrained, files, n, steps, seed, out, args.recipe)
+                    m = run_ours("scratch" if kind == "scratch" else "pretrained", args.pretrained, files, n, steps, seed, out, args.recipe, lr)
                 row = {"model": kind, "budget": budget, "labelled_jets": n, "steps": steps, "seed": seed, "predictions": str(out / "test_predictions.npz"),
                        **{k: m.get(k) for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "params", "seconds")}}
                 (out / "benchmark_row.json").write_text(json.dumps(row))
@@ -184,6 +188,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps for every model (default: by budget)")
     parser.add_argument("--max-part-steps", type=int, default=None, help="cap ParT's steps (about 3 s each on 2 CPU cores, 5x ours); the table gives every model's steps")
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
+    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate of our models (default: the recipe's)")
     parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, reused when present (default: checkpoints/benchmarks/tagging-runs)")
     args = parser.parse_args(argv)
     args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))

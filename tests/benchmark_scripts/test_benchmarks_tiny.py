@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
 from benchmarks import anomaly, generation, label_efficiency, speed, tagging, tokenizer
 
@@ -18,6 +19,16 @@ def test_tagging(jet_files, tiny_bundle, tmp_path):
     assert all(0 <= r["auc"] <= 1 and r["params"] > 0 for r in summary)
     assert (tmp_path / "roc-budget-0.5.png").exists()
     assert json.loads((tmp_path / "results.json").read_text())["benchmark"] == "tagging"
+
+
+def test_tagging_at_another_learning_rate_keeps_its_own_runs(jet_files, tiny_bundle, tmp_path):
+    args = ["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--budgets", "0.5", "--recipe", "finetune/top_tagging_tiny.yaml", "--models", "pretrained", "--runs", str(tmp_path / "runs")]
+    tagging.main([*args, "--out", str(tmp_path / "a"), "--learning-rate", "3e-4"])
+    tagging.main([*args, "--out", str(tmp_path / "b")])
+    runs = sorted(p.name for p in (tmp_path / "runs" / "budget-0.5").iterdir())
+    assert runs == ["pretrained-seed0-steps6-bestauc", "pretrained-seed0-steps6-bestauc-lr0.0003"]
+    recipe = yaml.safe_load((tmp_path / "runs" / "budget-0.5" / runs[1] / "recipe.yaml").read_text())
+    assert recipe["training"]["learning_rate"] == 3e-4
 
 
 def test_label_efficiency(jet_files, tiny_bundle, tmp_path):
