@@ -60,7 +60,7 @@ def run_ours(init: str, pretrained: str, files: list[str], train_jets: int | Non
     from foundation.pipelines.finetune import finetune, load_finetune_recipe
 
     values = {"model": pretrained, "init": init, "particle_features": FEATURES, **training_overrides(out, steps, seed)}
-    if learning_rate:
+    if learning_rate is not None:  # 0 or below reaches the recipe's check and its message
         values["training.learning_rate"] = learning_rate
     finetune_recipe = load_finetune_recipe(recipe, values)
     finetune_recipe.data.files = files
@@ -148,8 +148,8 @@ def run_budgets(args, models: list[str]) -> list[dict]:
                 # "-bestauc": ends with the weights of the best validation AUC (older runs kept the
                 # last weights, or "-best" ones those of the lowest validation loss)
                 # Our models at another than the recipe's learning rate: their own runs ("-lr...").
-                lr = getattr(args, "learning_rate", None) if kind != "part" else None
-                out = runs / f"budget-{budget:g}" / (f"{kind}-seed{seed}-steps{steps}-bestauc" + (f"-lr{lr:g}" if lr else ""))
+                lr = args.learning_rate if kind != "part" else None
+                out = runs / f"budget-{budget:g}" / (f"{kind}-seed{seed}-steps{steps}-bestauc" + (f"-lr{lr:g}" if lr is not None else ""))
                 cached = _cached(out)
                 if cached is not None:
                     print(f"--- {kind}, {n} labelled jets, seed {seed}: done before ({out})", flush=True)

@@ -156,7 +156,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     model = build_classifier(recipe, base, class_names, features)
     tokenizer, base_data_config = base.tokenizer, base.data_config
     mean, std = base_data_config.get("particle_feature_mean"), base_data_config.get("particle_feature_std")
-    if features and not pretrained_features:  # features new to this model: scale them on the fine-tuning data
+    new_feature_input = bool(features and not pretrained_features)
+    if new_feature_input:  # features new to this model: scale them on the fine-tuning data
         cols = [data.features.index(n) for n in features]
         m, s = feature_statistics(splits.train, seed=recipe.training.seed)
         mean, std = m[cols].tolist(), np.maximum(s[cols], 1e-3).tolist()
@@ -168,7 +169,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
             if name.startswith("transformer.") and not name.startswith("transformer.feature_proj"):
                 param.requires_grad = False
     groups = (
-        layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay, new_inputs=bool(features and not pretrained_features))
+        layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay, new_inputs=new_feature_input)
         if recipe.mode == "layerwise"
         else default_param_groups(model, recipe.training.weight_decay)
     )
