@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,11 +12,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from foundation.config import build_model_config, load_recipe, save_recipe
+from foundation.config import build_model_config, check, load_recipe, save_recipe
 from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
 from foundation.data.tokens import TokenWriter
+from foundation.errors import ConfigError
 from foundation.pipelines.common import write_json
 from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
 from foundation.tokenizer.modeling_jet_tokenizer import jet_mass_and_pt
@@ -24,11 +27,40 @@ logger = logging.getLogger(__name__)
 
 
 @dataclass
+class CodebookRefineConfig:
+    """After training: refit the codebook to the final encoder, then train the decoder on it.
+
+    The EMA codebook ends as noisy averages of the last few batches; weighted k-means over all
+    training particles (started from it) lowers the quantisation error, and the decoder, with
+    encoder and codebook frozen, then learns the refit codes (see codebook_refit.py). Off when both
+    counts are 0. Its run lives in <output_dir>/refine (checkpoints, resumable, keep_best as training).
+    """
+
+    kmeans_iterations: int = 0  # weighted Lloyd iterations over the training particles
+    decoder_steps: int = 0  # optimizer steps of decoder-only training after the refit
+    learning_rate: float = 3e-4
+    warmup_steps: int = 50
+    jets: int | None = None  # training jets whose particles the refit sees; None: all
+
+    def __post_init__(self):
+        check(self.kmeans_iterations >= 0, "refine.kmeans_iterations", f"must be >= 0, got {self.kmeans_iterations}")
+        check(self.decoder_steps >= 0, "refine.decoder_steps", f"must be >= 0, got {self.decoder_steps}")
+        check(self.learning_rate > 0, "refine.learning_rate", f"must be positive, got {self.learning_rate}")
+        check(self.warmup_steps >= 0, "refine.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.jets is None or self.jets > 0, "refine.jets", f"must be positive (or null: all), got {self.jets}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.kmeans_iterations > 0 or self.decoder_steps > 0
+
+
+@dataclass
 class TokenizerRecipe:
     data: DataConfig = field(default_factory=DataConfig)
     model: dict = field(default_factory=dict)  # JetTokenizerConfig fields (feature_names/max_particles come from data)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     codebook_init_jets: int = 2000  # jets whose particles seed the k-means codebook initialisation
+    refine: CodebookRefineConfig = field(default_factory=CodebookRefineConfig)
 
 
 def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tuple[TokenizerRecipe, JetTokenizerConfig]:
@@ -36,6 +68,9 @@ def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tu
     model_config = build_model_config(
         JetTokenizerConfig, recipe.model, path, feature_names=recipe.data.features, max_particles=recipe.data.max_particles
     )
+    if recipe.refine.kmeans_iterations and (model_config.quantizer != "vq" or model_config.cosine_similarity):
+        raise ConfigError(path, "refine.kmeans_iterations", f"refits a Euclidean vq codebook; model.quantizer is {model_config.quantizer!r}"
+                          f"{' with cosine_similarity' if model_config.cosine_similarity else ''} (set it to 0)")
     return recipe, model_config
 
 
@@ -119,12 +154,79 @@ def train_tokenizer(
         logger.info("k-means initialised the codebook on %d particles", int(init["mask"].sum()))
     trainer = Trainer.from_recipe(model, recipe, splits.train, splits.validation, eval_metrics=lambda: _ValidationCodesAndMass(model.config))
     result = trainer.train(resume=resume)
+    summary = result.summary()
     out = Path(recipe.training.output_dir)
+    if recipe.refine.enabled:
+        trainer, summary = _refine(trainer, model, recipe, splits, summary, resume)
     trainer.export(out / "tokenizer")
     if trainer.accelerator.is_main_process:
         save_recipe(recipe, out / "recipe.yaml")
-        write_json(out / "train_summary.json", result.summary())
+        write_json(out / "train_summary.json", summary)
     return out / "tokenizer"
+
+
+@torch.no_grad()
+def refit_codebook(model: JetTokenizer, dataset, iterations: int, jets: int | None = None, batch_size: int = 256, progress: bool = True) -> dict:
+    """Weighted k-means of the codebook over the encoder's latents of `dataset`'s particles."""
+    from foundation.tokenizer.codebook_refit import weighted_kmeans
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    count = len(dataset) if jets is None else min(jets, len(dataset))
+    latents, weights = [], []
+    for start in tqdm(range(0, count, batch_size), desc="encoding for the refit", unit="batch", disable=not progress):
+        batch = dataset.__getitems__(list(range(start, min(start + batch_size, count))))
+        z, w = model.particle_latents(torch.as_tensor(batch["features"], device=device), torch.as_tensor(batch["mask"], device=device))
+        latents.append(z.float().cpu())
+        weights.append(w.float().cpu())
+    points, point_weights = torch.cat(latents).numpy(), torch.cat(weights).numpy()
+    codebook = model.quantizer.codebook.detach().float().cpu().numpy()
+    codes, errors = weighted_kmeans(points, point_weights, codebook, iterations, progress=progress)
+    model.set_codebook(torch.as_tensor(codes))
+    model.train(was_training)
+    # errors[0] is the trained codebook's; the last iteration's own error is not measured
+    return {"jets": count, "particles": len(points), "iterations": iterations, "weighted_squared_error": errors}
+
+
+def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, splits, summary: dict, resume: bool) -> tuple[Trainer, dict]:
+    """The refine stage (CodebookRefineConfig): refit, then decoder-only training in <output_dir>/refine.
+    Returns the trainer whose model to export and the run's summary.
+
+    A resumed run refits again (cheap, and deterministic given the trained weights) and then continues
+    the decoder training from its last checkpoint, which holds the refit codebook too."""
+    refine, training = recipe.refine, recipe.training
+    started = time.perf_counter()
+    refit = None
+    if refine.kmeans_iterations:
+        refit = refit_codebook(model, splits.train, refine.kmeans_iterations, refine.jets, progress=training.progress)
+        errors = refit["weighted_squared_error"]
+        logger.info("codebook refit on %d particles: weighted squared error %.5g -> %.5g", refit["particles"], errors[0], errors[-1])
+    refit_seconds = time.perf_counter() - started
+    decoder = None
+    if refine.decoder_steps:
+        stage = dataclasses.replace(
+            training,
+            output_dir=str(Path(training.output_dir) / "refine"),
+            max_steps=refine.decoder_steps,
+            learning_rate=refine.learning_rate,
+            warmup_steps=min(refine.warmup_steps, refine.decoder_steps),
+            eval_every=min(training.eval_every, refine.decoder_steps),
+            save_every=min(training.save_every, refine.decoder_steps),
+        )
+        model.train_decoder_only()
+        trainer = Trainer.from_recipe(
+            model, dataclasses.replace(recipe, training=stage), splits.train, splits.validation,
+            eval_metrics=lambda: _ValidationCodesAndMass(model.config),
+        )
+        decoder = trainer.train(resume=resume).summary()
+    combined = {
+        **(decoder or summary),
+        "seconds": summary["seconds"] + refit_seconds + (decoder["seconds"] if decoder else 0.0),  # the whole recipe's training
+        "training": summary,
+        "refine": {"refit": refit, "refit_seconds": refit_seconds, "decoder": decoder},
+    }
+    return trainer, combined
 
 
 def load_tokenizer(path: str | Path) -> JetTokenizer:

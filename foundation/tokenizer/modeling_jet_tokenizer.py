@@ -87,6 +87,7 @@ class JetTokenizer(PreTrainedModel):
         self.from_code = nn.Linear(config.code_dim, d)
         self.decoder = TransformerStack(config.num_decoder_layers, d, config.num_heads, config.intermediate_size, config.dropout)
         self.output_proj = nn.Linear(d, num_features)
+        self.decoder_only = False  # train_decoder_only(): tokens fixed, only the decoder learns
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -185,8 +186,13 @@ class JetTokenizer(PreTrainedModel):
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
-        z = self._encode_latent(features, mask)
-        quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask))
+        if self.decoder_only:
+            with torch.no_grad():  # fixed tokens: nothing before the decoder learns
+                quantized, ids, _ = self._quantize(self._encode_latent(features, mask), mask)
+            commit = quantized.new_zeros(())
+        else:
+            z = self._encode_latent(features, mask)
+            quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask))
         reconstruction = self._decode_vectors(quantized, mask)
         valid = mask[..., None].float()
         target = self._standardise(features, mask)
@@ -226,6 +232,40 @@ class JetTokenizer(PreTrainedModel):
         self._quantize(self._encode_latent(features, mask), mask, self._codebook_copies(features, mask))
         self.train(was_training)
         return True
+
+    # ----- after training: refit the codebook to the final encoder, then train the decoder on it -----
+    @torch.no_grad()
+    def particle_latents(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encoder outputs of the real particles (P, C), and how much each counts in a codebook
+        refit (P,): (n pT_i / sum pT) ** codebook_pt_weighting, as in the training's codebook update."""
+        mask = mask.bool()
+        latents = self._encode_latent(features, mask)[mask]
+        b = self.config.codebook_pt_weighting
+        weights = self._pt_share(features, mask)[mask] ** b if b > 0 else torch.ones_like(latents[:, 0])
+        return latents, weights
+
+    @torch.no_grad()
+    def set_codebook(self, codes: torch.Tensor) -> None:
+        """Replace the vq codebook by `codes` (K, C), e.g. its refit. The EMA average follows, so
+        that training on from here starts from these codes."""
+        if self.config.quantizer != "vq" or self.config.cosine_similarity:
+            raise ValueError(f"set_codebook needs a Euclidean vq codebook, not quantizer={self.config.quantizer!r} (cosine_similarity={self.config.cosine_similarity})")
+        codebook = self.quantizer._codebook
+        if tuple(codes.shape) != tuple(codebook.embed.shape[1:]):
+            raise ValueError(f"codes must have shape {tuple(codebook.embed.shape[1:])}, got {tuple(codes.shape)}")
+        codes = codes.to(codebook.embed)
+        codebook.embed.copy_(codes[None])  # (1, K, C)
+        codebook.embed_avg.copy_(codes[None] * codebook.cluster_size[..., None])
+
+    def train_decoder_only(self) -> None:
+        """Freeze the encoder and the codebook, so every jet keeps its tokens and only the decoder
+        (from_code, decoder, output_proj) learns to turn them back into particles."""
+        for module in (self.input_proj, self.encoder, self.to_code, self.quantizer):
+            module.requires_grad_(False)
+        for module in self.quantizer.modules():
+            if hasattr(module, "freeze_codebook"):  # vector-quantize-pytorch: no EMA update, no dead-code re-seeding
+                module.freeze_codebook = True
+        self.decoder_only = True
 
     # ----- whole-jet API -----
     @torch.no_grad()

@@ -58,6 +58,12 @@ def test_bad_recipe_gets_its_message(tmp_path):
     bad.write_text("model:\n  quantizer: magic\n")
     with pytest.raises(ConfigError, match="quantizer"):
         load_tokenizer_recipe(bad)
+    bad.write_text("model:\n  quantizer: fsq\nrefine:\n  kmeans_iterations: 5\n")  # no codebook to refit
+    with pytest.raises(ConfigError, match="refine.kmeans_iterations"):
+        load_tokenizer_recipe(bad)
+    bad.write_text("refine:\n  decoder_steps: -1\n")
+    with pytest.raises(ConfigError, match="refine.decoder_steps"):
+        load_tokenizer_recipe(bad)
 
 
 def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
@@ -73,3 +79,31 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
     assert result.exit_code == 0, result.output
     tokens = TokenFile(out)
     assert len(tokens) == 300 and tokens.class_names == ["qcd", "top"]
+
+
+def test_refine_stage_refits_the_codebook_trains_the_decoder_and_resumes(jet_files, tmp_path):
+    refine = {"refine.kmeans_iterations": 4, "refine.decoder_steps": 10, "refine.warmup_steps": 2, "training.save_every": 5}
+    out = tmp_path / "refined"
+    exported = load_file(_run(jet_files, out, **refine) / "model.safetensors")
+    trained = load_file(out / "checkpoints" / "step-000030" / "model.safetensors")
+    codebook = next(k for k in exported if k.endswith("_codebook.embed"))
+    assert not (exported[codebook] - trained[codebook]).abs().max() < 1e-6, "the codebook was refit"
+    for key in exported:
+        if key.startswith(("input_proj", "encoder", "to_code")):
+            assert (exported[key] - trained[key]).abs().max() == 0, f"{key} moved in the refine stage"
+    assert any((exported[k] - trained[k]).abs().max() > 0 for k in exported if k.startswith("decoder")), "the decoder learns"
+    summary = json.loads((out / "train_summary.json").read_text())
+    errors = summary["refine"]["refit"]["weighted_squared_error"]
+    assert len(errors) == 4 and errors[-1] < errors[0]
+    assert summary["seconds"] > summary["training"]["seconds"] and summary["steps"] == 10
+
+    # killed during the decoder training: the resume refits again and continues from step 5
+    resumed = tmp_path / "resumed"
+    shutil.copytree(out / "checkpoints" / "step-000030", resumed / "checkpoints" / "step-000030")
+    shutil.copytree(out / "refine" / "checkpoints" / "step-000005", resumed / "refine" / "checkpoints" / "step-000005")
+    _run(jet_files, resumed, resume=True, **refine)
+    a = load_file(out / "refine" / "checkpoints" / "step-000010" / "model.safetensors")
+    b = load_file(resumed / "refine" / "checkpoints" / "step-000010" / "model.safetensors")
+    for key in a:
+        assert (a[key].float() - b[key].float()).abs().max() <= 1e-6, key
+

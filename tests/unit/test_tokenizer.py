@@ -170,3 +170,58 @@ def test_recipes_let_their_codebooks_settle(recipe):
     particles_per_jet = min(40, config.max_particles)  # below the generated jets' mean (about 67 at 128)
     # no dead-code churn, and mixed batches (grouped ones pull an EMA codebook back and forth)
     assert codebook_warnings(config, training_recipe.training, training_recipe.training.micro_batch_size * particles_per_jet) == []
+
+
+def test_weighted_kmeans_matches_scikit_learn_and_lowers_the_error():
+    from sklearn.cluster import KMeans
+
+    from foundation.tokenizer.codebook_refit import weighted_kmeans
+
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(c, 0.3, size=(200, 3)) for c in rng.normal(0, 3, size=(6, 3))])
+    weights = rng.exponential(size=len(points))
+    start = points[rng.choice(len(points), 10, replace=False)]
+    ours, errors = weighted_kmeans(points, weights, start, iterations=15)
+    reference = KMeans(10, init=start, n_init=1, max_iter=15, tol=0, algorithm="lloyd").fit(points, sample_weight=weights)
+    assert np.allclose(np.sort(ours, 0), np.sort(reference.cluster_centers_, 0), atol=1e-6)
+    assert errors[-1] < errors[0] and all(b <= a + 1e-12 for a, b in zip(errors[:-1], errors[1:], strict=True))
+    # a point of weight zero moves nothing
+    far = np.concatenate([points, [[50.0, 50.0, 50.0]]])
+    same, _ = weighted_kmeans(far, np.append(weights, 0.0), start, iterations=15)
+    assert np.allclose(same, ours)
+    with pytest.raises(ValueError, match="non-negative"):
+        weighted_kmeans(points, -weights, start, iterations=1)
+
+
+def test_decoder_only_training_keeps_every_token_and_learns_the_set_codebook(batch):
+    """The refine stage: a new codebook is set, then only the decoder learns; tokens stay fixed."""
+    f, m = batch
+    f, m = f[:40], m[:40]
+    tok = make_tokenizer(batch, codebook_pt_weighting=1.0)
+    latents, weights = tok.particle_latents(f, m)
+    assert latents.shape == (int(m.sum()), tok.config.code_dim) and weights.shape == (int(m.sum()),)
+    assert weights.max() > 2 * weights.min(), "hard particles count more in the refit"
+    refit = tok.quantizer.codebook + 0.01
+    tok.set_codebook(refit)
+    assert torch.equal(tok.quantizer.codebook, refit)
+    tok.train_decoder_only()
+    frozen = {k: v.clone() for k, v in tok.state_dict().items() if not k.startswith(("from_code", "decoder", "output_proj"))}
+    decoder = {k: v.clone() for k, v in tok.state_dict().items() if k.startswith("decoder")}
+    tok.eval()
+    tokens = tok.encode(f, m)
+    tok.train()
+    optimizer = torch.optim.AdamW([p for p in tok.parameters() if p.requires_grad], lr=1e-2)
+    for _ in range(3):
+        out = tok(f, m)
+        assert out.commitment_loss == 0
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    state = tok.state_dict()
+    for key, value in frozen.items():
+        assert torch.equal(state[key], value), f"{key} moved"
+    assert any(not torch.equal(state[k], v) for k, v in decoder.items()), "the decoder learns"
+    tok.eval()
+    assert torch.equal(tok.encode(f, m), tokens)
+    with pytest.raises(ValueError, match="Euclidean vq"):
+        make_tokenizer(batch, quantizer="fsq", fsq_levels=[4, 4, 3]).set_codebook(refit)
