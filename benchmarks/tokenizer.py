@@ -44,6 +44,9 @@ def main(argv=None) -> list[dict]:
             if args.tiny:
                 overrides.update({"model.hidden_size": 16, "model.num_heads": 2, "model.intermediate_size": 32, "model.num_encoder_layers": 1, "model.num_decoder_layers": 1, "codebook_init_jets": 50, "training.micro_batch_size": 16, "training.global_batch_size": 16})
             recipe, model_config = load_tokenizer_recipe(args.recipe, overrides)
+            if args.tiny and recipe.refine.enabled:  # a few iterations and steps of the refine stage
+                recipe.refine.kmeans_iterations = min(recipe.refine.kmeans_iterations, 2)
+                recipe.refine.decoder_steps = min(recipe.refine.decoder_steps, 4)
             if args.data:
                 recipe.data.files = args.data
             splits = build_splits(recipe.data)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from foundation.pipelines.common import write_json
 from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
 from foundation.tokenizer.modeling_jet_tokenizer import jet_mass_and_pt
 from foundation.training import Trainer, TrainingConfig
+from foundation.training import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +33,8 @@ class CodebookRefineConfig:
     """After training: refit the codebook to the final encoder, then train the decoder on it.
 
     The EMA codebook ends as noisy averages of the last few batches; weighted k-means over all
-    training particles (started from it) lowers the quantisation error, and the decoder, with
-    encoder and codebook frozen, then learns the refit codes (see codebook_refit.py). Off when both
+    training particles (started from it) lowers the quantisation error, and the decoder (with
+    train_encoder, also the encoder) then learns the fixed, refit codes (see codebook_refit.py). Off when both
     counts are 0. Its run lives in <output_dir>/refine (checkpoints, resumable, keep_best as training).
     """
 
@@ -40,6 +42,10 @@ class CodebookRefineConfig:
     decoder_steps: int = 0  # optimizer steps of decoder-only training after the refit
     learning_rate: float = 3e-4
     warmup_steps: int = 50
+    train_encoder: bool = False  # also train the encoder (against the fixed codes); else tokens stay fixed
+    # The jet mass and pT term's weight while the tokens are fixed (None: model.jet_loss_weight). It
+    # can be larger here than in training, where it pulled the codebook away from the particles.
+    jet_loss_weight: float | None = None
     jets: int | None = None  # training jets whose particles the refit sees; None: all
 
     def __post_init__(self):
@@ -47,6 +53,7 @@ class CodebookRefineConfig:
         check(self.decoder_steps >= 0, "refine.decoder_steps", f"must be >= 0, got {self.decoder_steps}")
         check(self.learning_rate > 0, "refine.learning_rate", f"must be positive, got {self.learning_rate}")
         check(self.warmup_steps >= 0, "refine.warmup_steps", f"must be >= 0, got {self.warmup_steps}")
+        check(self.jet_loss_weight is None or self.jet_loss_weight >= 0, "refine.jet_loss_weight", f"must be >= 0, got {self.jet_loss_weight}")
         check(self.jets is None or self.jets > 0, "refine.jets", f"must be positive (or null: all), got {self.jets}")
 
     @property
@@ -71,6 +78,8 @@ def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tu
     if recipe.refine.kmeans_iterations and (model_config.quantizer != "vq" or model_config.cosine_similarity):
         raise ConfigError(path, "refine.kmeans_iterations", f"refits a Euclidean vq codebook; model.quantizer is {model_config.quantizer!r}"
                           f"{' with cosine_similarity' if model_config.cosine_similarity else ''} (set it to 0)")
+    if recipe.refine.jet_loss_weight and any(n not in model_config.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+        raise ConfigError(path, "refine.jet_loss_weight", "needs the features log_pt, eta_rel and phi_rel (set it to 0 or null)")
     return recipe, model_config
 
 
@@ -190,31 +199,40 @@ def refit_codebook(model: JetTokenizer, dataset, iterations: int, jets: int | No
 
 
 def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, splits, summary: dict, resume: bool) -> tuple[Trainer, dict]:
-    """The refine stage (CodebookRefineConfig): refit, then decoder-only training in <output_dir>/refine.
+    """The refine stage (CodebookRefineConfig): refit, then training against the fixed codebook in <output_dir>/refine.
     Returns the trainer whose model to export and the run's summary.
 
-    A resumed run refits again (cheap, and deterministic given the trained weights) and then continues
-    the decoder training from its last checkpoint, which holds the refit codebook too."""
+    A resumed run continues the training from its last checkpoint, which holds the refit codebook
+    (refit.json keeps the refit's figures); without one it refits again."""
     refine, training = recipe.refine, recipe.training
+    stage_dir = Path(training.output_dir) / "refine"
+    refit_record = stage_dir / "refit.json"
     started = time.perf_counter()
     refit = None
-    if refine.kmeans_iterations:
+    if resume and refine.decoder_steps and refit_record.exists() and ckpt.latest_checkpoint(stage_dir) is not None:
+        refit = json.loads(refit_record.read_text())  # the checkpoint holds the refit codebook
+    elif refine.kmeans_iterations:
         refit = refit_codebook(model, splits.train, refine.kmeans_iterations, refine.jets, progress=training.progress)
         errors = refit["weighted_squared_error"]
         logger.info("codebook refit on %d particles: weighted squared error %.5g -> %.5g", refit["particles"], errors[0], errors[-1])
-    refit_seconds = time.perf_counter() - started
+        refit["seconds"] = time.perf_counter() - started
+        if trainer.accelerator.is_main_process:
+            write_json(refit_record, refit)
+    refit_seconds = refit["seconds"] if refit else 0.0
     decoder = None
     if refine.decoder_steps:
         stage = dataclasses.replace(
             training,
-            output_dir=str(Path(training.output_dir) / "refine"),
+            output_dir=str(stage_dir),
             max_steps=refine.decoder_steps,
             learning_rate=refine.learning_rate,
             warmup_steps=min(refine.warmup_steps, refine.decoder_steps),
             eval_every=min(training.eval_every, refine.decoder_steps),
             save_every=min(training.save_every, refine.decoder_steps),
         )
-        model.train_decoder_only()
+        model.freeze_codebook(train_encoder=refine.train_encoder)
+        if refine.jet_loss_weight is not None:
+            model.config.jet_loss_weight = refine.jet_loss_weight  # saved with the model: the loss it ended with
         trainer = Trainer.from_recipe(
             model, dataclasses.replace(recipe, training=stage), splits.train, splits.validation,
             eval_metrics=lambda: _ValidationCodesAndMass(model.config),
@@ -224,7 +242,7 @@ def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, spli
         **(decoder or summary),
         "seconds": summary["seconds"] + refit_seconds + (decoder["seconds"] if decoder else 0.0),  # the whole recipe's training
         "training": summary,
-        "refine": {"refit": refit, "refit_seconds": refit_seconds, "decoder": decoder},
+        "refine": {"refit": refit, "decoder": decoder},
     }
     return trainer, combined
 

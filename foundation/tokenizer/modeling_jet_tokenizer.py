@@ -87,7 +87,10 @@ class JetTokenizer(PreTrainedModel):
         self.from_code = nn.Linear(config.code_dim, d)
         self.decoder = TransformerStack(config.num_decoder_layers, d, config.num_heads, config.intermediate_size, config.dropout)
         self.output_proj = nn.Linear(d, num_features)
-        self.decoder_only = False  # train_decoder_only(): tokens fixed, only the decoder learns
+        # freeze_codebook(): the codebook stops moving; without train_encoder also the encoder
+        # (every jet keeps its tokens, only the decoder learns)
+        self.codebook_frozen = False
+        self.encoder_frozen = False
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -179,14 +182,14 @@ class JetTokenizer(PreTrainedModel):
     def _codebook_copies(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """(B, N) times each particle enters the codebook update, or None (each once; not training)."""
         b = self.config.codebook_pt_weighting
-        if b == 0 or not self.training:
+        if b == 0 or not self.training or self.codebook_frozen:
             return None
         return torch.round(self._pt_share(features, mask) ** b).long().clamp(min=1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
-        if self.decoder_only:
+        if self.encoder_frozen:
             with torch.no_grad():  # fixed tokens: nothing before the decoder learns
                 quantized, ids, _ = self._quantize(self._encode_latent(features, mask), mask)
             commit = quantized.new_zeros(())
@@ -257,15 +260,19 @@ class JetTokenizer(PreTrainedModel):
         codebook.embed.copy_(codes[None])  # (1, K, C)
         codebook.embed_avg.copy_(codes[None] * codebook.cluster_size[..., None])
 
-    def train_decoder_only(self) -> None:
-        """Freeze the encoder and the codebook, so every jet keeps its tokens and only the decoder
-        (from_code, decoder, output_proj) learns to turn them back into particles."""
-        for module in (self.input_proj, self.encoder, self.to_code, self.quantizer):
+    def freeze_codebook(self, train_encoder: bool = False) -> None:
+        """Stop the codebook moving (no EMA update, no dead-code re-seeding). Unless `train_encoder`,
+        freeze the encoder too, so every jet keeps its tokens and only the decoder (from_code,
+        decoder, output_proj) learns to turn them back into particles; with it, the encoder learns
+        to pick among the fixed codes as well."""
+        frozen = [self.quantizer] if train_encoder else [self.input_proj, self.encoder, self.to_code, self.quantizer]
+        for module in frozen:
             module.requires_grad_(False)
         for module in self.quantizer.modules():
-            if hasattr(module, "freeze_codebook"):  # vector-quantize-pytorch: no EMA update, no dead-code re-seeding
+            if hasattr(module, "freeze_codebook"):  # vector-quantize-pytorch's switch
                 module.freeze_codebook = True
-        self.decoder_only = True
+        self.codebook_frozen = True
+        self.encoder_frozen = not train_encoder
 
     # ----- whole-jet API -----
     @torch.no_grad()

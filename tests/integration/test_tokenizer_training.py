@@ -61,6 +61,9 @@ def test_bad_recipe_gets_its_message(tmp_path):
     bad.write_text("model:\n  quantizer: fsq\nrefine:\n  kmeans_iterations: 5\n")  # no codebook to refit
     with pytest.raises(ConfigError, match="refine.kmeans_iterations"):
         load_tokenizer_recipe(bad)
+    bad.write_text("refine:\n  jet_loss_weight: -1\n")
+    with pytest.raises(ConfigError, match="refine.jet_loss_weight"):
+        load_tokenizer_recipe(bad)
     bad.write_text("refine:\n  decoder_steps: -1\n")
     with pytest.raises(ConfigError, match="refine.decoder_steps"):
         load_tokenizer_recipe(bad)
@@ -82,9 +85,11 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
 
 
 def test_refine_stage_refits_the_codebook_trains_the_decoder_and_resumes(jet_files, tmp_path):
-    refine = {"refine.kmeans_iterations": 4, "refine.decoder_steps": 10, "refine.warmup_steps": 2, "training.save_every": 5}
+    refine = {"refine.kmeans_iterations": 4, "refine.decoder_steps": 10, "refine.warmup_steps": 2, "refine.jet_loss_weight": 0.5, "training.save_every": 5}
     out = tmp_path / "refined"
-    exported = load_file(_run(jet_files, out, **refine) / "model.safetensors")
+    bundle = _run(jet_files, out, **refine)
+    assert json.loads((bundle / "config.json").read_text())["jet_loss_weight"] == 0.5, "the refine stage's loss is the model's last"
+    exported = load_file(bundle / "model.safetensors")
     trained = load_file(out / "checkpoints" / "step-000030" / "model.safetensors")
     codebook = next(k for k in exported if k.endswith("_codebook.embed"))
     assert not (exported[codebook] - trained[codebook]).abs().max() < 1e-6, "the codebook was refit"
@@ -97,11 +102,13 @@ def test_refine_stage_refits_the_codebook_trains_the_decoder_and_resumes(jet_fil
     assert len(errors) == 4 and errors[-1] < errors[0]
     assert summary["seconds"] > summary["training"]["seconds"] and summary["steps"] == 10
 
-    # killed during the decoder training: the resume refits again and continues from step 5
+    # killed during the decoder training: the resume continues from step 5 (its checkpoint holds the refit)
     resumed = tmp_path / "resumed"
     shutil.copytree(out / "checkpoints" / "step-000030", resumed / "checkpoints" / "step-000030")
     shutil.copytree(out / "refine" / "checkpoints" / "step-000005", resumed / "refine" / "checkpoints" / "step-000005")
+    shutil.copy(out / "refine" / "refit.json", resumed / "refine" / "refit.json")
     _run(jet_files, resumed, resume=True, **refine)
+    assert json.loads((resumed / "train_summary.json").read_text())["refine"]["refit"] == summary["refine"]["refit"], "not refit again"
     a = load_file(out / "refine" / "checkpoints" / "step-000010" / "model.safetensors")
     b = load_file(resumed / "refine" / "checkpoints" / "step-000010" / "model.safetensors")
     for key in a:
