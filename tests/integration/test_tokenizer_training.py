@@ -55,18 +55,17 @@ def test_bad_recipe_gets_its_message(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_tokenizer_recipe(bad)
     assert "model.codebook_sise" in str(err.value) and str(bad) in str(err.value)
-    bad.write_text("model:\n  quantizer: magic\n")
-    with pytest.raises(ConfigError, match="quantizer"):
-        load_tokenizer_recipe(bad)
-    bad.write_text("model:\n  quantizer: fsq\nrefine:\n  kmeans_iterations: 5\n")  # no codebook to refit
-    with pytest.raises(ConfigError, match="refine.kmeans_iterations"):
-        load_tokenizer_recipe(bad)
-    bad.write_text("refine:\n  jet_loss_weight: -1\n")
-    with pytest.raises(ConfigError, match="refine.jet_loss_weight"):
-        load_tokenizer_recipe(bad)
-    bad.write_text("refine:\n  decoder_steps: -1\n")
-    with pytest.raises(ConfigError, match="refine.decoder_steps"):
-        load_tokenizer_recipe(bad)
+    cases = {
+        "model:\n  quantizer: magic\n": "quantizer",
+        "model:\n  quantizer: fsq\nrefine:\n  kmeans_iterations: 5\n": "refine.kmeans_iterations",  # no codebook to refit
+        "refine:\n  jet_loss_weight: -1\n": "refine.jet_loss_weight",
+        "refine:\n  decoder_steps: -1\n": "refine.decoder_steps",
+    }
+    for text, key in cases.items():
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=key) as err:
+            load_tokenizer_recipe(bad)
+        assert str(bad) in str(err.value)
 
 
 def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
