@@ -109,7 +109,7 @@ def evaluate_tokenizer(
         metrics[f"resolution/{name}"] = float(np.sqrt(np.mean(residual**2)))
         metrics[f"bias/{name}"] = float(np.mean(residual))
     result = {}
-    if all(n in names for n in ("log_pt", "eta_rel", "phi_rel")):
+    if cfg.has_jet_features:
         orig_kin = jet_kinematics(features_to_constituents(original, names, mask), mask)
         dec_kin = jet_kinematics(features_to_constituents(decoded, names, mask), mask)
         # Against the same jets rebuilt from the input features: the loss from tokenisation alone.

@@ -39,7 +39,7 @@ class CodebookRefineConfig:
     """
 
     kmeans_iterations: int = 0  # weighted Lloyd iterations over the training particles
-    decoder_steps: int = 0  # optimizer steps of decoder-only training after the refit
+    decoder_steps: int = 0  # optimizer steps of training against the fixed codebook after the refit
     learning_rate: float = 3e-4
     warmup_steps: int = 50
     train_encoder: bool = False  # also train the encoder (against the fixed codes); else tokens stay fixed
@@ -78,7 +78,7 @@ def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tu
     if recipe.refine.kmeans_iterations and (model_config.quantizer != "vq" or model_config.cosine_similarity):
         raise ConfigError(path, "refine.kmeans_iterations", f"refits a Euclidean vq codebook; model.quantizer is {model_config.quantizer!r}"
                           f"{' with cosine_similarity' if model_config.cosine_similarity else ''} (set it to 0)")
-    if recipe.refine.jet_loss_weight and any(n not in model_config.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+    if recipe.refine.jet_loss_weight and not model_config.has_jet_features:
         raise ConfigError(path, "refine.jet_loss_weight", "needs the features log_pt, eta_rel and phi_rel (set it to 0 or null)")
     return recipe, model_config
 
@@ -98,7 +98,7 @@ class _ValidationCodesAndMass:
         if self.counts is None:
             self.counts = torch.zeros(cfg.vocab_codes, dtype=torch.long, device=accelerator.device)
         self.counts += torch.bincount(output.token_ids[mask].long(), minlength=cfg.vocab_codes)[: cfg.vocab_codes]
-        if all(n in cfg.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+        if cfg.has_jet_features:
             m_rec, _ = jet_mass_and_pt(output.reconstruction, mask, cfg.feature_names)
             m_true, _ = jet_mass_and_pt(batch["features"], mask, cfg.feature_names)
             self.relative_mass_errors.append(accelerator.gather_for_metrics((m_rec - m_true) / m_true))

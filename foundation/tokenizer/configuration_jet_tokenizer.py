@@ -7,6 +7,8 @@ import math
 from transformers import PretrainedConfig
 
 QUANTIZERS = ("vq", "rvq", "fsq")
+# The features a jet's mass and pT are computed from (massless particles around the jet axis).
+JET_FEATURES = ("log_pt", "eta_rel", "phi_rel")
 
 
 class JetTokenizerConfig(PretrainedConfig):
@@ -105,8 +107,13 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"codebook_pt_weighting must be in [0, 2], got {self.codebook_pt_weighting}")
         if self.codebook_pt_weighting and self.quantizer == "fsq":
             raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
-        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting) and any(n not in self.feature_names for n in ("log_pt", "eta_rel", "phi_rel")):
+        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting) and not self.has_jet_features:
             raise ValueError("jet_loss_weight, pt_weighting and codebook_pt_weighting need the features log_pt, eta_rel and phi_rel")
+
+    @property
+    def has_jet_features(self) -> bool:
+        """Whether decoded particles give a jet mass and pT (JET_FEATURES are all among the features)."""
+        return all(n in self.feature_names for n in JET_FEATURES)
 
     @property
     def vocab_codes(self) -> int:
