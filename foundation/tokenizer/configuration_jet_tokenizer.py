@@ -47,6 +47,7 @@ class JetTokenizerConfig(PretrainedConfig):
         jet_loss_weight: float = 0.0,
         pt_weighting: float = 0.0,
         codebook_pt_weighting: float = 0.0,
+        mass_weighting: float = 0.0,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -73,14 +74,20 @@ class JetTokenizerConfig(PretrainedConfig):
         self.cosine_similarity = cosine_similarity
         self.commitment_weight = commitment_weight
         self.jet_loss_weight = jet_loss_weight
-        # Reconstruction weight of a particle: (1 - a) + a * n * pT_i / sum pT (mean 1 per jet).
-        # Hard particles set a jet's mass; a > 0 spends the codes' precision on them.
+        # Reconstruction weight of a particle: (1 - a) + a * s_i, with s_i its share of the jet
+        # (mean 1 per jet; see mass_weighting). Hard particles set a jet's mass; a > 0 spends the
+        # codes' precision on them.
         self.pt_weighting = pt_weighting
         # The EMA codebook follows the density of the particles it sees, and soft particles
         # outnumber the hard ones that set a jet's mass. With b > 0 each particle enters the
-        # codebook update round((n * pT_i / sum pT) ** b) times (at least once), so codes
-        # crowd where the jet's momentum is (b = 1: a pT-weighted k-means). Training only.
+        # codebook update round(s_i ** b) times (at least once), so codes crowd where the jet's
+        # momentum is (b = 1: a pT-weighted k-means). Training only.
         self.codebook_pt_weighting = codebook_pt_weighting
+        # A particle's share s_i = (1 - c) * n pT_i / sum pT + c * n (p_i . P) / M^2: with c > 0 also
+        # its share of the jet mass squared (P the jet's 4-momentum, M its mass; sum_i p_i . P = M^2).
+        # Soft particles far from the axis have a tiny pT share but can carry much of a narrow
+        # jet's mass (a 0.03 GeV hadron 2 units of eta away: ~14% of M^2 at M = 30 GeV).
+        self.mass_weighting = mass_weighting
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)
@@ -105,10 +112,12 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"pt_weighting must be in [0, 1], got {self.pt_weighting}")
         if not 0 <= self.codebook_pt_weighting <= 2:
             raise ValueError(f"codebook_pt_weighting must be in [0, 2], got {self.codebook_pt_weighting}")
+        if not 0 <= self.mass_weighting <= 1:
+            raise ValueError(f"mass_weighting must be in [0, 1], got {self.mass_weighting}")
         if self.codebook_pt_weighting and self.quantizer == "fsq":
             raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
-        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting) and not self.has_jet_features:
-            raise ValueError("jet_loss_weight, pt_weighting and codebook_pt_weighting need the features log_pt, eta_rel and phi_rel")
+        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting) and not self.has_jet_features:
+            raise ValueError("jet_loss_weight, pt_weighting, codebook_pt_weighting and mass_weighting need the features log_pt, eta_rel and phi_rel")
 
     @property
     def has_jet_features(self) -> bool:

@@ -57,15 +57,24 @@ def _build_quantizer(config: JetTokenizerConfig) -> nn.Module:
         return FSQ(levels=config.fsq_levels, dim=config.code_dim)
 
 
-def jet_mass_and_pt(features: torch.Tensor, mask: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Differentiable jet mass and pT (B,) from log_pt, eta_rel, phi_rel of massless particles."""
+def particle_four_momenta(features: torch.Tensor, mask: torch.Tensor, names: list[str]) -> torch.Tensor:
+    """(B, N, 4) E, px, py, pz of massless particles from log_pt, eta_rel, phi_rel; zero where masked."""
     pt = torch.exp(features[..., names.index("log_pt")]) * mask  # (B, N)
     eta = features[..., names.index("eta_rel")]
     phi = features[..., names.index("phi_rel")]
-    px, py = (pt * torch.cos(phi)).sum(1), (pt * torch.sin(phi)).sum(1)  # (B,)
-    pz, e = (pt * torch.sinh(eta)).sum(1), (pt * torch.cosh(eta)).sum(1)
-    mass = torch.sqrt(torch.clamp(e**2 - px**2 - py**2 - pz**2, min=1e-6))
-    return mass, torch.hypot(px, py)
+    return torch.stack([pt * torch.cosh(eta), pt * torch.cos(phi), pt * torch.sin(phi), pt * torch.sinh(eta)], -1)
+
+
+def minkowski_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(..., 4) x (..., 4) -> (...) E_a E_b - p_a . p_b."""
+    return a[..., 0] * b[..., 0] - (a[..., 1:] * b[..., 1:]).sum(-1)
+
+
+def jet_mass_and_pt(features: torch.Tensor, mask: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Differentiable jet mass and pT (B,) from log_pt, eta_rel, phi_rel of massless particles."""
+    jet = particle_four_momenta(features, mask, names).sum(1)  # (B, 4)
+    mass = torch.sqrt(torch.clamp(minkowski_dot(jet, jet), min=1e-6))
+    return mass, torch.hypot(jet[:, 1], jet[:, 2])
 
 
 class JetTokenizer(PreTrainedModel):
@@ -174,17 +183,26 @@ class JetTokenizer(PreTrainedModel):
         return self._unstandardise(self.output_proj(x))  # (B, N, F)
 
     # ----- training -----
-    def _pt_share(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """(B, N) n * pT_i / sum pT over each jet's particles: mean 1 per jet, 0 where masked."""
-        pt = torch.exp(features[..., self.config.feature_names.index("log_pt")]) * mask  # (B, N)
-        return pt / pt.sum(1, keepdim=True).clamp(min=1e-12) * mask.sum(1, keepdim=True)
+    def _particle_share(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N) each particle's share of its jet, mean 1 per jet, 0 where masked:
+        (1 - c) n pT_i / sum pT + c n (p_i . P) / M^2, with c = mass_weighting (see the config)."""
+        names, c = self.config.feature_names, self.config.mass_weighting
+        n = mask.sum(1, keepdim=True)  # (B, 1)
+        pt = torch.exp(features[..., names.index("log_pt")]) * mask  # (B, N)
+        share = pt / pt.sum(1, keepdim=True).clamp(min=1e-12) * n
+        if c > 0:
+            momenta = particle_four_momenta(features, mask, names)  # (B, N, 4)
+            # p_i . P >= 0 for massless p_i and a jet P that is the sum of them; sum_i p_i . P = M^2
+            to_jet = minkowski_dot(momenta, momenta.sum(1, keepdim=True)).clamp(min=0)  # (B, N)
+            share = (1 - c) * share + c * to_jet / to_jet.sum(1, keepdim=True).clamp(min=1e-12) * n
+        return share
 
     def _codebook_copies(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """(B, N) times each particle enters the codebook update, or None (each once; not training)."""
         b = self.config.codebook_pt_weighting
         if b == 0 or not self.training or self.codebook_frozen:
             return None
-        return torch.round(self._pt_share(features, mask) ** b).long().clamp(min=1)
+        return torch.round(self._particle_share(features, mask) ** b).long().clamp(min=1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
@@ -203,7 +221,7 @@ class JetTokenizer(PreTrainedModel):
         weight = valid
         if self.config.pt_weighting > 0:
             a = self.config.pt_weighting
-            weight = ((1 - a) + a * self._pt_share(features, mask))[..., None] * valid
+            weight = ((1 - a) + a * self._particle_share(features, mask))[..., None] * valid
         per_entry = F.mse_loss(predicted, target, reduction="none") * weight
         recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
         loss = recon_loss + commit
@@ -240,11 +258,11 @@ class JetTokenizer(PreTrainedModel):
     @torch.no_grad()
     def particle_latents(self, features: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Encoder outputs of the real particles (P, C), and how much each counts in a codebook
-        refit (P,): (n pT_i / sum pT) ** codebook_pt_weighting, as in the training's codebook update."""
+        refit (P,): (its share of the jet) ** codebook_pt_weighting, as in the training's codebook update."""
         mask = mask.bool()
         latents = self._encode_latent(features, mask)[mask]
         b = self.config.codebook_pt_weighting
-        weights = self._pt_share(features, mask)[mask] ** b if b > 0 else torch.ones_like(latents[:, 0])
+        weights = self._particle_share(features, mask)[mask] ** b if b > 0 else torch.ones_like(latents[:, 0])
         return latents, weights
 
     @torch.no_grad()

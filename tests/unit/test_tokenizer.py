@@ -140,6 +140,38 @@ def test_codebook_pt_weighting_counts_hard_particles_more_in_the_codebook_update
         tiny_config(quantizer="fsq", codebook_pt_weighting=1.0)
 
 
+def test_mass_weighting_shares_a_jet_by_its_mass_squared(batch):
+    """s_i = (1 - c) n pT_i / sum pT + c n (p_i . P) / M^2, checked against the pairwise sum
+    p_i . P = sum_j pT_i pT_j (cosh(eta_i - eta_j) - cos(phi_i - phi_j)) of massless particles."""
+    f, m = batch
+    f, m = f[:20].double(), m[:20]
+    pt, eta, phi = torch.exp(f[..., 0]) * m, f[..., 1], f[..., 2]
+    pair = pt[:, :, None] * pt[:, None, :] * (torch.cosh(eta[:, :, None] - eta[:, None, :]) - torch.cos(phi[:, :, None] - phi[:, None, :]))
+    to_jet = (pair * m[:, None, :]).sum(2) * m  # (B, N) p_i . P
+    n = m.sum(1, keepdim=True)
+    mass_share = to_jet / to_jet.sum(1, keepdim=True) * n
+    pt_share = pt / pt.sum(1, keepdim=True) * n
+
+    tok = JetTokenizer(tiny_config(mass_weighting=1.0)).double()
+    assert torch.allclose(tok._particle_share(f, m), mass_share, atol=1e-9)
+    tok.config.mass_weighting = 0.25
+    assert torch.allclose(tok._particle_share(f, m), 0.75 * pt_share + 0.25 * mass_share, atol=1e-9)
+    assert torch.allclose(tok._particle_share(f, m).sum(1), n.squeeze(1).double())
+
+    # a soft particle far from the axis: almost nothing of the jet's pT, much of its mass
+    jet = torch.tensor([[[np.log(300.0), 0.01, 0.0], [np.log(300.0), -0.01, 0.0], [np.log(0.05), 2.0, 0.3]]], dtype=torch.float64)
+    everywhere = torch.ones(1, 3, dtype=torch.bool)
+    tok.config.mass_weighting = 0.0
+    assert tok._particle_share(jet, everywhere)[0, 2] < 1e-3
+    tok.config.mass_weighting = 1.0
+    assert tok._particle_share(jet, everywhere)[0, 2] > 1.0
+
+    with pytest.raises(ValueError, match="mass_weighting"):
+        tiny_config(mass_weighting=1.5)
+    with pytest.raises(ValueError, match="mass_weighting"):
+        tiny_config(feature_names=["log_pt", "eta_rel"], mass_weighting=0.5)
+
+
 def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match="quantizer"):
         tiny_config(quantizer="lfq")
