@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.linalg import sqrtm
 
+from foundation.data.features import features_to_constituents
 from foundation.data.jets import jet_kinematics
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.evaluation.generation import (
@@ -33,7 +34,7 @@ from foundation.evaluation.plots import (
     plot_sic,
 )
 from foundation.evaluation.tagging import json_safe, multiclass_tagging_metrics, tagging_metrics
-from foundation.evaluation.tokenization import relative_rms_by_bin
+from foundation.evaluation.tokenization import relative_rms_by_bin, wide_particle_diagnostics
 
 
 def _constituents(pt, eta, phi, mask):
@@ -334,3 +335,31 @@ def test_resolution_by_mass_bin_by_hand():
     assert rows[-1]["share_of_squared_error"] == pytest.approx(0.2**2 / total)
     assert sum(r["share_of_squared_error"] for r in rows) == pytest.approx(1.0)
     json.dumps(rows)  # JSON-ready: no inf
+
+
+def test_wide_particles_diagnostics_blame_the_wide_particle():
+    """Two narrow jets; the first has a soft particle 2 units of eta from its axis, decoded badly,
+    the other particles decoded well: kept exact, the wide particle's error is gone."""
+    names = ["log_pt", "eta_rel", "phi_rel"]
+    hard = [[np.log(300.0), 0.02, 0.0], [np.log(300.0), -0.02, 0.01]]
+    original = np.array([hard + [[np.log(0.05), 2.0, 0.1]], hard + [[0.0, 0.0, 0.0]]])  # (2, 3, 3)
+    mask = np.array([[True, True, True], [True, True, False]])
+    decoded = original.copy()
+    decoded[:, :2, 1] += 0.001  # small errors on the hard particles
+    decoded[0, 2] = [np.log(0.2), 1.5, 0.0]  # the wide one comes back wrong
+    ids = np.array([[1, 2, 7], [1, 3, 9]])
+    out = wide_particle_diagnostics(original, decoded, mask, ids, names, pt_below_mass=np.array([[False, False, True], [False, False, False]]))
+    assert out["particles"] == 1 and out["distinct_codes"] == 1 and out["fraction_pt_below_mass"] == 1.0
+    assert out["fraction_of_particles"] == pytest.approx(1 / 5) and out["median_pt"] == pytest.approx(0.05)
+    assert out["resolution/eta_rel"] == pytest.approx(0.5) and out["resolution/log_pt"] == pytest.approx(np.log(4.0))
+    assert out["jets_with_over_5pct_of_mass2"] == 1 and 0.05 < out["max_share_of_mass2"] < 1
+
+    def mass(f, m):
+        return jet_kinematics(features_to_constituents(f, names, m), m)["mass"]
+
+    exact = decoded.copy()
+    exact[0, 2] = original[0, 2]
+    expected = np.sqrt(np.mean((mass(exact, mask) / mass(original, mask) - 1) ** 2))
+    assert out["jet_mass_relative_rms_if_exact"] == pytest.approx(expected)
+    assert out["jet_mass_relative_rms_if_exact"] < np.sqrt(np.mean((mass(decoded, mask) / mass(original, mask) - 1) ** 2)) / 10
+    json.dumps(out)
