@@ -71,18 +71,26 @@ def relative_rms_by_bin(decoded: np.ndarray, original: np.ndarray, edges=JET_MAS
 WIDE_ETA_REL = 1.0
 
 
+def _feature_jet_mass(features: np.ndarray, mask: np.ndarray, names: list[str]) -> np.ndarray:
+    """(J,) mass of the jets made of the massless particles that the features describe."""
+    return jet_kinematics(features_to_constituents(features, names, mask), mask)["mass"]
+
+
 def wide_particle_diagnostics(original: np.ndarray, decoded: np.ndarray, mask: np.ndarray, ids: np.ndarray,
-                              names: list[str], pt_below_mass: np.ndarray | None = None) -> dict:
+                              names: list[str], pt_below_mass: np.ndarray | None = None,
+                              original_mass: np.ndarray | None = None) -> dict:
     """How much of the jet-mass error the few wide particles (|eta_rel| > WIDE_ETA_REL) cause.
 
     original/decoded (J, N, F) features, mask (J, N), ids (J, N) tokens; pt_below_mass (J, N)
-    whether a particle's pT is below its mass (from the file's massive constituents), if known.
+    whether a particle's pT is below its mass (from the file's massive constituents), if known;
+    original_mass (J,) the original features' jet mass, if the caller has it already.
     "jet_mass_relative_rms_if_exact": the jet mass RMS with these particles kept as they were."""
     wide = mask & (np.abs(original[..., names.index("eta_rel")]) > WIDE_ETA_REL)  # (J, N)
-    mass = {key: jet_kinematics(features_to_constituents(f, names, m), m)["mass"]
-            for key, f, m in [("original", original, mask), ("without", original, mask & ~wide)]}
-    exact = np.where(wide[..., None], original, decoded)
-    mass["exact"] = jet_kinematics(features_to_constituents(exact, names, mask), mask)["mass"]
+    mass = {
+        "original": _feature_jet_mass(original, mask, names) if original_mass is None else original_mass,
+        "without": _feature_jet_mass(original, mask & ~wide, names),
+        "exact": _feature_jet_mass(np.where(wide[..., None], original, decoded), mask, names),
+    }
     share_of_m2 = 1 - (mass["without"] / np.where(mass["original"] > 0, mass["original"], 1.0)) ** 2  # (J,)
     out = {
         "eta_rel_above": WIDE_ETA_REL,
@@ -157,7 +165,7 @@ def evaluate_tokenizer(
         metrics.update(relative_resolution(dec_kin["pt"], orig_kin["pt"], "jet_pt"))
         metrics["jet_mass_resolution_by_mass"] = relative_rms_by_bin(dec_kin["mass"], orig_kin["mass"])
         metrics["wide_particles"] = wide_particle_diagnostics(
-            original, decoded, mask, np.concatenate(tokens), names, np.concatenate(pt_below_mass))
+            original, decoded, mask, np.concatenate(tokens), names, np.concatenate(pt_below_mass), orig_kin["mass"])
         # Against the file's own jets (massive constituents, cut to max_particles), for reference.
         metrics["jet_mass_vs_file_relative_rms"] = relative_resolution(dec_kin["mass"], np.concatenate(true_mass), "m")["m_relative_rms"]
         result = {"orig_kin": orig_kin, "dec_kin": dec_kin, "by_mass": metrics["jet_mass_resolution_by_mass"]}

@@ -197,23 +197,28 @@ class JetTokenizer(PreTrainedModel):
             share = (1 - c) * share + c * to_jet / to_jet.sum(1, keepdim=True).clamp(min=1e-12) * n
         return share
 
-    def _codebook_copies(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
-        """(B, N) times each particle enters the codebook update, or None (each once; not training)."""
+    def _codebook_copies(self, features: torch.Tensor, mask: torch.Tensor, share: torch.Tensor | None = None) -> torch.Tensor | None:
+        """(B, N) times each particle enters the codebook update, or None (each once; not training).
+        `share`: the particles' _particle_share if the caller has it already."""
         b = self.config.codebook_pt_weighting
         if b == 0 or not self.training or self.codebook_frozen:
             return None
-        return torch.round(self._particle_share(features, mask) ** b).long().clamp(min=1)
+        if share is None:
+            share = self._particle_share(features, mask)
+        return torch.round(share**b).long().clamp(min=1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
+        # each particle's share of its jet, for the loss weight and the codebook update (computed once)
+        share = self._particle_share(features, mask) if self.config.pt_weighting > 0 else None
         if self.encoder_frozen:
             with torch.no_grad():  # fixed tokens: nothing before the decoder learns
                 quantized, ids, _ = self._quantize(self._encode_latent(features, mask), mask)
             commit = quantized.new_zeros(())
         else:
             z = self._encode_latent(features, mask)
-            quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask))
+            quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask, share))
         reconstruction = self._decode_vectors(quantized, mask)
         valid = mask[..., None].float()
         target = self._standardise(features, mask)
@@ -221,7 +226,7 @@ class JetTokenizer(PreTrainedModel):
         weight = valid
         if self.config.pt_weighting > 0:
             a = self.config.pt_weighting
-            weight = ((1 - a) + a * self._particle_share(features, mask))[..., None] * valid
+            weight = ((1 - a) + a * share)[..., None] * valid
         per_entry = F.mse_loss(predicted, target, reduction="none") * weight
         recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
         loss = recon_loss + commit
