@@ -81,7 +81,7 @@ class CanonicalWriter(AtomicH5Writer):
     def append(self, jets: JetArrays) -> None:
         if jets.class_names != self.class_names:
             raise ValueError(f"{self.path}: classes {jets.class_names} differ from the file's {self.class_names}")
-        jets = jets.padded_to(self.max_particles)
+        jets = jets.sorted_by_pt().padded_to(self.max_particles)
         values = {
             "constituents": jets.constituents,
             "mask": jets.mask,
@@ -161,6 +161,6 @@ class CanonicalSource(LazyFile):
             label=f["label"][start:stop],
             class_names=list(self.class_names),
             metadata=dict(self.metadata),
-        )
+        ).sorted_by_pt()  # files written elsewhere need not be ordered
         jets.validate(f"{self.path} (jets {start}..{stop})")
         return jets

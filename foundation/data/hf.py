@@ -70,13 +70,14 @@ def from_hf_dataset(dataset, out: str | Path, max_particles: int = 200, chunk: i
             charge = np.zeros((j, max_particles), np.int8)
             pid = np.zeros((j, max_particles), np.int32)
             for i in range(j):
-                parts = np.asarray(rows["constituents"][i], np.float32).reshape(-1, 4)[:max_particles]
-                n = len(parts)
-                c[i, :n], mask[i, :n] = parts, True
+                parts = np.asarray(rows["constituents"][i], np.float32).reshape(-1, 4)
+                keep = np.argsort(-np.hypot(parts[:, 1], parts[:, 2]), kind="stable")[:max_particles]  # the hardest, in pT order
+                n = len(keep)
+                c[i, :n], mask[i, :n] = parts[keep], True
                 if "charge" in rows:
-                    charge[i, :n] = np.asarray(rows["charge"][i][:n])
+                    charge[i, :n] = np.asarray(rows["charge"][i])[keep]
                 if "pid" in rows:
-                    pid[i, :n] = np.asarray(rows["pid"][i][:n])
+                    pid[i, :n] = np.asarray(rows["pid"][i])[keep]
             jets = JetArrays(c, mask, charge, pid, np.asarray(rows["label"], np.int64), class_names)
             jets.validate(f"<datasets.Dataset> rows {start}..{start + j}")
             writer.append(jets)

@@ -51,6 +51,30 @@ class JetArrays:
             metadata=dict(self.metadata),
         )
 
+    def sorted_by_pt(self) -> JetArrays:
+        """The same jets with constituents pT-ordered (hardest first, padding last); self if they are.
+
+        Stable, so ties keep their order. Files from elsewhere need not be ordered, and what reads
+        a jet's particles in order (a tokenizer's rank embedding, cutting to the hardest N) expects it.
+        """
+        pt = np.where(self.mask, np.hypot(self.constituents[..., 1], self.constituents[..., 2]), -1.0)  # (J, N)
+        if (pt[:, :-1] >= pt[:, 1:]).all():
+            return self
+        order = np.argsort(-pt, axis=1, kind="stable")  # (J, N)
+
+        def take(a: np.ndarray) -> np.ndarray:
+            return np.take_along_axis(a, order.reshape(order.shape + (1,) * (a.ndim - 2)), axis=1)
+
+        return JetArrays(
+            np.ascontiguousarray(take(self.constituents)),
+            take(self.mask),
+            take(self.charge),
+            take(self.pid),
+            self.label,
+            list(self.class_names),
+            dict(self.metadata),
+        )
+
     def padded_to(self, max_particles: int) -> JetArrays:
         """Cut (keeping the hardest) or zero-pad the particle axis to `max_particles`."""
         n = self.max_particles

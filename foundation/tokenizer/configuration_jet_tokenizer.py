@@ -48,6 +48,7 @@ class JetTokenizerConfig(PretrainedConfig):
         pt_weighting: float = 0.0,
         codebook_pt_weighting: float = 0.0,
         mass_weighting: float = 0.0,
+        rank_embedding: bool = False,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -88,6 +89,10 @@ class JetTokenizerConfig(PretrainedConfig):
         # Soft particles far from the axis have a tiny pT share but can carry much of a narrow
         # jet's mass (a 0.03 GeV hadron 2 units of eta away: ~14% of M^2 at M = 30 GeV).
         self.mass_weighting = mass_weighting
+        # The decoder also sees each particle's rank in its jet (particles come pT-ordered, and a
+        # token sequence keeps that order): the ordering is information the codes need not carry
+        # (a particle's pT lies between its neighbours'). Inputs must then be pT-ordered.
+        self.rank_embedding = rank_embedding
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)

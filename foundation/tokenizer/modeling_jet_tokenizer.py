@@ -94,6 +94,7 @@ class JetTokenizer(PreTrainedModel):
         self.to_code = nn.Linear(d, config.code_dim)
         self.quantizer = _build_quantizer(config)
         self.from_code = nn.Linear(config.code_dim, d)
+        self.rank_embedding = nn.Embedding(config.max_particles, d) if config.rank_embedding else None
         self.decoder = TransformerStack(config.num_decoder_layers, d, config.num_heads, config.intermediate_size, config.dropout)
         self.output_proj = nn.Linear(d, num_features)
         # freeze_codebook(): the codebook stops moving; without train_encoder also the encoder
@@ -110,6 +111,8 @@ class JetTokenizer(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
         elif isinstance(module, FSQ):
             # FSQ's level/basis buffers are not saved (persistent=False), and from_pretrained
             # allocates them empty: recompute them from the config.
@@ -179,6 +182,9 @@ class JetTokenizer(PreTrainedModel):
 
     def _decode_vectors(self, quantized: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = self.from_code(quantized * mask[..., None])  # (B, N, D)
+        if self.rank_embedding is not None:
+            rank = (torch.cumsum(mask.long(), 1) - 1).clamp(0, self.config.max_particles - 1)  # (B, N) among real particles
+            x = x + self.rank_embedding(rank) * mask[..., None]
         x, _ = self.decoder(x, attention_mask_for(mask, x.shape[1], causal=False))
         return self._unstandardise(self.output_proj(x))  # (B, N, F)
 

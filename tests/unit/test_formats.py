@@ -85,6 +85,33 @@ def test_toptagging_sorts_constituents_by_pt(tmp_path):
     assert_same(read, jets)
 
 
+def shuffle_constituents(jets: JetArrays, seed: int = 3) -> JetArrays:
+    """A copy with each jet's real constituents (and their charge and id) in random order."""
+    shuffled = jets.subset(np.arange(len(jets)))
+    rng = np.random.default_rng(seed)
+    for j in range(len(jets)):
+        perm = rng.permutation(int(jets.mask[j].sum()))
+        for name in ("constituents", "charge", "pid"):
+            getattr(shuffled, name)[j, : len(perm)] = getattr(jets, name)[j, perm]
+    return shuffled
+
+
+def test_canonical_files_are_read_and_written_pt_ordered(tmp_path):
+    jets = jetclass_jets()  # pT-ordered, with charge and id
+    assert jets.sorted_by_pt() is jets
+    shuffled = shuffle_constituents(jets)
+    assert_same(shuffled.sorted_by_pt(), jets)
+    # a file written elsewhere, unordered: read back in order, charge and id following their particle
+    path = tmp_path / "elsewhere.h5"
+    write_jets(path, jets)
+    with h5py.File(path, "a") as f:
+        for name in ("constituents", "charge", "pid"):
+            f[name][...] = getattr(shuffled, name)
+    assert_same(CanonicalSource(path).read(0, len(jets)), jets)
+    # and what the platform writes is ordered
+    assert_same(CanonicalSource(write_jets(tmp_path / "ours.h5", shuffled)).read(0, len(jets)), jets)
+
+
 def test_jetclass_round_trip(tmp_path):
     jets = jetclass_jets()
     source = JetClassSource(write_jetclass_file(tmp_path / "jc.root", jets), max_particles=8)

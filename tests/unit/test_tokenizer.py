@@ -101,6 +101,35 @@ def test_encoding_is_deterministic_and_survives_save_and_load(batch, tmp_path):
     assert torch.allclose(loaded.decode(ids, m), tok.decode(ids, m))
 
 
+def test_rank_embedding_tells_the_decoder_each_particles_place(batch, tmp_path):
+    """With rank_embedding the decoder knows where a token stands in its pT-ordered jet: the same
+    codes in another order decode differently, padding in between does not count as a place, and
+    the embedding is saved and loaded with the rest."""
+    f, m = batch
+    tok = make_tokenizer(batch, rank_embedding=True).eval()
+    with torch.no_grad():
+        tok.rank_embedding.weight.normal_()  # as after training: places that differ
+    counts = m.sum(1)
+    jet = int(torch.argmax(torch.where(counts < m.shape[1], counts, 0)))  # room for a padded slot in front
+    ids, mask = tok.encode(f[jet : jet + 1], m[jet : jet + 1]), m[jet : jet + 1]
+    n = int(mask.sum())
+    decoded = tok.decode(ids, mask)[0, :n]
+    reversed_ids = ids.clone()
+    reversed_ids[0, :n] = ids[0, :n].flip(0)
+    assert not torch.allclose(tok.decode(reversed_ids, mask)[0, :n].flip(0), decoded, atol=1e-4)
+    # a padded slot before the particles moves nothing: ranks count real particles only
+    shifted_ids = torch.cat([torch.full_like(ids[:, :1], tok.config.pad_token_id), ids[:, :-1]], 1)
+    shifted_mask = torch.cat([torch.zeros_like(mask[:, :1]), mask[:, :-1]], 1)
+    assert torch.allclose(tok.decode(shifted_ids, shifted_mask)[0, 1 : n + 1], decoded, atol=1e-5)
+    tok.save_pretrained(tmp_path)
+    loaded = JetTokenizer.from_pretrained(tmp_path).eval()
+    assert loaded.config.rank_embedding and torch.equal(loaded.rank_embedding.weight, tok.rank_embedding.weight)
+    assert torch.allclose(loaded.decode(ids, mask), tok.decode(ids, mask))
+    # without it the decoder is blind to the order
+    plain = make_tokenizer(batch).eval()
+    assert torch.allclose(plain.decode(reversed_ids, mask)[0, :n].flip(0), plain.decode(ids, mask)[0, :n], atol=1e-5)
+
+
 def test_jet_level_loss_is_used_when_asked(batch):
     f, m = batch
     tok = make_tokenizer(batch, jet_loss_weight=1.0)

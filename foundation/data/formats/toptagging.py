@@ -155,11 +155,6 @@ class TopTaggingSource(LazyFile):
             )
         mask = p[:, :, 0] > 0  # (J, N)
         p = np.where(mask[..., None], p, np.float32(0))
-        # pT order, hardest first; stable, so ties keep the file's order and padding stays last.
-        pt = np.where(mask, np.hypot(p[:, :, 1], p[:, :, 2]), -1.0)  # (J, N)
-        order = np.argsort(-pt, axis=1, kind="stable")  # (J, N)
-        p = np.take_along_axis(p, order[..., None], axis=1)
-        mask = np.take_along_axis(mask, order, axis=1)
         jets = JetArrays(
             constituents=np.ascontiguousarray(p, dtype=np.float32),
             mask=mask,
@@ -168,7 +163,7 @@ class TopTaggingSource(LazyFile):
             label=label,
             class_names=list(self.class_names),
             metadata=dict(self.metadata),
-        )
+        ).sorted_by_pt()
         jets.validate(f"{self.path} (jets {start}..{start + j})")
         return jets
 
