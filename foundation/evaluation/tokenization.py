@@ -127,6 +127,7 @@ def evaluate_tokenizer(
     n_jets = len(collection) if limit is None else min(limit, len(collection))
     counts = np.zeros(cfg.vocab_codes, dtype=np.int64)
     originals, decodeds, masks, tokens, pt_below_mass, true_mass, true_pt = [], [], [], [], [], [], []
+    without_codebook = []  # decoded from the encoder's latents, not the codes: the quantisation's share
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = tokenizer.to(device)
     bar = tqdm(total=n_jets, unit="jet", desc="evaluating tokenizer", disable=not progress)
@@ -136,6 +137,7 @@ def evaluate_tokenizer(
         f_t, m_t = torch.as_tensor(feats, device=device), torch.as_tensor(jets.mask, device=device)
         ids = tokenizer.encode(f_t, m_t)
         decoded = tokenizer.decode(ids, m_t).float().cpu().numpy()
+        without_codebook.append(tokenizer.reconstruct_without_codebook(f_t, m_t).float().cpu().numpy())
         valid_ids = ids[m_t].cpu().numpy()
         counts += np.bincount(valid_ids, minlength=cfg.vocab_codes)
         originals.append(feats)
@@ -164,6 +166,9 @@ def evaluate_tokenizer(
         metrics.update(relative_resolution(dec_kin["mass"], orig_kin["mass"], "jet_mass"))
         metrics.update(relative_resolution(dec_kin["pt"], orig_kin["pt"], "jet_pt"))
         metrics["jet_mass_resolution_by_mass"] = relative_rms_by_bin(dec_kin["mass"], orig_kin["mass"])
+        # The same encoder and decoder with the codebook skipped: what quantisation costs.
+        unquantised_mass = _feature_jet_mass(np.concatenate(without_codebook), mask, names)
+        metrics["jet_mass_relative_rms_without_codebook"] = relative_resolution(unquantised_mass, orig_kin["mass"], "m")["m_relative_rms"]
         metrics["wide_particles"] = wide_particle_diagnostics(
             original, decoded, mask, np.concatenate(tokens), names, np.concatenate(pt_below_mass), orig_kin["mass"])
         # Against the file's own jets (massive constituents, cut to max_particles), for reference.

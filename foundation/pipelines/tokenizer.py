@@ -46,6 +46,8 @@ class CodebookRefineConfig:
     # The jet mass and pT term's weight while the tokens are fixed (None: model.jet_loss_weight). It
     # can be larger here than in training, where it pulled the codebook away from the particles.
     jet_loss_weight: float | None = None
+    # Whether the decoder learns (and ends) with the phi-axis constraint (None: model.phi_axis_constraint).
+    phi_axis_constraint: bool | None = None
     jets: int | None = None  # training jets whose particles the refit sees; None: all
 
     def __post_init__(self):
@@ -78,8 +80,9 @@ def load_tokenizer_recipe(path: str | Path, overrides: dict | None = None) -> tu
     if recipe.refine.kmeans_iterations and (model_config.quantizer != "vq" or model_config.cosine_similarity):
         raise ConfigError(path, "refine.kmeans_iterations", f"refits a Euclidean vq codebook; model.quantizer is {model_config.quantizer!r}"
                           f"{' with cosine_similarity' if model_config.cosine_similarity else ''} (set it to 0)")
-    if recipe.refine.jet_loss_weight and not model_config.has_jet_features:
-        raise ConfigError(path, "refine.jet_loss_weight", "needs the features log_pt, eta_rel and phi_rel (set it to 0 or null)")
+    for key in ("jet_loss_weight", "phi_axis_constraint"):
+        if getattr(recipe.refine, key) and not model_config.has_jet_features:
+            raise ConfigError(path, f"refine.{key}", "needs the features log_pt, eta_rel and phi_rel (set it to 0 or null)")
     return recipe, model_config
 
 
@@ -233,6 +236,8 @@ def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, spli
         model.freeze_codebook(train_encoder=refine.train_encoder)
         if refine.jet_loss_weight is not None:
             model.config.jet_loss_weight = refine.jet_loss_weight  # saved with the model: the loss it ended with
+        if refine.phi_axis_constraint is not None:
+            model.config.phi_axis_constraint = refine.phi_axis_constraint  # saved with the model: decoding keeps it
         trainer = Trainer.from_recipe(
             model, dataclasses.replace(recipe, training=stage), splits.train, splits.validation,
             eval_metrics=lambda: _ValidationCodesAndMass(model.config),

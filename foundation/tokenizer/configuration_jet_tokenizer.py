@@ -49,6 +49,7 @@ class JetTokenizerConfig(PretrainedConfig):
         codebook_pt_weighting: float = 0.0,
         mass_weighting: float = 0.0,
         rank_embedding: bool = False,
+        phi_axis_constraint: bool = False,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -93,6 +94,10 @@ class JetTokenizerConfig(PretrainedConfig):
         # token sequence keeps that order): the ordering is information the codes need not carry
         # (a particle's pT lies between its neighbours'). Inputs must then be pT-ordered.
         self.rank_embedding = rank_embedding
+        # Decoded particles keep the jet's phi axis where the features put it (sum_i pT_i sin phi_i
+        # = 0): the least shift of their phi_rel that restores it (restore_phi_axis). Quantisation
+        # moves the hard particles' angles; the axis constraint takes part of that back.
+        self.phi_axis_constraint = phi_axis_constraint
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)
@@ -121,8 +126,8 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"mass_weighting must be in [0, 1], got {self.mass_weighting}")
         if self.codebook_pt_weighting and self.quantizer == "fsq":
             raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
-        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting) and not self.has_jet_features:
-            raise ValueError("jet_loss_weight, pt_weighting, codebook_pt_weighting and mass_weighting need the features log_pt, eta_rel and phi_rel")
+        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting or self.phi_axis_constraint) and not self.has_jet_features:
+            raise ValueError("jet_loss_weight, pt_weighting, codebook_pt_weighting, mass_weighting and phi_axis_constraint need the features log_pt, eta_rel and phi_rel")
 
     @property
     def has_jet_features(self) -> bool:

@@ -70,6 +70,20 @@ def minkowski_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a[..., 0] * b[..., 0] - (a[..., 1:] * b[..., 1:]).sum(-1)
 
 
+def restore_phi_axis(features: torch.Tensor, mask: torch.Tensor, names: list[str], iterations: int = 2) -> torch.Tensor:
+    """(B, N, F) features whose phi_rel moved by the least (Euclidean) amount that puts the jet's phi
+    axis back at 0: phi_rel is measured from the axis, so the jet's p_y = sum_i pT_i sin(phi_i) is
+    0 for the original particles, exactly. Newton steps on that one constraint; differentiable."""
+    pt = torch.exp(features[..., names.index("log_pt")]) * mask  # (B, N)
+    i_phi = names.index("phi_rel")
+    phi = features[..., i_phi]
+    for _ in range(iterations):
+        p_y = (pt * torch.sin(phi)).sum(1, keepdim=True)  # (B, 1)
+        gradient = pt * torch.cos(phi)  # (B, N) d p_y / d phi_i
+        phi = phi - p_y * gradient / (gradient**2).sum(1, keepdim=True).clamp(min=1e-12)
+    return torch.cat([features[..., :i_phi], phi[..., None], features[..., i_phi + 1 :]], -1)
+
+
 def jet_mass_and_pt(features: torch.Tensor, mask: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """Differentiable jet mass and pT (B,) from log_pt, eta_rel, phi_rel of massless particles."""
     jet = particle_four_momenta(features, mask, names).sum(1)  # (B, 4)
@@ -186,7 +200,10 @@ class JetTokenizer(PreTrainedModel):
             rank = (torch.cumsum(mask.long(), 1) - 1).clamp(0, self.config.max_particles - 1)  # (B, N) among real particles
             x = x + self.rank_embedding(rank) * mask[..., None]
         x, _ = self.decoder(x, attention_mask_for(mask, x.shape[1], causal=False))
-        return self._unstandardise(self.output_proj(x))  # (B, N, F)
+        features = self._unstandardise(self.output_proj(x))  # (B, N, F)
+        if self.config.phi_axis_constraint:
+            features = restore_phi_axis(features, mask, self.config.feature_names)
+        return features
 
     # ----- training -----
     def _particle_share(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -319,6 +336,15 @@ class JetTokenizer(PreTrainedModel):
         mask = mask.bool()
         features = self._decode_vectors(self._codes_to_vectors(token_ids), mask)
         return features * mask[..., None]
+
+    @torch.no_grad()
+    def reconstruct_without_codebook(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, F) particle features decoded straight from the encoder's latents, the codebook
+        skipped: what encoder and decoder reach without quantisation (a diagnostic; the rest of the
+        error is the codebook's)."""
+        mask = mask.bool()
+        latents = self._encode_latent(features, mask) * mask[..., None]
+        return self._decode_vectors(latents, mask) * mask[..., None]
 
     def to_sequence(self, token_ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N) ids -> (B, N + 2) sequences [start, codes..., stop, pad...] and their attention mask."""

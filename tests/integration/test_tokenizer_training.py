@@ -59,6 +59,7 @@ def test_bad_recipe_gets_its_message(tmp_path):
         "model:\n  quantizer: magic\n": "quantizer",
         "model:\n  quantizer: fsq\nrefine:\n  kmeans_iterations: 5\n": "refine.kmeans_iterations",  # no codebook to refit
         "refine:\n  jet_loss_weight: -1\n": "refine.jet_loss_weight",
+        "data:\n  features: [log_pt, log_e]\nrefine:\n  phi_axis_constraint: true\n": "refine.phi_axis_constraint",
         "refine:\n  decoder_steps: -1\n": "refine.decoder_steps",
     }
     for text, key in cases.items():
@@ -75,6 +76,7 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
     metrics = json.loads(result.stdout[result.stdout.index("{") :])
     assert 0 < metrics["code_usage"] <= 1 and metrics["perplexity"] > 1
     assert metrics["jet_mass_relative_rms"] > 0
+    assert 0 < metrics["jet_mass_relative_rms_without_codebook"] < 10  # the codebook skipped: quantisation's share
     assert (tmp_path / "plots" / "code_usage.png").stat().st_size > 0
     out = tmp_path / "tokens.h5"
     result = runner.invoke(app, ["tokenizer", "encode", "--tokenizer", str(trained / "tokenizer"), "--data", str(jet_files[0]), "--data", str(jet_files[1]), "--out", str(out)])
@@ -84,10 +86,13 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
 
 
 def test_refine_stage_refits_the_codebook_trains_the_decoder_and_resumes(jet_files, tmp_path):
-    refine = {"refine.kmeans_iterations": 4, "refine.decoder_steps": 10, "refine.warmup_steps": 2, "refine.jet_loss_weight": 0.5, "training.save_every": 5}
+    refine = {"refine.kmeans_iterations": 4, "refine.decoder_steps": 10, "refine.warmup_steps": 2, "refine.jet_loss_weight": 0.5,
+              "refine.phi_axis_constraint": True, "training.save_every": 5}
     out = tmp_path / "refined"
     bundle = _run(jet_files, out, **refine)
-    assert json.loads((bundle / "config.json").read_text())["jet_loss_weight"] == 0.5, "the refine stage's loss is the model's last"
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["jet_loss_weight"] == 0.5, "the refine stage's loss is the model's last"
+    assert config["phi_axis_constraint"] is True, "the decoder learnt with the constraint and decodes with it"
     exported = load_file(bundle / "model.safetensors")
     trained = load_file(out / "checkpoints" / "step-000030" / "model.safetensors")
     codebook = next(k for k in exported if k.endswith("_codebook.embed"))

@@ -6,6 +6,7 @@ import torch
 
 from foundation.data.features import compute_features
 from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
+from foundation.tokenizer.modeling_jet_tokenizer import restore_phi_axis
 
 NAMES = ["log_pt", "eta_rel", "phi_rel"]
 
@@ -128,6 +129,32 @@ def test_rank_embedding_tells_the_decoder_each_particles_place(batch, tmp_path):
     # without it the decoder is blind to the order
     plain = make_tokenizer(batch).eval()
     assert torch.allclose(plain.decode(reversed_ids, mask)[0, :n].flip(0), plain.decode(ids, mask)[0, :n], atol=1e-5)
+
+
+def test_phi_axis_constraint_puts_the_decoded_jets_axis_back(batch):
+    """phi_rel is measured from the jet axis, so sum_i pT_i sin(phi_i) = 0 for real jets; the
+    projection leaves real jets alone, restores the axis of perturbed ones by the least change of
+    the angles, and is what the decoder ends with when the config asks for it."""
+    f, m = batch
+    f, m = f.double(), m.bool()
+    pt = torch.exp(f[..., 0]) * m
+    p_y = lambda x: (pt * torch.sin(x[..., 2])).sum(1) / pt.sum(1)  # noqa: E731
+    assert p_y(f).abs().max() < 1e-6
+    assert torch.allclose(restore_phi_axis(f, m, NAMES), f, atol=1e-6)
+    torch.manual_seed(0)
+    moved = f.clone()
+    moved[..., 2] += 0.02 * torch.randn_like(f[..., 2]) * m
+    restored = restore_phi_axis(moved, m, NAMES)
+    assert p_y(moved).abs().mean() > 1e-3 and p_y(restored).abs().max() < 1e-9
+    assert torch.equal(restored[..., :2], moved[..., :2]) and torch.all(restored[~m] == moved[~m])
+    # least change: along the constraint's gradient pT_i cos(phi_i), the Euclidean projection
+    shift = (restored - moved)[..., 2]
+    gradient = pt * torch.cos(moved[..., 2])
+    expected = -(pt * torch.sin(moved[..., 2])).sum(1, keepdim=True) * gradient / (gradient**2).sum(1, keepdim=True)
+    assert torch.allclose(shift, expected, rtol=0.02, atol=1e-6)
+    tok = make_tokenizer(batch, phi_axis_constraint=True).eval()
+    decoded = tok.decode(tok.encode(f.float(), m), m).double()
+    assert ((torch.exp(decoded[..., 0]) * m * torch.sin(decoded[..., 2])).sum(1)).abs().max() < 1e-3
 
 
 def test_jet_level_loss_is_used_when_asked(batch):
