@@ -65,20 +65,21 @@ def from_hf_dataset(dataset, out: str | Path, max_particles: int = 200, chunk: i
         for start in range(0, len(dataset), chunk):
             rows = dataset[start : start + chunk]
             j = len(rows["label"])
-            c = np.zeros((j, max_particles, 4), np.float32)
-            mask = np.zeros((j, max_particles), bool)
-            charge = np.zeros((j, max_particles), np.int8)
-            pid = np.zeros((j, max_particles), np.int32)
-            for i in range(j):
-                parts = np.asarray(rows["constituents"][i], np.float32).reshape(-1, 4)
-                keep = np.argsort(-np.hypot(parts[:, 1], parts[:, 2]), kind="stable")[:max_particles]  # the hardest, in pT order
-                n = len(keep)
-                c[i, :n], mask[i, :n] = parts[keep], True
+            parts = [np.asarray(p, np.float32).reshape(-1, 4) for p in rows["constituents"]]
+            width = max((len(p) for p in parts), default=0)  # the chunk's widest jet
+            c = np.zeros((j, width, 4), np.float32)
+            mask = np.zeros((j, width), bool)
+            charge = np.zeros((j, width), np.int8)
+            pid = np.zeros((j, width), np.int32)
+            for i, p in enumerate(parts):
+                n = len(p)
+                c[i, :n], mask[i, :n] = p, True
                 if "charge" in rows:
-                    charge[i, :n] = np.asarray(rows["charge"][i])[keep]
+                    charge[i, :n] = np.asarray(rows["charge"][i])
                 if "pid" in rows:
-                    pid[i, :n] = np.asarray(rows["pid"][i])[keep]
-            jets = JetArrays(c, mask, charge, pid, np.asarray(rows["label"], np.int64), class_names)
+                    pid[i, :n] = np.asarray(rows["pid"][i])
+            # the hardest max_particles of each jet, in pT order
+            jets = JetArrays(c, mask, charge, pid, np.asarray(rows["label"], np.int64), class_names).sorted_by_pt().padded_to(max_particles)
             jets.validate(f"<datasets.Dataset> rows {start}..{start + j}")
             writer.append(jets)
     return Path(out)
