@@ -72,7 +72,8 @@ def main(argv=None) -> list[dict]:
         [("codebook_size", "codes", "d"), ("code_usage", "used", ".3f"), ("perplexity", "perplexity", ".0f"),
          ("resolution/log_pt", "σ log pT", ".3f"), ("resolution/eta_rel", "σ η_rel", ".4f"), ("resolution/phi_rel", "σ φ_rel", ".4f"),
          ("jet_mass_relative_rms", "mass RMS", ".4f"), ("jet_mass_relative_iqr68", "mass 68% width", ".4f"), ("jet_pt_relative_rms", "pT RMS", ".4f"),
-         ("jet_mass_relative_rms_without_codebook", "mass RMS, no codebook", ".4f"), ("train_seconds", "train s (no evals)", ".0f"), ("steps", "steps", "d")],
+         ("jet_mass_relative_rms_nearest_codes", "mass RMS, nearest codes", ".4f"), ("jet_mass_relative_rms_without_codebook", "mass RMS, no codebook", ".4f"),
+         ("train_seconds", "train s (no evals)", ".0f"), ("steps", "steps", "d")],
     )
     # Which jets set the mass RMS: its value in bins of the original jet mass, and each bin's share.
     mass_table = print_table(

@@ -128,6 +128,8 @@ def evaluate_tokenizer(
     counts = np.zeros(cfg.vocab_codes, dtype=np.int64)
     originals, decodeds, masks, tokens, pt_below_mass, true_mass, true_pt = [], [], [], [], [], [], []
     without_codebook = []  # decoded from the encoder's latents, not the codes: the quantisation's share
+    searching = cfg.encode_search_candidates > 1
+    nearest_codes = []  # with encode_search: decoded from the nearest codes, what the search adds
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tokenizer = tokenizer.to(device)
     bar = tqdm(total=n_jets, unit="jet", desc="evaluating tokenizer", disable=not progress)
@@ -138,6 +140,8 @@ def evaluate_tokenizer(
         ids = tokenizer.encode(f_t, m_t)
         decoded = tokenizer.decode(ids, m_t).float().cpu().numpy()
         without_codebook.append(tokenizer.reconstruct_without_codebook(f_t, m_t).float().cpu().numpy())
+        if searching:
+            nearest_codes.append(tokenizer.decode(tokenizer.encode(f_t, m_t, search=False), m_t).float().cpu().numpy())
         valid_ids = ids[m_t].cpu().numpy()
         counts += np.bincount(valid_ids, minlength=cfg.vocab_codes)
         originals.append(feats)
@@ -169,6 +173,9 @@ def evaluate_tokenizer(
         # The same encoder and decoder with the codebook skipped: what quantisation costs.
         unquantised_mass = _feature_jet_mass(np.concatenate(without_codebook), mask, names)
         metrics["jet_mass_relative_rms_without_codebook"] = relative_resolution(unquantised_mass, orig_kin["mass"], "m")["m_relative_rms"]
+        if searching:  # the same codebook and decoder, each particle given its nearest code
+            nearest_mass = _feature_jet_mass(np.concatenate(nearest_codes), mask, names)
+            metrics["jet_mass_relative_rms_nearest_codes"] = relative_resolution(nearest_mass, orig_kin["mass"], "m")["m_relative_rms"]
         metrics["wide_particles"] = wide_particle_diagnostics(
             original, decoded, mask, np.concatenate(tokens), names, np.concatenate(pt_below_mass), orig_kin["mass"])
         # Against the file's own jets (massive constituents, cut to max_particles), for reference.

@@ -59,7 +59,11 @@ class JetSequenceCollator:
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         b = collate_batch(batch)
         features, mask = b["features"], b["mask"].bool()  # (B, N, F_all), (B, N)
-        ids = self.tokenizer.encode(features[..., self.token_columns], mask)
+        # Nearest codes, not the tokenizer's encode search: that costs 1 + particles x (candidates - 1)
+        # decoder passes, here on the loader's CPU workers for every batch of every epoch. The two
+        # differ only in which of a few neighbouring codes the hardest particles of a jet get;
+        # searched tokens come from a token file (foundation tokenizer encode).
+        ids = self.tokenizer.encode(features[..., self.token_columns], mask, search=False)
         input_ids, attention_mask = self.tokenizer.to_sequence(ids, mask)  # (B, N + 2)
         out = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": b["labels"], "index": b["index"]}
         if self.feature_columns:

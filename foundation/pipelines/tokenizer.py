@@ -18,7 +18,7 @@ from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
 from foundation.data.tokens import TokenWriter
-from foundation.errors import ConfigError
+from foundation.errors import ConfigError, InputError
 from foundation.pipelines.common import write_json
 from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
 from foundation.tokenizer.modeling_jet_tokenizer import jet_mass_and_pt
@@ -252,8 +252,9 @@ def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, spli
     return trainer, combined
 
 
-def load_tokenizer(path: str | Path) -> JetTokenizer:
-    """A trained tokenizer from its folder (config.json + model.safetensors)."""
+def load_tokenizer(path: str | Path, search_candidates: int | None = None) -> JetTokenizer:
+    """A trained tokenizer from its folder (config.json + model.safetensors). `search_candidates`
+    overrides the config's encode_search_candidates (1: each particle gets its nearest code)."""
     path = Path(path)
     if not (path / "config.json").exists():
         # a training run folder holds the tokenizer in a subfolder
@@ -261,7 +262,14 @@ def load_tokenizer(path: str | Path) -> JetTokenizer:
             path = path / "tokenizer"
         else:
             raise FileNotFoundError(f"{path}: no tokenizer here (expected config.json and model.safetensors)")
-    return JetTokenizer.from_pretrained(path).eval()
+    tokenizer = JetTokenizer.from_pretrained(path).eval()
+    if search_candidates is not None:
+        tokenizer.config.encode_search_candidates = search_candidates
+        try:
+            tokenizer.config.validate()
+        except ValueError as err:
+            raise InputError(f"--search-candidates {search_candidates} does not fit the tokenizer in {path}: {err}") from None
+    return tokenizer
 
 
 def tokenizer_info(tokenizer: JetTokenizer, path: str | Path | None = None) -> dict:
@@ -275,6 +283,9 @@ def tokenizer_info(tokenizer: JetTokenizer, path: str | Path | None = None) -> d
         "max_particles": cfg.max_particles,
         "feature_names": list(cfg.feature_names),
         "path": None if path is None else str(path),
+        # how the tokens were chosen (1: nearest codes; more: the encode search; see JetTokenizerConfig)
+        "encode_search_candidates": cfg.encode_search_candidates,
+        "encode_search_particles": cfg.encode_search_particles,
     }
 
 
@@ -291,7 +302,10 @@ def encode_to_file(
     collection = JetCollection.open(data, max_particles=cfg.max_particles)
     length = cfg.max_particles + 2
     source = {"files": [str(p) for p in collection.paths]}
-    device = next(tokenizer.parameters()).device
+    from foundation.pipelines.inference import inference_device
+
+    device = inference_device()  # the encode search decodes each batch many times: a GPU if there is one
+    tokenizer = tokenizer.to(device).eval()
     bar = tqdm(total=len(collection), unit="jet", desc="encoding", disable=not progress)
     with TokenWriter(out, length, collection.class_names, tokenizer_info(tokenizer), source) as writer:
         for start in range(0, len(collection), batch_size):

@@ -50,6 +50,8 @@ class JetTokenizerConfig(PretrainedConfig):
         mass_weighting: float = 0.0,
         rank_embedding: bool = False,
         phi_axis_constraint: bool = False,
+        encode_search_candidates: int = 1,
+        encode_search_particles: int = 8,
         **kwargs,
     ):
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
@@ -98,6 +100,14 @@ class JetTokenizerConfig(PretrainedConfig):
         # = 0): the least shift of their phi_rel that restores it (restore_phi_axis). Quantisation
         # moves the hard particles' angles; the axis constraint takes part of that back.
         self.phi_axis_constraint = phi_axis_constraint
+        # Encoding by search instead of nearest codes: for the encode_search_particles particles
+        # with the largest share of their jet, try each of their encode_search_candidates nearest
+        # codes in turn and keep the one whose decoded jet has the lowest training loss (particle
+        # reconstruction + jet mass and pT). The nearest code is not the best token: the decoder
+        # reads each code in the context of the whole jet. 1 = nearest codes only. Costs
+        # 1 + particles x (candidates - 1) decoder passes per batch when encoding; training is unchanged.
+        self.encode_search_candidates = encode_search_candidates
+        self.encode_search_particles = encode_search_particles
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "vocab_size"):
             kwargs.pop(derived, None)  # written to config.json for readers, always re-derived here
         super().__init__(**kwargs)
@@ -124,6 +134,12 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError(f"codebook_pt_weighting must be in [0, 2], got {self.codebook_pt_weighting}")
         if not 0 <= self.mass_weighting <= 1:
             raise ValueError(f"mass_weighting must be in [0, 1], got {self.mass_weighting}")
+        if not 1 <= self.encode_search_candidates <= self.codebook_size:
+            raise ValueError(f"encode_search_candidates must be in [1, codebook_size={self.codebook_size}], got {self.encode_search_candidates}")
+        if self.encode_search_particles < 1:
+            raise ValueError(f"encode_search_particles must be at least 1, got {self.encode_search_particles}")
+        if self.encode_search_candidates > 1 and (self.quantizer != "vq" or self.cosine_similarity):
+            raise ValueError("encode_search_candidates > 1 needs a Euclidean vq codebook (quantizer vq, cosine_similarity false)")
         if self.codebook_pt_weighting and self.quantizer == "fsq":
             raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
         if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting or self.phi_axis_constraint) and not self.has_jet_features:

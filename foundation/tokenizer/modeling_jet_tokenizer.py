@@ -230,6 +230,27 @@ class JetTokenizer(PreTrainedModel):
             share = self._particle_share(features, mask)
         return torch.round(share**b).long().clamp(min=1)
 
+    def _reconstruction_errors(
+        self, reconstruction: torch.Tensor, features: torch.Tensor, mask: torch.Tensor, share: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The training loss's terms, before reduction: weighted squared errors (B, N, F) of the
+        standardised features (0 where masked), and the jet term (B,) (squared log ratios of
+        decoded to original jet mass and pT; None without jet_loss_weight)."""
+        cfg = self.config
+        valid = mask[..., None].float()
+        target = self._standardise(features, mask)
+        predicted = (reconstruction - self.feature_mean) / self.feature_std
+        weight = valid
+        if cfg.pt_weighting > 0:
+            weight = ((1 - cfg.pt_weighting) + cfg.pt_weighting * share)[..., None] * valid
+        per_entry = F.mse_loss(predicted, target, reduction="none") * weight
+        jet_term = None
+        if cfg.jet_loss_weight > 0:
+            m_rec, pt_rec = jet_mass_and_pt(reconstruction, mask, cfg.feature_names)
+            m_true, pt_true = jet_mass_and_pt(features, mask, cfg.feature_names)
+            jet_term = (torch.log(m_rec) - torch.log(m_true)) ** 2 + (torch.log(pt_rec) - torch.log(pt_true)) ** 2
+        return per_entry, jet_term
+
     def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
@@ -243,22 +264,12 @@ class JetTokenizer(PreTrainedModel):
             z = self._encode_latent(features, mask)
             quantized, ids, commit = self._quantize(z, mask, self._codebook_copies(features, mask, share))
         reconstruction = self._decode_vectors(quantized, mask)
-        valid = mask[..., None].float()
-        target = self._standardise(features, mask)
-        predicted = (reconstruction - self.feature_mean) / self.feature_std
-        weight = valid
-        if self.config.pt_weighting > 0:
-            a = self.config.pt_weighting
-            weight = ((1 - a) + a * share)[..., None] * valid
-        per_entry = F.mse_loss(predicted, target, reduction="none") * weight
-        recon_loss = per_entry.sum() / (valid.sum() * features.shape[-1]).clamp(min=1)
+        per_entry, jet_term = self._reconstruction_errors(reconstruction, features, mask, share)
+        recon_loss = per_entry.sum() / (mask.sum() * features.shape[-1]).clamp(min=1)
         loss = recon_loss + commit
         jet_loss = None
-        if self.config.jet_loss_weight > 0:
-            names = self.config.feature_names
-            m_rec, pt_rec = jet_mass_and_pt(reconstruction, mask, names)
-            m_true, pt_true = jet_mass_and_pt(features, mask, names)
-            jet_loss = ((torch.log(m_rec) - torch.log(m_true)) ** 2 + (torch.log(pt_rec) - torch.log(pt_true)) ** 2).mean()
+        if jet_term is not None:
+            jet_loss = jet_term.mean()
             loss = loss + self.config.jet_loss_weight * jet_loss
         ids = torch.where(mask, ids, torch.full_like(ids, self.config.pad_token_id))
         return JetTokenizerOutput(loss, recon_loss, commit, jet_loss, reconstruction, ids)
@@ -322,11 +333,57 @@ class JetTokenizer(PreTrainedModel):
 
     # ----- whole-jet API -----
     @torch.no_grad()
-    def encode(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Particle features (B, N, F) in physical units -> token ids (B, N); pad token where masked."""
+    def encode(self, features: torch.Tensor, mask: torch.Tensor, search: bool | None = None) -> torch.Tensor:
+        """Particle features (B, N, F) in physical units -> token ids (B, N); pad token where masked.
+
+        `search` (default: the config's encode_search_candidates > 1): pick the hardest particles'
+        tokens among their nearest codes by the decoded jet's loss (_search_tokens) instead of
+        taking the nearest code."""
         mask = mask.bool()
-        _, ids, _ = self._quantize(self._encode_latent(features, mask), mask)
+        latents = self._encode_latent(features, mask)
+        _, ids, _ = self._quantize(latents, mask)
+        if search is None:
+            search = self.config.encode_search_candidates > 1
+        if search and self.config.encode_search_candidates > 1:
+            ids = self._search_tokens(latents, ids, features, mask)
         return torch.where(mask, ids, torch.full_like(ids, self.config.pad_token_id))
+
+    def _jet_losses(self, ids: torch.Tensor, features: torch.Tensor, mask: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
+        """(B,) the training loss of each jet decoded from token ids (B, N), against its features."""
+        reconstruction = self._decode_vectors(self._codes_to_vectors(ids), mask)
+        per_entry, jet_term = self._reconstruction_errors(reconstruction, features, mask, share)
+        loss = per_entry.sum((1, 2)) / (mask.sum(1) * features.shape[-1]).clamp(min=1)
+        return loss if jet_term is None else loss + self.config.jet_loss_weight * jet_term
+
+    def _search_tokens(self, latents: torch.Tensor, ids: torch.Tensor, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, N) chosen by a greedy search, from the nearest-code ids (B, N).
+
+        The particles with the largest share of their jet come first, one rank at a time over the
+        whole batch: each of a particle's nearest codes is tried in its place, the jet decoded, and
+        the code kept if the jet's training loss falls. A particle's candidates are its
+        encode_search_candidates nearest codes, so every token stays near what the encoder said.
+        """
+        cfg = self.config
+        b = ids.shape[0]
+        share = self._particle_share(features, mask)  # (B, N)
+        searched = min(cfg.encode_search_particles, ids.shape[1])
+        order = share.masked_fill(~mask, -1.0).argsort(1, descending=True)[:, :searched]  # (B, M) particle index
+        codebook = self._codes_to_vectors(torch.arange(cfg.codebook_size, device=ids.device))  # (K, C)
+        picked = torch.gather(latents, 1, order[..., None].expand(-1, -1, latents.shape[-1]))  # (B, M, C)
+        candidates = torch.cdist(picked, codebook[None].expand(b, -1, -1)).topk(cfg.encode_search_candidates, largest=False).indices  # (B, M, k)
+        rows = torch.arange(b, device=ids.device)
+        best = self._jet_losses(ids, features, mask, share)  # (B,)
+        for rank in range(searched):
+            position = order[:, rank]  # (B,)
+            real = mask[rows, position]  # jets with fewer particles have none at this rank
+            for candidate in candidates[:, rank, 1:].unbind(1):  # (B,) each; the first is the nearest
+                trial = ids.clone()
+                trial[rows, position] = candidate
+                loss = self._jet_losses(trial, features, mask, share)
+                better = real & (loss < best)
+                ids = torch.where(better[:, None], trial, ids)
+                best = torch.where(better, loss, best)
+        return ids
 
     @torch.no_grad()
     def decode(self, token_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -78,11 +78,24 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
     assert metrics["jet_mass_relative_rms"] > 0
     assert 0 < metrics["jet_mass_relative_rms_without_codebook"] < 10  # the codebook skipped: quantisation's share
     assert (tmp_path / "plots" / "code_usage.png").stat().st_size > 0
+    assert "jet_mass_relative_rms_nearest_codes" not in metrics  # the tiny recipe encodes with nearest codes
+    # encoding by search: the nearest codes' figure is reported beside it
+    result = runner.invoke(app, ["tokenizer", "evaluate", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--limit", "60", "--search-candidates", "3"])
+    assert result.exit_code == 0, result.output
+    searched = json.loads(result.stdout[result.stdout.index("{") :])
+    assert searched["jets"] == 60 and searched["jet_mass_relative_rms_nearest_codes"] > 0
+    result = runner.invoke(app, ["tokenizer", "evaluate", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--search-candidates", "0"])
+    assert result.exit_code != 0 and "encode_search_candidates" in str(result.exception)
     out = tmp_path / "tokens.h5"
     result = runner.invoke(app, ["tokenizer", "encode", "--tokenizer", str(trained / "tokenizer"), "--data", str(jet_files[0]), "--data", str(jet_files[1]), "--out", str(out)])
     assert result.exit_code == 0, result.output
     tokens = TokenFile(out)
     assert len(tokens) == 300 and tokens.class_names == ["qcd", "top"]
+    assert tokens.tokenizer_info["encode_search_candidates"] == 1
+    searched = tmp_path / "searched.h5"
+    result = runner.invoke(app, ["tokenizer", "encode", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--out", str(searched), "--search-candidates", "2"])
+    assert result.exit_code == 0, result.output
+    assert TokenFile(searched).tokenizer_info["encode_search_candidates"] == 2, "the file says how its tokens were chosen"
 
 
 def test_refine_stage_refits_the_codebook_trains_the_decoder_and_resumes(jet_files, tmp_path):

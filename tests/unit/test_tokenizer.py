@@ -157,6 +157,35 @@ def test_phi_axis_constraint_puts_the_decoded_jets_axis_back(batch):
     assert ((torch.exp(decoded[..., 0]) * m * torch.sin(decoded[..., 2])).sum(1)).abs().max() < 1e-3
 
 
+def test_encode_search_picks_tokens_that_lower_each_jets_loss(batch):
+    """With encode_search_candidates > 1 the hardest particles' tokens are chosen among their
+    nearest codes by the decoded jet's training loss: no jet's loss rises, some fall, only the
+    searched particles change and each to one of its candidates; deterministic; search=False
+    still gives the nearest codes."""
+    f, m = batch
+    f, m = f[:40], m[:40].bool()
+    tok = make_tokenizer(batch, jet_loss_weight=2.0, pt_weighting=1.0, encode_search_candidates=4, encode_search_particles=3).eval()
+    nearest, searched = tok.encode(f, m, search=False), tok.encode(f, m)
+    assert torch.equal(searched, tok.encode(f, m)), "deterministic"
+    assert torch.equal(nearest, make_tokenizer(batch, jet_loss_weight=2.0, pt_weighting=1.0).eval().encode(f, m))
+    share = tok._particle_share(f, m)
+    with torch.no_grad():
+        before, after = tok._jet_losses(nearest, f, m, share), tok._jet_losses(searched, f, m, share)
+    assert torch.all(after <= before) and torch.any(after < before)
+    changed = searched != nearest
+    hardest = share.masked_fill(~m, -1).argsort(1, descending=True)[:, :3]  # (B, 3)
+    assert not changed.scatter(1, hardest, False).any(), "only the 3 hardest particles of a jet are searched"
+    assert torch.all(searched[~m] == tok.config.pad_token_id)
+    with torch.no_grad():
+        distances = torch.cdist(tok._encode_latent(f, m), tok._codes_to_vectors(torch.arange(32))[None].expand(len(f), -1, -1))  # (B, N, K)
+    rank = (distances.argsort(-1) == searched.clamp(max=31)[..., None]).float().argmax(-1)  # each token's rank among its codes
+    assert changed.any() and torch.all(rank[changed] < 4), "a new token is one of the particle's 4 nearest codes"
+    for bad in (dict(encode_search_candidates=0), dict(encode_search_particles=0), dict(quantizer="fsq", encode_search_candidates=2),
+                dict(cosine_similarity=True, encode_search_candidates=2)):
+        with pytest.raises(ValueError, match="encode_search"):
+            tiny_config(**bad)
+
+
 def test_jet_level_loss_is_used_when_asked(batch):
     f, m = batch
     tok = make_tokenizer(batch, jet_loss_weight=1.0)
