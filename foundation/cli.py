@@ -125,6 +125,7 @@ def _print_summary_table(report: dict) -> None:
 # ---------------------------------------------------------------- tokenizer
 SEARCH_HELP = ("codes tried for each of the hardest particles when encoding (default: the tokenizer's "
                "encode_search_candidates; 1 = nearest codes, fastest)")
+SEARCH_PARTICLES_HELP = "how many of each jet's hardest particles the search tries (default: the tokenizer's encode_search_particles)"
 
 
 @tokenizer_app.command("train")
@@ -153,13 +154,14 @@ def tokenizer_evaluate(
     limit: int | None = typer.Option(None, help="evaluate at most this many jets"),
     out: Path | None = typer.Option(None, help="also write the metrics JSON here"),
     search_candidates: int | None = typer.Option(None, help=SEARCH_HELP),
+    search_particles: int | None = typer.Option(None, help=SEARCH_PARTICLES_HELP),
 ):
     """Codebook usage, perplexity, feature and jet mass / pT resolution of decoded jets (JSON)."""
     from foundation.evaluation.tokenization import evaluate_tokenizer
     from foundation.pipelines.common import write_json
     from foundation.pipelines.tokenizer import load_tokenizer
 
-    metrics = evaluate_tokenizer(load_tokenizer(tokenizer, search_candidates), [str(d) for d in data], limit=limit, plots_dir=plots)
+    metrics = evaluate_tokenizer(load_tokenizer(tokenizer, search_candidates, search_particles), [str(d) for d in data], limit=limit, plots_dir=plots)
     if out:
         write_json(out, metrics)
     _print_json(metrics)
@@ -172,11 +174,12 @@ def tokenizer_encode(
     out: Path = typer.Option(..., help="token file to write (.h5)"),
     batch_size: int = typer.Option(512, help="jets per batch"),
     search_candidates: int | None = typer.Option(None, help=SEARCH_HELP),
+    search_particles: int | None = typer.Option(None, help=SEARCH_PARTICLES_HELP),
 ):
     """Write the token sequences of a whole data set (pretraining reads this file)."""
     from foundation.pipelines.tokenizer import encode_to_file, load_tokenizer
 
-    path = encode_to_file(load_tokenizer(tokenizer, search_candidates), [str(d) for d in data], out, batch_size=batch_size)
+    path = encode_to_file(load_tokenizer(tokenizer, search_candidates, search_particles), [str(d) for d in data], out, batch_size=batch_size)
     console.print(f"[green]wrote token sequences to {path}")
 
 

@@ -156,7 +156,8 @@ def evaluate_tokenizer(
         bar.update(len(jets))
     bar.close()
     original, decoded, mask = np.concatenate(originals), np.concatenate(decodeds), np.concatenate(masks)
-    metrics: dict = {"jets": int(n_jets), "particles": int(mask.sum()), "vocab_codes": int(cfg.vocab_codes)}
+    metrics: dict = {"jets": int(n_jets), "particles": int(mask.sum()), "vocab_codes": int(cfg.vocab_codes),
+                     "encode_search_candidates": cfg.encode_search_candidates, "encode_search_particles": cfg.encode_search_particles}
     metrics.update(codebook_metrics(counts))
     for i, name in enumerate(names):
         residual = decoded[..., i][mask] - original[..., i][mask]

@@ -252,9 +252,10 @@ def _refine(trainer: Trainer, model: JetTokenizer, recipe: TokenizerRecipe, spli
     return trainer, combined
 
 
-def load_tokenizer(path: str | Path, search_candidates: int | None = None) -> JetTokenizer:
+def load_tokenizer(path: str | Path, search_candidates: int | None = None, search_particles: int | None = None) -> JetTokenizer:
     """A trained tokenizer from its folder (config.json + model.safetensors). `search_candidates`
-    overrides the config's encode_search_candidates (1: each particle gets its nearest code)."""
+    and `search_particles` override the config's encode_search_candidates (1: each particle gets
+    its nearest code) and encode_search_particles."""
     path = Path(path)
     if not (path / "config.json").exists():
         # a training run folder holds the tokenizer in a subfolder
@@ -263,12 +264,14 @@ def load_tokenizer(path: str | Path, search_candidates: int | None = None) -> Je
         else:
             raise FileNotFoundError(f"{path}: no tokenizer here (expected config.json and model.safetensors)")
     tokenizer = JetTokenizer.from_pretrained(path).eval()
-    if search_candidates is not None:
-        tokenizer.config.encode_search_candidates = search_candidates
-        try:
-            tokenizer.config.validate()
-        except ValueError as err:
-            raise InputError(f"--search-candidates {search_candidates} does not fit the tokenizer in {path}: {err}") from None
+    overrides = {"encode_search_candidates": search_candidates, "encode_search_particles": search_particles}
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(tokenizer.config, key, value)
+    try:
+        tokenizer.config.validate()
+    except ValueError as err:
+        raise InputError(f"--search-candidates/--search-particles do not fit the tokenizer in {path}: {err}") from None
     return tokenizer
 
 

@@ -80,10 +80,11 @@ def test_cli_evaluate_and_encode(trained, jet_files, tmp_path):
     assert (tmp_path / "plots" / "code_usage.png").stat().st_size > 0
     assert "jet_mass_relative_rms_nearest_codes" not in metrics  # the tiny recipe encodes with nearest codes
     # encoding by search: the nearest codes' figure is reported beside it
-    result = runner.invoke(app, ["tokenizer", "evaluate", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--limit", "60", "--search-candidates", "3"])
+    result = runner.invoke(app, ["tokenizer", "evaluate", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--limit", "60", "--search-candidates", "3", "--search-particles", "2"])
     assert result.exit_code == 0, result.output
     searched = json.loads(result.stdout[result.stdout.index("{") :])
     assert searched["jets"] == 60 and searched["jet_mass_relative_rms_nearest_codes"] > 0
+    assert (searched["encode_search_candidates"], searched["encode_search_particles"]) == (3, 2)
     result = runner.invoke(app, ["tokenizer", "evaluate", "--tokenizer", str(trained), "--data", str(jet_files[1]), "--search-candidates", "0"])
     assert result.exit_code != 0 and "encode_search_candidates" in str(result.exception)
     out = tmp_path / "tokens.h5"

@@ -186,6 +186,20 @@ def test_encode_search_picks_tokens_that_lower_each_jets_loss(batch):
             tiny_config(**bad)
 
 
+def test_on_the_fly_tokenisation_takes_the_nearest_codes(batch):
+    """The backbones' collator tokenises every batch of every epoch: it skips the encode search."""
+    from foundation.models.inputs import JetSequenceCollator
+
+    f, m = batch
+    f, m = f[:12], m[:12].bool()
+    tok = make_tokenizer(batch, jet_loss_weight=2.0, encode_search_candidates=4, encode_search_particles=3).eval()
+    rows = {"features": f.numpy(), "mask": m.numpy(), "labels": np.zeros(12, np.int64), "index": np.arange(12)}
+    out = JetSequenceCollator(tok, NAMES)(rows)
+    expected, _ = tok.to_sequence(tok.encode(f, m, search=False), m)
+    assert torch.equal(out["input_ids"], expected[:, : out["input_ids"].shape[1]])
+    assert not torch.equal(tok.encode(f, m), tok.encode(f, m, search=False)), "the search would have changed tokens"
+
+
 def test_jet_level_loss_is_used_when_asked(batch):
     f, m = batch
     tok = make_tokenizer(batch, jet_loss_weight=1.0)
