@@ -263,15 +263,16 @@ def load_tokenizer(path: str | Path, search_candidates: int | None = None, searc
             path = path / "tokenizer"
         else:
             raise FileNotFoundError(f"{path}: no tokenizer here (expected config.json and model.safetensors)")
-    tokenizer = JetTokenizer.from_pretrained(path).eval()
+    tokenizer = JetTokenizer.from_pretrained(path).eval()  # its saved config is validated on loading
     overrides = {"encode_search_candidates": search_candidates, "encode_search_particles": search_particles}
-    for key, value in overrides.items():
-        if value is not None:
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if overrides:
+        for key, value in overrides.items():
             setattr(tokenizer.config, key, value)
-    try:
-        tokenizer.config.validate()
-    except ValueError as err:
-        raise InputError(f"--search-candidates/--search-particles do not fit the tokenizer in {path}: {err}") from None
+        try:
+            tokenizer.config.validate()
+        except ValueError as err:
+            raise InputError(f"--search-candidates/--search-particles do not fit the tokenizer in {path}: {err}") from None
     return tokenizer
 
 

@@ -142,8 +142,11 @@ class JetTokenizerConfig(PretrainedConfig):
             raise ValueError("encode_search_candidates > 1 needs a Euclidean vq codebook (quantizer vq, cosine_similarity false)")
         if self.codebook_pt_weighting and self.quantizer == "fsq":
             raise ValueError("codebook_pt_weighting needs a learnt codebook (quantizer vq or rvq), not fsq")
-        if (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting or self.phi_axis_constraint) and not self.has_jet_features:
-            raise ValueError("jet_loss_weight, pt_weighting, codebook_pt_weighting, mass_weighting and phi_axis_constraint need the features log_pt, eta_rel and phi_rel")
+        needs_jet = (self.jet_loss_weight or self.pt_weighting or self.codebook_pt_weighting or self.mass_weighting
+                     or self.phi_axis_constraint or self.encode_search_candidates > 1)  # the search ranks particles by their share
+        if needs_jet and not self.has_jet_features:
+            raise ValueError("jet_loss_weight, pt_weighting, codebook_pt_weighting, mass_weighting, phi_axis_constraint and "
+                             "encode_search_candidates > 1 need the features log_pt, eta_rel and phi_rel")
 
     @property
     def has_jet_features(self) -> bool:

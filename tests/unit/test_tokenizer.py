@@ -181,7 +181,7 @@ def test_encode_search_picks_tokens_that_lower_each_jets_loss(batch):
     rank = (distances.argsort(-1) == searched.clamp(max=31)[..., None]).float().argmax(-1)  # each token's rank among its codes
     assert changed.any() and torch.all(rank[changed] < 4), "a new token is one of the particle's 4 nearest codes"
     for bad in (dict(encode_search_candidates=0), dict(encode_search_particles=0), dict(quantizer="fsq", encode_search_candidates=2),
-                dict(cosine_similarity=True, encode_search_candidates=2)):
+                dict(cosine_similarity=True, encode_search_candidates=2), dict(feature_names=["log_pt", "eta_rel"], encode_search_candidates=2)):
         with pytest.raises(ValueError, match="encode_search"):
             tiny_config(**bad)
 
