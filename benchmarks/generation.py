@@ -9,6 +9,11 @@ The reference is taken as tokens can represent it: massless constituents, cut to
 particle count. Also prints the model's stop calibration on the reference jets (the stop-token
 probability summed up to each real jet's end; 1 when the model knows where real jets end).
 
+A class-conditional model (pretrain/class_conditional.yaml) samples the reference's class mix
+(each class in its reference fraction; --no-class-mix samples from the generic start token
+instead), and each class is also compared with the reference jets of that class (rows with
+class = its name; the floor is then that class's half against half).
+
 Rows with T = "tokens" separate the tokenizer's share from the backbone's: half of the reference
 jets encoded into tokens and decoded back, against the other half (what a perfect backbone would
 generate with this tokenizer), each beside the floor of that smaller sample.
@@ -26,19 +31,25 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--jets", type=int, default=5000)
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8, 1.0, 1.2])
     parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance of class-conditional sampling (1: none)")
+    parser.add_argument("--no-class-mix", dest="class_mix", action="store_false", help="sample a class-conditional model from its generic start token")
     args = parser.parse_args(argv)
 
     from foundation.pipelines.generate import evaluate_generation, generate_jets, stop_calibration
 
+    mix = _reference_class_mix(args) if args.class_mix else None
     rows = _tokenizer_rows(args)
     for temperature in args.temperatures:
         for seed in args.seeds:
             out = args.out / f"t{temperature:g}-seed{seed}"
-            generated = generate_jets(args.model, args.jets, out / "generated.h5", temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny)
-            rows += _with_ratio(evaluate_generation(str(generated), args.reference, out_dir=out, seed=seed), temperature=temperature, seed=seed)
+            generated = generate_jets(args.model, args.jets, out / "generated.h5", mix, temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny, guidance=args.guidance)
+            rows += _with_ratio(evaluate_generation(str(generated), args.reference, out_dir=out, seed=seed), temperature=temperature, seed=seed, **{"class": "all"})
+            for name in mix or ():
+                report = evaluate_generation(str(generated), args.reference, out_dir=out / name, reference_class=name, seed=seed)
+                rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name})
     table = print_table(
         rows,
-        [("temperature", "T", "g"), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
+        [("temperature", "T", "g"), ("class", "class", ""), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
          ("floor", "real vs real", ".4g"), ("floor_error", "±", ".2g"), ("ratio", "ratio", ".2f")],
     )
     calibration = stop_calibration(args.model, args.reference, limit=1000, progress=not args.tiny)
@@ -48,17 +59,38 @@ def main(argv=None) -> list[dict]:
         f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1); "
         + ", ".join(f"{name} {c['cumulative_stop_probability']:.3f} ± {c['cumulative_stop_probability_error']:.3f} ({c['mean_particles']:.1f} particles)" for name, c in calibration["by_class"].items())
     )
-    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "stop_calibration": calibration})
+    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "stop_calibration": calibration})
     return rows
 
 
 def _with_ratio(report: list[dict], **labels) -> list[dict]:
     rows = []
     for r in report:
-        # No ratio where either side is not resolved from 0 (e.g. an FPD fit that ends on its a >= 0 bound).
-        resolved = r["floor"] > 0 and r["value"] > r["error"]
+        # No ratio where either side is not resolved from 0 (e.g. an FPD fit that ends on its a >= 0
+        # bound, or a KPD floor within its error of 0).
+        resolved = r["floor"] > r["floor_error"] and r["value"] > r["error"]
         rows.append({**labels, **r, "ratio": r["value"] / r["floor"] if resolved else None})
     return rows
+
+
+def _reference_class_mix(args) -> dict[str, float] | None:
+    """{class: fraction of the reference} when the model is class-conditional over the reference's classes."""
+    import numpy as np
+
+    from foundation.data.sources import JetCollection
+    from foundation.errors import InputError
+    from foundation.pipelines.generate import load_generator
+
+    cfg = load_generator(args.model).model.config
+    if not cfg.num_generation_classes:
+        return None
+    reference = JetCollection.open(args.reference)
+    names = reference.class_names
+    missing = [c for c in names if c not in cfg.generation_class_names]
+    if missing:
+        raise InputError(f"{', '.join(map(str, args.reference))}: classes {missing} are not among the model's {cfg.generation_class_names}; pass --no-class-mix")
+    counts = np.bincount(reference.labels(), minlength=len(names))
+    return {name: float(n) / counts.sum() for name, n in zip(names, counts, strict=True) if n > 0}
 
 
 def _tokenizer_rows(args) -> list[dict]:
@@ -78,7 +110,7 @@ def _tokenizer_rows(args) -> list[dict]:
     out = args.out / "tokens"
     tokenized = tokenizer_round_trip(args.model, reference.subset(np.sort(order[:half])), out / "tokenized_half.h5")
     other_half = write_jets(out / "reference_half.h5", reference.subset(np.sort(order[half:])))
-    return _with_ratio(evaluate_generation(str(tokenized), str(other_half), out_dir=out), temperature="tokens", seed=0)
+    return _with_ratio(evaluate_generation(str(tokenized), str(other_half), out_dir=out), temperature="tokens", seed=0, **{"class": "all"})
 
 
 if __name__ == "__main__":

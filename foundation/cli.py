@@ -189,6 +189,7 @@ def pretrain_command(
     config: Path = typer.Option(..., help="recipe, e.g. pretrain/small.yaml"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     tokenizer: Path | None = typer.Option(None, help="tokenizer folder (default: the recipe's `tokenizer`)"),
+    from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder or hub id) to continue training; its tokenizer and shape are kept"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON, e.g. launch/deepspeed/zero2.json"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
@@ -197,10 +198,14 @@ def pretrain_command(
 
     Multi-GPU / multi-node: launch this command with `accelerate launch` or `torchrun`
     (see launch/); the same recipe runs on one CPU, several processes or DeepSpeed ZeRO.
+    With --from, training continues from a bundle; `--set model.num_generation_classes=2`
+    then adds class start tokens, making it a class-conditional generator.
     """
     from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
 
     overrides = _overrides(set_)
+    if from_:
+        overrides["init_from"] = from_
     if output:
         overrides["training.output_dir"] = str(output)
     if tokenizer:
@@ -272,18 +277,33 @@ def generate_command(
     model: str = typer.Option(..., help="pretrained bundle with a next-token head"),
     jets: int = typer.Option(..., help="number of jets"),
     out: Path = typer.Option(..., help="output file (canonical .h5)"),
-    class_name: str | None = typer.Option(None, "--class", help="class to generate (class-conditional models)"),
+    class_name: list[str] | None = typer.Option(None, "--class", help="class to generate (class-conditional models); repeat for an even mix, or give fractions: --class qcd=0.7 --class top=0.3"),
     temperature: float = typer.Option(1.0, help="sampling temperature"),
     top_k: int | None = typer.Option(None, help="sample among the k most likely tokens"),
     top_p: float | None = typer.Option(None, help="nucleus sampling: smallest set with probability >= p"),
     batch_size: int = typer.Option(256, help="jets sampled together"),
     seed: int = typer.Option(0, help="sampling seed"),
+    guidance: float = typer.Option(1.0, help="classifier-free guidance with --class: > 1 leans each token towards its class (1: none)"),
 ):
     """Sample jets autoregressively (key/value cache) and decode them into particles."""
     from foundation.pipelines.generate import generate_jets
 
-    path = generate_jets(model, jets, out, class_name, temperature, top_k, top_p, batch_size, seed)
+    path = generate_jets(model, jets, out, _class_mix(class_name), temperature, top_k, top_p, batch_size, seed, guidance=guidance)
     console.print(f"[green]wrote {jets} generated jets to {path}")
+
+
+def _class_mix(values: list[str] | None) -> dict[str, float] | None:
+    """--class NAME[=FRACTION] ... -> {name: fraction} (an even mix where no fraction is given)."""
+    if not values:
+        return None
+    mix = {}
+    for value in values:
+        name, _, fraction = value.partition("=")
+        try:
+            mix[name] = float(fraction) if fraction else 1.0
+        except ValueError:
+            raise InputError(f"--class {value}: expected NAME or NAME=FRACTION") from None
+    return mix
 
 
 @app.command("evaluate-generation")

@@ -71,3 +71,17 @@ def tiny_bundle(jet_files, tiny_tokenizer, tmp_path_factory):
     )
     recipe.data.files = [str(p) for p in jet_files]
     return pretrain(recipe)
+
+
+@pytest.fixture(scope="session")
+def tiny_conditional_bundle(jet_files, tiny_bundle, tmp_path_factory):
+    """tiny_bundle made class-conditional (pretrain/class_conditional.yaml, a few steps): its folder."""
+    from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
+
+    out = tmp_path_factory.mktemp("conditional") / "run"
+    recipe = load_pretrain_recipe(
+        "pretrain/class_conditional.yaml",
+        {"init_from": str(tiny_bundle), "training.output_dir": str(out), "training.progress": False, "training.max_steps": 6, "training.save_every": 6, "training.eval_every": 6},
+    )
+    recipe.data.files = [str(p) for p in jet_files]
+    return pretrain(recipe)

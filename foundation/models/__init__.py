@@ -7,6 +7,7 @@ from foundation.models.modeling_jet_transformer import (
     JetTransformerForMaskedParticleModeling,
     JetTransformerForPretraining,
     JetTransformerModel,
+    add_generation_classes,
 )
 from foundation.models.registration import register_auto_classes
 
@@ -19,4 +20,5 @@ __all__ = [
     "JetTransformerForMaskedParticleModeling",
     "JetTransformerForPretraining",
     "JetTransformerForJetClassification",
+    "add_generation_classes",
 ]

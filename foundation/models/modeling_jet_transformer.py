@@ -219,6 +219,30 @@ def conditioned_on_class(input_ids: torch.Tensor, labels: torch.Tensor | None, c
     return torch.cat([first[:, None], input_ids[:, 1:]], dim=1)
 
 
+def add_generation_classes(model: PreTrainedModel, class_names: list[str]) -> None:
+    """Give a model trained with the generic start token one start token per class, in place.
+
+    The new rows of the (tied) token embedding start as copies of the generic start token, so the
+    model begins as its unconditional self for every class and training on labelled jets teaches
+    each class token its class: a published checkpoint becomes a class-conditional generator
+    without pretraining again. A model that already has these classes is left as it is.
+    """
+    cfg = model.config
+    names = list(class_names)
+    if cfg.num_generation_classes:
+        if list(cfg.generation_class_names) != names:
+            raise ValueError(f"the model generates classes {cfg.generation_class_names}, not {names}")
+        return
+    old_size = cfg.vocab_size
+    model.resize_token_embeddings(old_size + len(names), mean_resizing=False)
+    with torch.no_grad():
+        weight = model.get_input_embeddings().weight  # (V + C, D)
+        weight[old_size:] = weight[cfg.start_token_id]
+    cfg.num_generation_classes, cfg.generation_class_names = len(names), names
+    cfg.vocab_size = cfg.vocab_codes + 4 + len(names)
+    cfg.validate()
+
+
 def _masked_head(config: JetTransformerConfig) -> nn.Module:
     d = config.hidden_size
     return nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d), nn.Linear(d, config.vocab_codes))
@@ -274,14 +298,24 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         top_p: float | None = None,
         max_particles: int | None = None,
         generator: torch.Generator | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Sample token sequences (num_jets, <= max_particles + 2) with a key/value cache:
-        each new token costs one position. Sequences end at the stop token (pad after it)."""
+        each new token costs one position. Sequences end at the stop token (pad after it).
+
+        guidance (class-conditional models, with class_index): classifier-free guidance, next-token
+        logits uncond + guidance * (cond - uncond), the unconditional ones from the generic start
+        token the model also learnt (unconditional_fraction). 1 samples the class as learnt; above 1
+        each token leans further towards what sets the class apart, at twice the cost per token.
+        """
         cfg = self.config
         if cfg.num_particle_features:
             raise ValueError("sampling needs a token-only model; this one also takes particle features")
         if temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        guided = guidance != 1.0
+        if guided and (class_index is None or guidance < 0):
+            raise ValueError(f"guidance {guidance} needs a class to generate and must be >= 0")
         limit = min(max_particles or cfg.max_particles, cfg.max_particles)
         device = self.lm_head.weight.device
         start = cfg.start_token_id if class_index is None else cfg.class_start_token_id(class_index)
@@ -289,13 +323,19 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         finished = torch.zeros(num_jets, dtype=torch.bool, device=device)
         allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=device)
         allowed[: cfg.vocab_codes] = True
-        past, current = None, sequences
+        # Guided: rows B..2B-1 follow the same tokens from the generic start (one forward pass for both).
+        current = torch.cat([sequences, torch.full_like(sequences, cfg.start_token_id)]) if guided else sequences
+        past = None
         was_training = self.training
         self.eval()
         for position in range(limit + 1):
             out = self(current, cache=past, use_cache=True)
             past = out.cache
-            logits = out.logits[:, -1].float() / temperature  # (B, V)
+            logits = out.logits[:, -1].float()  # (B, V), or (2B, V) guided
+            if guided:
+                conditional, unconditional = logits.chunk(2)
+                logits = unconditional + guidance * (conditional - unconditional)
+            logits = logits / temperature
             ok = allowed.clone()
             ok[cfg.stop_token_id] = position > 0  # at least one particle per jet
             if position == limit:  # no room left: stop
@@ -307,7 +347,7 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
             token = torch.where(finished, torch.full_like(token, cfg.pad_token_id), token)
             finished |= token == cfg.stop_token_id
             sequences = torch.cat([sequences, token[:, None]], dim=1)
-            current = token[:, None]
+            current = token.repeat(2)[:, None] if guided else token[:, None]
             if finished.all():
                 break
         self.train(was_training)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -62,12 +63,33 @@ def _decoded_jets(tokenizer, ids: torch.Tensor, mask: torch.Tensor, label: np.nd
     return JetArrays(constituents, mask_np, np.zeros(mask_np.shape, np.int8), np.zeros(mask_np.shape, np.int32), label, class_names)
 
 
+def class_plan(cfg, classes, num_jets: int, source) -> list[tuple[int, int]]:
+    """(class index, jets) to sample for `classes`: one name, names (an even split) or
+    {name: fraction} (normalised; counts by largest remainder, so they add up to num_jets)."""
+    if not cfg.num_generation_classes:
+        raise InputError(f"{source}: the model was not trained class-conditionally; drop --class (or continue its training with model.num_generation_classes, pretrain/class_conditional.yaml)")
+    if isinstance(classes, str):
+        classes = {classes: 1.0}
+    elif not isinstance(classes, Mapping):
+        classes = {name: 1.0 for name in classes}
+    unknown = [name for name in classes if name not in cfg.generation_class_names]
+    if unknown or not classes:
+        raise InputError(f"class {unknown[0] if unknown else None!r} is not one of the model's classes {cfg.generation_class_names}")
+    weights = np.array([float(w) for w in classes.values()])
+    if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
+        raise InputError(f"class fractions must be non-negative with a positive sum, got {dict(classes)}")
+    exact = num_jets * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    counts[np.argsort(counts - exact)[: num_jets - counts.sum()]] += 1  # largest remainders
+    return [(cfg.generation_class_names.index(name), int(n)) for name, n in zip(classes, counts, strict=True) if n > 0]
+
+
 @torch.no_grad()
 def generate_jets(
     model: str | Path,
     num_jets: int,
     out: str | Path,
-    class_name: str | None = None,
+    class_name: str | Sequence[str] | Mapping[str, float] | None = None,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
@@ -75,32 +97,38 @@ def generate_jets(
     seed: int = 0,
     revision: str | None = None,
     progress: bool = True,
+    guidance: float = 1.0,
 ) -> Path:
-    """Sample `num_jets` token sequences, decode them into particles, write the canonical layout."""
+    """Sample `num_jets` token sequences, decode them into particles, write the canonical layout.
+
+    class_name (class-conditional models): one class, several (an even split) or {class: fraction};
+    the file then carries the model's class names and each jet's class as its label.
+    guidance: classifier-free guidance scale for class-conditional sampling (1: none).
+    """
     if num_jets <= 0:
         raise InputError(f"number of jets must be positive, got {num_jets}")
+    if guidance != 1.0 and class_name is None:
+        raise InputError(f"guidance {guidance} steers class-conditional sampling: give --class")
+    if guidance < 0:
+        raise InputError(f"guidance must be >= 0, got {guidance}")
     bundle = load_generator(model, revision)
     from foundation.pipelines.inference import inference_device
 
     device = inference_device()
     net, tokenizer, cfg = bundle.model.to(device), bundle.tokenizer.to(device), bundle.model.config
     if class_name is not None:
-        if not cfg.num_generation_classes:
-            raise InputError(f"{bundle.path}: the model was not trained class-conditionally; drop --class")
-        if class_name not in cfg.generation_class_names:
-            raise InputError(f"class {class_name!r} is not one of the model's classes {cfg.generation_class_names}")
-        class_index = cfg.generation_class_names.index(class_name)
-        class_names, label = list(cfg.generation_class_names), class_index
+        plan, class_names = class_plan(cfg, class_name, num_jets, bundle.path), list(cfg.generation_class_names)
     else:
-        class_index, class_names, label = None, ["generated"], 0
+        plan, class_names = [(None, num_jets)], ["generated"]
     generator = torch.Generator(device=device).manual_seed(seed)
     metadata = {
         "source": "foundation generate",
         "model": str(bundle.path),
-        "class": class_name,
+        "class": None if class_name is None else {class_names[c]: n for c, n in plan},
         "temperature": temperature,
         "top_k": top_k,
         "top_p": top_p,
+        "guidance": guidance,
         "seed": seed,
         "jet_axis": DECODED_JET_AXIS,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -108,15 +136,16 @@ def generate_jets(
     n = tokenizer.config.max_particles
     with CanonicalWriter(out, n, class_names, metadata) as writer, tqdm(total=num_jets, unit="jet", desc="generating", disable=not progress) as bar:
         done = 0
-        while done < num_jets:
-            size = min(batch_size, num_jets - done)
-            sequences = net.sample(size, class_index=class_index, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            ids, mask = tokenizer.from_sequence(sequences, n)
-            jets = _decoded_jets(tokenizer, ids, mask, np.full(size, label, np.int64), class_names)
-            jets.validate(f"generated batch at jet {done}")
-            writer.append(jets)
-            done += size
-            bar.update(size)
+        for class_index, count in plan:
+            for start in range(0, count, batch_size):
+                size = min(batch_size, count - start)
+                sequences = net.sample(size, class_index=class_index, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, guidance=guidance)
+                ids, mask = tokenizer.from_sequence(sequences, n)
+                jets = _decoded_jets(tokenizer, ids, mask, np.full(size, class_index or 0, np.int64), class_names)
+                jets.validate(f"generated batch at jet {done}")
+                writer.append(jets)
+                done += size
+                bar.update(size)
     return Path(out)
 
 
@@ -215,6 +244,8 @@ def evaluate_generation(
         if reference_class not in ref.class_names:
             raise InputError(f"class {reference_class!r} not in the reference classes {ref.class_names}")
         ref = ref.subset(ref.label == ref.class_names.index(reference_class))
+        if reference_class in gen.class_names:  # class-conditional samples: that class's jets only
+            gen = gen.subset(gen.label == gen.class_names.index(reference_class))
     if limit is not None and len(ref) > limit:
         ref = ref.subset(np.sort(np.random.default_rng(seed).choice(len(ref), limit, replace=False)))
     if not raw_reference:

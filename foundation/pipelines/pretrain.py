@@ -22,7 +22,7 @@ from foundation.data.features import FEATURES
 from foundation.data.tokens import TokenDataset, TokenFile
 from foundation.errors import InputError
 from foundation.hub import save_bundle
-from foundation.models import JetTransformerConfig, JetTransformerForPretraining
+from foundation.models import JetTransformerConfig, JetTransformerForPretraining, add_generation_classes
 from foundation.models.inputs import JetSequenceCollator, collate_sequences, dataset_feature_names
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
@@ -122,8 +122,9 @@ class Pretraining:
     tokenizer: object
 
 
-# What may change when training continues from a bundle (init_from): the objective, not the shape.
-CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", "dropout", "unconditional_fraction")
+# What may change when training continues from a bundle (init_from): the objective, not the shape,
+# and class start tokens may be added (num_generation_classes: a model becomes class-conditional).
+CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", "dropout", "unconditional_fraction", "num_generation_classes")
 
 
 def _continued_model(recipe: PretrainRecipe):
@@ -133,7 +134,8 @@ def _continued_model(recipe: PretrainRecipe):
     bad = [k for k in recipe.model if k not in CONTINUE_FIELDS]
     if bad:
         raise ConfigError(getattr(recipe, "source", None), f"model.{bad[0]}", f"cannot change when continuing from a bundle (init_from); only {', '.join(CONTINUE_FIELDS)}")
-    bundle = load_bundle(recipe.init_from, model_class=JetTransformerForPretraining, **recipe.model)
+    overrides = {k: v for k, v in recipe.model.items() if k != "num_generation_classes"}  # added after loading
+    bundle = load_bundle(recipe.init_from, model_class=JetTransformerForPretraining, **overrides)
     features = list(bundle.data_config.get("particle_features") or [])
     if recipe.particle_features and recipe.particle_features != features:
         raise ConfigError(getattr(recipe, "source", None), "particle_features", f"the bundle takes {features}")
@@ -146,6 +148,12 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     if recipe.init_from:
         model, tokenizer, features, bundle_data = _continued_model(recipe)
         seq = build_sequence_data(recipe.data, tokenizer, features, recipe.tokens, recipe.training.seed, data_root)
+        if recipe.model.get("num_generation_classes"):
+            _check_generation_classes(recipe, seq.class_names)
+            try:
+                add_generation_classes(model, seq.class_names)
+            except ValueError as err:
+                raise ConfigError(getattr(recipe, "source", None), "model.num_generation_classes", f"{recipe.init_from}: {err}") from None
         if features:  # keep the bundle's feature scaling: the weights were trained with it
             seq.collate_fn.mean = torch.as_tensor(bundle_data["particle_feature_mean"], dtype=torch.float32)
             seq.collate_fn.std = torch.as_tensor(bundle_data["particle_feature_std"], dtype=torch.float32)
@@ -155,8 +163,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root)
     model_fields = dict(recipe.model)
     if model_fields.get("num_generation_classes"):
-        if model_fields["num_generation_classes"] != len(seq.class_names):
-            raise ConfigError(getattr(recipe, "source", None), "model.num_generation_classes", f"the data has {len(seq.class_names)} classes {seq.class_names}")
+        _check_generation_classes(recipe, seq.class_names)
         model_fields["generation_class_names"] = seq.class_names
     config = build_model_config(
         JetTransformerConfig,
@@ -167,6 +174,11 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
         particle_feature_names=recipe.particle_features,
     )
     return _pretraining(recipe, JetTransformerForPretraining(config), seq, tokenizer)
+
+
+def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) -> None:
+    if recipe.model["num_generation_classes"] != len(class_names):
+        raise ConfigError(getattr(recipe, "source", None), "model.num_generation_classes", f"the data has {len(class_names)} classes {class_names}")
 
 
 def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:

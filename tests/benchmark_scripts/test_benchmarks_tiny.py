@@ -66,6 +66,14 @@ def test_generation(jet_files, tiny_bundle, tmp_path):
     assert calibration["jets"] == 150 and calibration["cumulative_stop_probability"] > 0
 
 
+def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
+    rows = generation.main(["--tiny", "--model", str(tiny_conditional_bundle), "--reference", *_files(jet_files), "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path)])
+    assert {r["class"] for r in rows if r["temperature"] == 1.0} == {"all", "qcd", "top"}
+    assert json.loads((tmp_path / "results.json").read_text())["class_mix"] == {"qcd": 0.5, "top": 0.5}
+    per_class = json.loads((tmp_path / "t1-seed0" / "top" / "generation_metrics.json").read_text())
+    assert per_class["generated_jets"] == 10 and per_class["reference_jets"] == 150
+
+
 def test_anomaly(jet_files, tiny_bundle, tmp_path):
     rows = anomaly.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--out", str(tmp_path)])
     assert len(rows) == 5 and all(0 <= r["auc"] <= 1 for r in rows)

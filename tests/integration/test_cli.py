@@ -48,15 +48,17 @@ def test_arguments_that_do_not_fit_the_model_get_one_line(tiny_bundle, jet_files
     assert result.returncode == 2 and "number of jets must be positive" in result.stderr and "Traceback" not in result.stderr
     result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--class", "top", "--out", "never.h5")
     assert result.returncode == 2 and "not trained class-conditionally" in result.stderr and "Traceback" not in result.stderr
+    result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--guidance", "2", "--out", "never.h5")
+    assert result.returncode == 2 and "give --class" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_class_conditional_generation(jet_files, tiny_tokenizer, tmp_path):
+def test_class_conditional_generation(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
     files = "[" + ",".join(str(p) for p in jet_files) + "]"
+    short = ["--set", "training.max_steps=6", "--set", "training.save_every=6", "--set", "training.eval_every=6", "--set", "training.progress=false"]
     runner = CliRunner()
     result = runner.invoke(app, [
         "pretrain", "--config", "pretrain/tiny.yaml", "--tokenizer", str(tiny_tokenizer), "--output", str(tmp_path / "cond"),
-        "--set", f"data.files={files}", "--set", "model.num_generation_classes=2", "--set", "model.masked_loss_weight=0",
-        "--set", "training.max_steps=6", "--set", "training.save_every=6", "--set", "training.eval_every=6", "--set", "training.progress=false",
+        "--set", f"data.files={files}", "--set", "model.num_generation_classes=2", "--set", "model.masked_loss_weight=0", *short,
     ])
     assert result.exit_code == 0, result.output
     out = tmp_path / "top.h5"
@@ -64,6 +66,25 @@ def test_class_conditional_generation(jet_files, tiny_tokenizer, tmp_path):
     assert result.exit_code == 0, result.output
     with h5py.File(out) as f:
         assert json.loads(f.attrs["class_names"]) == ["qcd", "top"] and set(f["label"][:]) == {1}
+
+    # A model pretrained without classes becomes class-conditional by continuing its training.
+    result = runner.invoke(app, [
+        "pretrain", "--config", "pretrain/class_conditional.yaml", "--from", str(tiny_bundle), "--output", str(tmp_path / "added"),
+        "--set", f"data.files={files}", *short,
+    ])
+    assert result.exit_code == 0, result.output
+    config = json.loads((tmp_path / "added" / "model" / "config.json").read_text())
+    assert config["generation_class_names"] == ["qcd", "top"] and config["vocab_size"] == config["vocab_codes"] + 6
+    mix = tmp_path / "mix.h5"
+    result = runner.invoke(app, ["generate", "--model", str(tmp_path / "added" / "model"), "--jets", "40", "--out", str(mix), "--class", "qcd=0.7", "--class", "top=0.3", "--guidance", "1.5"])
+    assert result.exit_code == 0, result.output
+    with h5py.File(mix) as f:
+        assert list(f["label"][:]) == [0] * 28 + [1] * 12
+    result = runner.invoke(app, ["evaluate-generation", "--generated", str(mix), "--reference", str(jet_files[1]), "--reference-class", "top", "--plots", str(tmp_path / "plots")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "plots" / "generation_metrics.json").read_text())["generated_jets"] == 12  # the top jets only
+    result = _foundation("generate", "--model", str(tmp_path / "added" / "model"), "--jets", "4", "--class", "w=0.5", "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2 and "'w' is not one of the model's classes ['qcd', 'top']" in result.stderr
 
 
 def test_push_uploads_a_verified_bundle(tiny_bundle, monkeypatch):

@@ -11,6 +11,7 @@ from foundation.models import (
     JetTransformerForMaskedParticleModeling,
     JetTransformerForPretraining,
     JetTransformerModel,
+    add_generation_classes,
 )
 from foundation.models.modeling_jet_transformer import choose_masked_particles
 
@@ -102,6 +103,61 @@ def test_class_conditional_start_tokens():
     assert torch.all(seq[:, 0] == cfg.class_start_token_id(1))
     with pytest.raises(ValueError):
         cfg.class_start_token_id(2)
+
+
+def test_class_start_tokens_added_to_a_trained_model_start_as_the_generic_one(tmp_path):
+    model = JetTransformerForPretraining(config()).eval()
+    ids, mask = sequences(model.config)
+    before = model.lm_head(model.transformer(ids, mask, causal=True).last_hidden_state)  # (B, L, V)
+    add_generation_classes(model, ["qcd", "top"])
+    cfg = model.config
+    assert cfg.vocab_size == cfg.vocab_codes + 6 and model.lm_head.weight is model.transformer.wte.weight
+    labels = torch.tensor([0, 1, 1, 0])
+    hidden = model.transformer(ids.clone().index_fill_(1, torch.tensor([0]), cfg.class_start_token_id(1)), mask, causal=True).last_hidden_state
+    # Same predictions for the old vocabulary as from the generic start: training begins from p(jet).
+    assert torch.allclose(model.lm_head(hidden)[..., : before.shape[-1]], before, atol=1e-5)
+    assert model(ids, mask, labels=labels).loss > 0
+    add_generation_classes(model, ["qcd", "top"])  # already there: unchanged
+    with pytest.raises(ValueError, match="generates classes"):
+        add_generation_classes(model, ["quark", "gluon"])
+    model.save_pretrained(tmp_path)
+    loaded = JetTransformerForCausalJetModeling.from_pretrained(tmp_path)
+    seq = loaded.sample(4, class_index=1, generator=torch.Generator().manual_seed(0))
+    assert torch.all(seq[:, 0] == cfg.class_start_token_id(1)) and torch.all(seq[:, 1] < cfg.vocab_codes)
+
+
+def test_classifier_free_guidance_mixes_conditional_and_generic_logits():
+    cfg = config(num_generation_classes=2, generation_class_names=["qcd", "top"])
+    model = JetTransformerForCausalJetModeling(cfg).eval()
+    with torch.no_grad():  # make the class token differ from the generic start
+        model.transformer.wte.weight[cfg.class_start_token_id(1)] += 1.0
+    # guidance 1 is plain conditional sampling: the same draws with the same seed
+    plain = model.sample(6, class_index=1, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(plain, model.sample(6, class_index=1, guidance=1.0, generator=torch.Generator().manual_seed(3)))
+    # guidance 0 samples from the generic start's logits (the row still starts with the class token)
+    generic = model.sample(6, generator=torch.Generator().manual_seed(3))
+    unguided = model.sample(6, class_index=1, guidance=0.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(unguided[:, 1:], generic[:, 1:]) and torch.all(unguided[:, 0] == cfg.class_start_token_id(1))
+    guided = model.sample(6, class_index=1, guidance=3.0, generator=torch.Generator().manual_seed(3))
+    assert torch.all(guided[:, 0] == cfg.class_start_token_id(1)) and not torch.equal(guided, plain)
+    with pytest.raises(ValueError, match="needs a class"):
+        model.sample(2, guidance=2.0)
+
+
+def test_class_plan_splits_jets_by_fraction():
+    from foundation.errors import InputError
+    from foundation.pipelines.generate import class_plan
+
+    cfg = config(num_generation_classes=3, generation_class_names=["q", "g", "t"])
+    assert class_plan(cfg, "t", 5, "m") == [(2, 5)]
+    assert class_plan(cfg, ["q", "t"], 5, "m") in ([(0, 3), (2, 2)], [(0, 2), (2, 3)])
+    assert class_plan(cfg, {"q": 0.474, "t": 0.526}, 2000, "m") == [(0, 948), (2, 1052)]
+    with pytest.raises(InputError, match="not one of"):
+        class_plan(cfg, "w", 5, "m")
+    with pytest.raises(InputError, match="non-negative"):
+        class_plan(cfg, {"q": -1.0, "t": 2.0}, 5, "m")
+    with pytest.raises(InputError, match="not trained class-conditionally"):
+        class_plan(config(), "t", 5, "m")
 
 
 def test_pretraining_checkpoint_loads_everywhere(tmp_path):
