@@ -47,11 +47,13 @@ def main(argv=None) -> list[dict]:
             for name in mix or ():
                 report = evaluate_generation(str(generated), args.reference, out_dir=out / name, reference_class=name, seed=seed)
                 rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name})
-    table = print_table(
-        rows,
-        [("temperature", "T", "g"), ("class", "class", ""), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
-         ("floor", "real vs real", ".4g"), ("floor_error", "±", ".2g"), ("ratio", "ratio", ".2f")],
-    )
+    columns = [("temperature", "T", "g"), ("class", "class", ""), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
+               ("floor", "real vs real", ".4g"), ("floor_error", "±", ".2g"), ("ratio", "ratio", ".2f")]
+    table = print_table(rows, [("seed", "seed", ""), *columns] if len(args.seeds) > 1 else columns)
+    means = _seed_means(rows) if len(args.seeds) > 1 else []
+    if means:
+        print(f"mean over seeds {args.seeds} (± their spread; the floor's halves are drawn anew with each seed):")
+        table += "\n\n" + print_table(means, columns)
     calibration = stop_calibration(args.model, args.reference, limit=1000, progress=not args.tiny)
     print(
         f"stop calibration on {calibration['jets']} reference jets ({calibration['mean_particles']:.1f} particles on average): "
@@ -59,6 +61,7 @@ def main(argv=None) -> list[dict]:
         f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1); "
         + ", ".join(f"{name} {c['cumulative_stop_probability']:.3f} ± {c['cumulative_stop_probability_error']:.3f} ({c['mean_particles']:.1f} particles)" for name, c in calibration["by_class"].items())
     )
+    rows += means
     write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "stop_calibration": calibration})
     return rows
 
@@ -71,6 +74,22 @@ def _with_ratio(report: list[dict], **labels) -> list[dict]:
         resolved = r["floor"] > r["floor_error"] and r["value"] > r["error"]
         rows.append({**labels, **r, "ratio": r["value"] / r["floor"] if resolved else None})
     return rows
+
+
+def _seed_means(rows: list[dict]) -> list[dict]:
+    """One row per (T, class, metric): value and floor averaged over the seeds, ratio of the means."""
+    from benchmarks.common import mean_and_spread
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["temperature"] != "tokens":
+            groups.setdefault((r["temperature"], r["class"], r["metric"]), []).append(r)
+    means = []
+    for (temperature, name, metric), group in groups.items():
+        value, error = mean_and_spread([r["value"] for r in group])
+        floor, floor_error = mean_and_spread([r["floor"] for r in group])
+        means.append(_with_ratio([{"metric": metric, "value": value, "error": error, "floor": floor, "floor_error": floor_error}], temperature=temperature, seed="mean", **{"class": name})[0])
+    return means
 
 
 def _reference_class_mix(args) -> dict[str, float] | None:

@@ -138,6 +138,11 @@ def run_budgets(args, models: list[str]) -> list[dict]:
     files = args.data or default_files()
     runs = args.runs or args.out / "runs"
     full = full_train_size(files)
+    # Our runs are named by the learning rate they use, so a run made under another recipe
+    # learning rate (the recipe's default has changed before) is never taken for this one.
+    from foundation.pipelines.finetune import load_finetune_recipe
+
+    our_lr = args.learning_rate if args.learning_rate is not None else load_finetune_recipe(args.recipe).training.learning_rate
     rows = []
     for budget in args.budgets:
         n = max(int(round(budget * full)), 16)
@@ -147,8 +152,7 @@ def run_budgets(args, models: list[str]) -> list[dict]:
                 steps = min(budget_steps, args.max_part_steps) if kind == "part" and getattr(args, "max_part_steps", None) else budget_steps
                 # "-bestauc": ends with the weights of the best validation AUC (older runs kept the
                 # last weights, or "-best" ones those of the lowest validation loss)
-                # Our models at another than the recipe's learning rate: their own runs ("-lr...").
-                lr = args.learning_rate if kind != "part" else None
+                lr = our_lr if kind != "part" else None
                 out = runs / f"budget-{budget:g}" / (f"{kind}-seed{seed}-steps{steps}-bestauc" + (f"-lr{lr:g}" if lr is not None else ""))
                 cached = _cached(out)
                 if cached is not None:

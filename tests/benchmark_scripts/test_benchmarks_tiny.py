@@ -26,9 +26,11 @@ def test_tagging_at_another_learning_rate_keeps_its_own_runs(jet_files, tiny_bun
     tagging.main([*args, "--out", str(tmp_path / "a"), "--learning-rate", "3e-4"])
     tagging.main([*args, "--out", str(tmp_path / "b")])
     runs = sorted(p.name for p in (tmp_path / "runs" / "budget-0.5").iterdir())
-    assert runs == ["pretrained-seed0-steps6-bestauc", "pretrained-seed0-steps6-bestauc-lr0.0003"]
-    recipe = yaml.safe_load((tmp_path / "runs" / "budget-0.5" / runs[1] / "recipe.yaml").read_text())
-    assert recipe["training"]["learning_rate"] == 3e-4
+    recipe_lr = yaml.safe_load(open("finetune/top_tagging_tiny.yaml"))["training"]["learning_rate"]
+    assert runs == sorted([f"pretrained-seed0-steps6-bestauc-lr{recipe_lr:g}", "pretrained-seed0-steps6-bestauc-lr0.0003"])
+    for run, lr in ((f"pretrained-seed0-steps6-bestauc-lr{recipe_lr:g}", recipe_lr), ("pretrained-seed0-steps6-bestauc-lr0.0003", 3e-4)):
+        recipe = yaml.safe_load((tmp_path / "runs" / "budget-0.5" / run / "recipe.yaml").read_text())
+        assert recipe["training"]["learning_rate"] == lr
 
 
 def test_label_efficiency(jet_files, tiny_bundle, tmp_path):
@@ -67,8 +69,13 @@ def test_generation(jet_files, tiny_bundle, tmp_path):
 
 
 def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
-    rows = generation.main(["--tiny", "--model", str(tiny_conditional_bundle), "--reference", *_files(jet_files), "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path)])
+    rows = generation.main(["--tiny", "--model", str(tiny_conditional_bundle), "--reference", *_files(jet_files), "--jets", "20", "--temperatures", "1.0", "--seeds", "0", "1", "--out", str(tmp_path)])
     assert {r["class"] for r in rows if r["temperature"] == 1.0} == {"all", "qcd", "top"}
+    # With several seeds, one more row per class and metric: the mean over seeds, beside the mean floor.
+    means = [r for r in rows if r["seed"] == "mean"]
+    assert len(means) == 3 * len({r["metric"] for r in rows})
+    mass = [r for r in rows if r["class"] == "top" and r["metric"] == "w1_mass"]
+    assert means and abs(mass[2]["value"] - (mass[0]["value"] + mass[1]["value"]) / 2) < 1e-9
     assert json.loads((tmp_path / "results.json").read_text())["class_mix"] == {"qcd": 0.5, "top": 0.5}
     per_class = json.loads((tmp_path / "t1-seed0" / "top" / "generation_metrics.json").read_text())
     assert per_class["generated_jets"] == 10 and per_class["reference_jets"] == 150
