@@ -316,6 +316,8 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         guided = guidance != 1.0
         if guided and (class_index is None or guidance < 0):
             raise ValueError(f"guidance {guidance} needs a class to generate and must be >= 0")
+        if guided and cfg.unconditional_fraction == 0:
+            raise ValueError("guidance needs the generic start token's predictions, which this model never learnt (unconditional_fraction 0)")
         limit = min(max_particles or cfg.max_particles, cfg.max_particles)
         device = self.lm_head.weight.device
         start = cfg.start_token_id if class_index is None else cfg.class_start_token_id(class_index)

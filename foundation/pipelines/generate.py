@@ -139,7 +139,10 @@ def generate_jets(
         for class_index, count in plan:
             for start in range(0, count, batch_size):
                 size = min(batch_size, count - start)
-                sequences = net.sample(size, class_index=class_index, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, guidance=guidance)
+                try:
+                    sequences = net.sample(size, class_index=class_index, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, guidance=guidance)
+                except ValueError as err:  # settings this model cannot sample with: one line, naming it
+                    raise InputError(f"{bundle.path}: {err}") from None
                 ids, mask = tokenizer.from_sequence(sequences, n)
                 jets = _decoded_jets(tokenizer, ids, mask, np.full(size, class_index or 0, np.int64), class_names)
                 jets.validate(f"generated batch at jet {done}")

@@ -43,13 +43,16 @@ def test_bad_input_gets_one_clear_line(tmp_path):
     assert result.returncode == 2 and "emb.csv: the output must end in .h5 or .parquet" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_arguments_that_do_not_fit_the_model_get_one_line(tiny_bundle, jet_files):
+def test_arguments_that_do_not_fit_the_model_get_one_line(tiny_bundle, jet_files, tmp_path):
     result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "0", "--out", "never.h5")
     assert result.returncode == 2 and "number of jets must be positive" in result.stderr and "Traceback" not in result.stderr
     result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--class", "top", "--out", "never.h5")
     assert result.returncode == 2 and "not trained class-conditionally" in result.stderr and "Traceback" not in result.stderr
     result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--guidance", "2", "--out", "never.h5")
     assert result.returncode == 2 and "give --class" in result.stderr and "Traceback" not in result.stderr
+    result = _foundation("generate", "--model", str(tiny_bundle), "--jets", "4", "--temperature", "0", "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2 and "temperature must be positive" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "never.h5").exists()  # the writer leaves no half-written file
 
 
 def test_class_conditional_generation(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):

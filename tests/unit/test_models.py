@@ -142,6 +142,9 @@ def test_classifier_free_guidance_mixes_conditional_and_generic_logits():
     assert torch.all(guided[:, 0] == cfg.class_start_token_id(1)) and not torch.equal(guided, plain)
     with pytest.raises(ValueError, match="needs a class"):
         model.sample(2, guidance=2.0)
+    never_unconditional = JetTransformerForCausalJetModeling(config(num_generation_classes=2, unconditional_fraction=0.0))
+    with pytest.raises(ValueError, match="never learnt"):
+        never_unconditional.sample(2, class_index=0, guidance=2.0)
 
 
 def test_class_plan_splits_jets_by_fraction():
