@@ -35,7 +35,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--no-class-mix", dest="class_mix", action="store_false", help="sample a class-conditional model from its generic start token")
     args = parser.parse_args(argv)
 
-    from foundation.pipelines.generate import evaluate_generation, generate_jets, stop_calibration
+    from foundation.pipelines.generate import evaluate_generation_by_class, generate_jets, stop_calibration
 
     mix = _reference_class_mix(args) if args.class_mix else None
     rows = _tokenizer_rows(args)
@@ -43,10 +43,9 @@ def main(argv=None) -> list[dict]:
         for seed in args.seeds:
             out = args.out / f"t{temperature:g}-seed{seed}"
             generated = generate_jets(args.model, args.jets, out / "generated.h5", mix, temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny, guidance=args.guidance)
-            rows += _with_ratio(evaluate_generation(str(generated), args.reference, out_dir=out, seed=seed), temperature=temperature, seed=seed, **{"class": "all"})
-            for name in mix or ():
-                report = evaluate_generation(str(generated), args.reference, out_dir=out / name, reference_class=name, seed=seed)
-                rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name})
+            reports = evaluate_generation_by_class(str(generated), args.reference, [None, *(mix or ())], out_dir=out, seed=seed)
+            for name, report in reports.items():
+                rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name or "all"})
     columns = [("temperature", "T", "g"), ("class", "class", ""), ("metric", "metric", ""), ("value", "generated vs real", ".4g"), ("error", "±", ".2g"),
                ("floor", "real vs real", ".4g"), ("floor_error", "±", ".2g"), ("ratio", "ratio", ".2f")]
     table = print_table(rows, [("seed", "seed", ""), *columns] if len(args.seeds) > 1 else columns)
@@ -98,9 +97,10 @@ def _reference_class_mix(args) -> dict[str, float] | None:
 
     from foundation.data.sources import JetCollection
     from foundation.errors import InputError
-    from foundation.pipelines.generate import load_generator
+    from foundation.hub import resolve
+    from foundation.models import JetTransformerConfig
 
-    cfg = load_generator(args.model).model.config
+    cfg = JetTransformerConfig.from_pretrained(resolve(args.model))  # the config alone: generate_jets loads and verifies the weights
     if not cfg.num_generation_classes:
         return None
     reference = JetCollection.open(args.reference)

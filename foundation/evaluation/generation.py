@@ -471,8 +471,9 @@ METRICS = (
 
 
 @dataclass
-class _Prepared:
-    """Everything the metrics need of one jet sample, computed once."""
+class PreparedJets:
+    """Everything the metrics need of one jet sample, computed once (`prepare_jets`); subsets
+    (one class, one half) reuse it, so EFPs are never computed twice for the same jets."""
 
     jet: dict[str, np.ndarray]  # mass, pt, multiplicity: (J,)
     particles: np.ndarray  # (J, N, 3) eta_rel, phi_rel, pt_rel
@@ -482,8 +483,8 @@ class _Prepared:
     def __len__(self) -> int:
         return len(self.mask)
 
-    def subset(self, index: np.ndarray) -> _Prepared:
-        return _Prepared(
+    def subset(self, index: np.ndarray) -> PreparedJets:
+        return PreparedJets(
             {k: v[index] for k, v in self.jet.items()},
             self.particles[index],
             self.mask[index],
@@ -503,10 +504,13 @@ def _arrays(jets) -> tuple[np.ndarray, np.ndarray]:
     return c, m
 
 
-def _prepare(jets) -> _Prepared:
+def prepare_jets(jets) -> PreparedJets:
+    """Jet kinematics, particle features and EFPs of jets (JetArrays or a dict, see `_arrays`)."""
+    if isinstance(jets, PreparedJets):
+        return jets
     c, m = _arrays(jets)
     kin = jet_kinematics(c, m)
-    return _Prepared(
+    return PreparedJets(
         jet={"mass": kin["mass"], "pt": kin["pt"], "multiplicity": kin["multiplicity"].astype(np.float64)},
         particles=particle_features(c, m),
         mask=m,
@@ -515,7 +519,7 @@ def _prepare(jets) -> _Prepared:
 
 
 def _metrics(
-    gen: _Prepared, ref: _Prepared, seed: int, sample_size: int | None
+    gen: PreparedJets, ref: PreparedJets, seed: int, sample_size: int | None
 ) -> dict[str, tuple[float, float]]:
     n = min(len(gen), len(ref)) if sample_size is None else int(sample_size)
     w1_size = min(n, W1_BATCH_SIZE)
@@ -546,7 +550,7 @@ def generation_metrics(
     the standard deviation over 5 batches. FPD and KPD are computed on the 36 EFPs.
     `sample_size` (jets per batch) defaults to the smaller sample, capped at jetnet's sizes.
     """
-    return _metrics(_prepare(generated), _prepare(reference), seed, sample_size)
+    return _metrics(prepare_jets(generated), prepare_jets(reference), seed, sample_size)
 
 
 def generation_report(generated, reference, seed: int = 0) -> list[dict]:
@@ -555,8 +559,9 @@ def generation_report(generated, reference, seed: int = 0) -> list[dict]:
     The floor is the same metric between two random halves of the reference: what a perfect
     generator would score with this many jets. Both use the same batch sizes (the smaller of the
     generated sample and half the reference), so value and floor can be compared directly.
+    Either sample may be given already prepared (`prepare_jets`).
     """
-    gen, ref = _prepare(generated), _prepare(reference)
+    gen, ref = prepare_jets(generated), prepare_jets(reference)
     if len(ref) < 4:
         raise InputError(f"the reference needs at least 4 jets to be split in halves, got {len(ref)}")
     order = np.random.default_rng(seed).permutation(len(ref))

@@ -72,9 +72,11 @@ def class_plan(cfg, classes, num_jets: int, source) -> list[tuple[int, int]]:
         classes = {classes: 1.0}
     elif not isinstance(classes, Mapping):
         classes = {name: 1.0 for name in classes}
+    if not classes:
+        raise InputError(f"no classes given; the model's classes are {cfg.generation_class_names}")
     unknown = [name for name in classes if name not in cfg.generation_class_names]
-    if unknown or not classes:
-        raise InputError(f"class {unknown[0] if unknown else None!r} is not one of the model's classes {cfg.generation_class_names}")
+    if unknown:
+        raise InputError(f"class {unknown[0]!r} is not one of the model's classes {cfg.generation_class_names}")
     weights = np.array([float(w) for w in classes.values()])
     if (weights < 0).any() or not np.isfinite(weights).all() or weights.sum() <= 0:
         raise InputError(f"class fractions must be non-negative with a positive sum, got {dict(classes)}")
@@ -237,34 +239,71 @@ def evaluate_generation(
     seed: int = 0,
 ) -> list[dict]:
     """W1 of jet mass, pT, multiplicity and particle features, FPD and KPD, each beside its floor."""
-    from foundation.evaluation.generation import generation_report
-    from foundation.evaluation.plots import plot_histograms
+    return evaluate_generation_by_class(generated, reference, [reference_class], out_dir, limit, raw_reference, seed)[reference_class]
+
+
+def evaluate_generation_by_class(
+    generated,
+    reference,
+    classes: Sequence[str | None],
+    out_dir: str | Path | None = None,
+    limit: int | None = 50_000,
+    raw_reference: bool = False,
+    seed: int = 0,
+) -> dict[str | None, list[dict]]:
+    """`evaluate_generation` for several reference classes at once ({class: rows}; None: all jets).
+
+    Both files are read once and each jet's metrics inputs (kinematics, EFPs) computed once,
+    however many classes are compared. Plots and metrics JSON go to out_dir, those of each class
+    to out_dir/<class> when several are compared.
+    """
+    from foundation.evaluation.generation import generation_report, prepare_jets
 
     gen = JetCollection.open(generated).read_all(limit)
-    ref_collection = JetCollection.open(reference)
-    ref = ref_collection.read_all()
-    if reference_class is not None:
-        if reference_class not in ref.class_names:
-            raise InputError(f"class {reference_class!r} not in the reference classes {ref.class_names}")
-        ref = ref.subset(ref.label == ref.class_names.index(reference_class))
-        if reference_class in gen.class_names:  # class-conditional samples: that class's jets only
-            gen = gen.subset(gen.label == gen.class_names.index(reference_class))
-    if limit is not None and len(ref) > limit:
-        ref = ref.subset(np.sort(np.random.default_rng(seed).choice(len(ref), limit, replace=False)))
+    ref = JetCollection.open(reference).read_all()
+    unknown = [c for c in classes if c is not None and c not in ref.class_names]
+    if unknown:
+        raise InputError(f"class {unknown[0]!r} not in the reference classes {ref.class_names}")
     if not raw_reference:
         ref = _as_tokenizer_sees(ref, gen.max_particles)
-    rows = generation_report(gen, ref, seed=seed)
-    if out_dir is not None:
-        out_dir = Path(out_dir)
-        from foundation.data.jets import jet_kinematics
-        from foundation.evaluation.generation import particle_features
+    selected = {c: (_class_index(gen, c), _class_index(ref, c, limit, seed)) for c in classes}
+    # Prepare only the jets some comparison uses (a large reference is cut to `limit` per class).
+    gen_used = np.unique(np.concatenate([g for g, _ in selected.values()]))
+    ref_used = np.unique(np.concatenate([r for _, r in selected.values()]))
+    gen_prepared, ref_prepared = prepare_jets(gen.subset(gen_used)), prepare_jets(ref.subset(ref_used))
+    reports = {}
+    for name, (g, r) in selected.items():
+        g_sample = gen_prepared.subset(np.searchsorted(gen_used, g))
+        r_sample = ref_prepared.subset(np.searchsorted(ref_used, r))
+        rows = generation_report(g_sample, r_sample, seed=seed)
+        if out_dir is not None:
+            folder = Path(out_dir) if name is None or len(classes) == 1 else Path(out_dir) / name
+            plots = _generation_plots(g_sample, r_sample, folder)
+            write_json(folder / "generation_metrics.json", {"rows": rows, "generated_jets": len(g_sample), "reference_jets": len(r_sample), "plots": [str(p) for p in plots]})
+        reports[name] = rows
+    return reports
 
-        kg, kr = jet_kinematics(gen.constituents, gen.mask), jet_kinematics(ref.constituents, ref.mask)
-        plots = []
-        for key, label in (("mass", "jet mass [GeV]"), ("pt", "jet $p_T$ [GeV]"), ("multiplicity", "constituents per jet")):
-            plots.append(plot_histograms({"reference": kr[key], "generated": kg[key]}, out_dir / f"generated_{key}.png", xlabel=label))
-        pg, pr = particle_features(gen.constituents, gen.mask), particle_features(ref.constituents, ref.mask)
-        for i, name in enumerate(("eta_rel", "phi_rel", "pt_rel")):
-            plots.append(plot_histograms({"reference": pr[..., i][ref.mask], "generated": pg[..., i][gen.mask]}, out_dir / f"generated_particle_{name}.png", xlabel=name, log=True))
-        write_json(out_dir / "generation_metrics.json", {"rows": rows, "generated_jets": len(gen), "reference_jets": len(ref), "plots": [str(p) for p in plots]})
-    return rows
+
+def _class_index(jets: JetArrays, name: str | None, limit: int | None = None, seed: int = 0) -> np.ndarray:
+    """Indices of the jets of class `name` (all jets for None, or when the file has no such class:
+    unconditional samples), at most `limit` of them drawn at random (sorted)."""
+    index = np.arange(len(jets))
+    if name is not None and name in jets.class_names:
+        index = index[jets.label == jets.class_names.index(name)]
+    if limit is not None and len(index) > limit:
+        index = np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+    return index
+
+
+def _generation_plots(gen, ref, folder: Path) -> list[Path]:
+    """Generated-over-reference histograms of jet mass, pT, multiplicity and particle features."""
+    from foundation.evaluation.generation import PARTICLE_FEATURES
+    from foundation.evaluation.plots import plot_histograms
+
+    plots = []
+    for key, label in (("mass", "jet mass [GeV]"), ("pt", "jet $p_T$ [GeV]"), ("multiplicity", "constituents per jet")):
+        plots.append(plot_histograms({"reference": ref.jet[key], "generated": gen.jet[key]}, folder / f"generated_{key}.png", xlabel=label))
+    for i, name in enumerate(PARTICLE_FEATURES):
+        hists = {"reference": ref.particles[..., i][ref.mask], "generated": gen.particles[..., i][gen.mask]}
+        plots.append(plot_histograms(hists, folder / f"generated_particle_{name}.png", xlabel=name, log=True))
+    return plots

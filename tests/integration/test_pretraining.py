@@ -158,3 +158,26 @@ def test_tokenizer_round_trip_writes_the_jets_a_perfect_generator_would(tiny_bun
     # files hold constituents pT-ordered, and decoded particles need not come out in that order
     expected = JetArrays(expected, expected_mask, np.zeros(mask.shape, np.int8), np.zeros(mask.shape, np.int32), jets.label, jets.class_names).sorted_by_pt()
     np.testing.assert_allclose(decoded.constituents, expected.constituents, rtol=1e-5, atol=1e-4)
+
+
+def test_evaluation_by_class_prepares_each_jet_once_and_matches_one_class_at_a_time(jet_files, tmp_path, monkeypatch):
+    """Class-labelled real jets stand in for a class-conditional sample: every class's rows are
+    those of evaluating that class alone, yet each jet's EFPs are computed only once."""
+    from foundation.errors import InputError
+    from foundation.evaluation import generation as metrics
+    from foundation.pipelines.generate import evaluate_generation, evaluate_generation_by_class
+
+    files = [str(p) for p in jet_files]
+    seen = []
+    efps = metrics.energy_flow_polynomials
+    monkeypatch.setattr(metrics, "energy_flow_polynomials", lambda c, m, *a, **k: seen.append(len(c)) or efps(c, m, *a, **k))
+    reports = evaluate_generation_by_class(files, files, [None, "qcd", "top"], out_dir=tmp_path, seed=1)
+    assert sum(seen) == 2 * 300  # the generated jets once, the reference jets once
+    assert json.loads((tmp_path / "top" / "generation_metrics.json").read_text())["generated_jets"] == 150
+    for name in (None, "qcd", "top"):
+        alone = evaluate_generation(files, files, reference_class=name, seed=1)
+        assert [r["metric"] for r in reports[name]] == [r["metric"] for r in alone]
+        assert [r["value"] for r in reports[name]] == pytest.approx([r["value"] for r in alone], rel=1e-9, abs=1e-12)
+        assert [r["floor"] for r in reports[name]] == pytest.approx([r["floor"] for r in alone], rel=1e-9, abs=1e-12)
+    with pytest.raises(InputError, match="'w' not in the reference classes"):
+        evaluate_generation_by_class(files, files, ["w"])

@@ -157,6 +157,8 @@ def test_class_plan_splits_jets_by_fraction():
     assert class_plan(cfg, {"q": 0.474, "t": 0.526}, 2000, "m") == [(0, 948), (2, 1052)]
     with pytest.raises(InputError, match="not one of"):
         class_plan(cfg, "w", 5, "m")
+    with pytest.raises(InputError, match="no classes given"):
+        class_plan(cfg, {}, 5, "m")
     with pytest.raises(InputError, match="non-negative"):
         class_plan(cfg, {"q": -1.0, "t": 2.0}, 5, "m")
     with pytest.raises(InputError, match="not trained class-conditionally"):
