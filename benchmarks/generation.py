@@ -32,6 +32,7 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--temperatures", type=float, nargs="+", default=[0.8, 1.0, 1.2])
     parser.add_argument("--top-k", type=int, default=None)
     parser.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance of class-conditional sampling (1: none)")
+    parser.add_argument("--jet-pt-range", type=float, nargs=2, metavar=("LOW", "HIGH"), help="keep only generated jets with this pT in GeV (the reference's selection, e.g. 550 650)")
     parser.add_argument("--no-class-mix", dest="class_mix", action="store_false", help="sample a class-conditional model from its generic start token")
     args = parser.parse_args(argv)
 
@@ -42,7 +43,7 @@ def main(argv=None) -> list[dict]:
     for temperature in args.temperatures:
         for seed in args.seeds:
             out = args.out / f"t{temperature:g}-seed{seed}"
-            generated = generate_jets(args.model, args.jets, out / "generated.h5", mix, temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny, guidance=args.guidance)
+            generated = generate_jets(args.model, args.jets, out / "generated.h5", mix, temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny, guidance=args.guidance, jet_pt_range=args.jet_pt_range)
             reports = evaluate_generation_by_class(str(generated), args.reference, [None, *(mix or ())], out_dir=out, seed=seed)
             for name, report in reports.items():
                 rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name or "all"})
@@ -61,7 +62,7 @@ def main(argv=None) -> list[dict]:
         + ", ".join(f"{name} {c['cumulative_stop_probability']:.3f} ± {c['cumulative_stop_probability_error']:.3f} ({c['mean_particles']:.1f} particles)" for name, c in calibration["by_class"].items())
     )
     rows += means
-    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "stop_calibration": calibration})
+    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "stop_calibration": calibration})
     return rows
 
 

@@ -284,11 +284,14 @@ def generate_command(
     batch_size: int = typer.Option(256, help="jets sampled together"),
     seed: int = typer.Option(0, help="sampling seed"),
     guidance: float = typer.Option(1.0, help="classifier-free guidance with --class: > 1 leans each token towards its class (1: none)"),
+    jet_pt_range: tuple[float, float] | None = typer.Option(
+        None, help="keep only jets with LOW <= pT < HIGH GeV (the training data's selection, e.g. 550 650), sampling on until there are enough"
+    ),
 ):
     """Sample jets autoregressively (key/value cache) and decode them into particles."""
     from foundation.pipelines.generate import generate_jets
 
-    path = generate_jets(model, jets, out, _class_mix(class_name), temperature, top_k, top_p, batch_size, seed, guidance=guidance)
+    path = generate_jets(model, jets, out, _class_mix(class_name), temperature, top_k, top_p, batch_size, seed, guidance=guidance, jet_pt_range=jet_pt_range)
     console.print(f"[green]wrote {jets} generated jets to {path}")
 
 

@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from foundation.data.canonical import CanonicalWriter
-from foundation.data.jets import JetArrays
+from foundation.data.jets import JetArrays, jet_kinematics
 from foundation.data.sources import JetCollection
 from foundation.errors import InputError
 from foundation.hub import BundleError, load_bundle
@@ -100,15 +100,22 @@ def generate_jets(
     revision: str | None = None,
     progress: bool = True,
     guidance: float = 1.0,
+    jet_pt_range: tuple[float, float] | None = None,
 ) -> Path:
     """Sample `num_jets` token sequences, decode them into particles, write the canonical layout.
 
     class_name (class-conditional models): one class, several (an even split) or {class: fraction};
     the file then carries the model's class names and each jet's class as its label.
     guidance: classifier-free guidance scale for class-conditional sampling (1: none).
+    jet_pt_range: (low, high) GeV: keep only jets whose summed pT lies inside, sampling on until
+    each class has its count. This is the fiducial selection that defined the training data
+    (e.g. 550-650 GeV): rejection sampling draws from the model's distribution within it. The
+    acceptance per class goes into the file's metadata.
     """
     if num_jets <= 0:
         raise InputError(f"number of jets must be positive, got {num_jets}")
+    if jet_pt_range is not None and not 0 <= jet_pt_range[0] < jet_pt_range[1]:
+        raise InputError(f"jet pT range must be 0 <= low < high GeV, got {tuple(jet_pt_range)}")
     if guidance != 1.0 and class_name is None:
         raise InputError(f"guidance {guidance} steers class-conditional sampling: give --class")
     if guidance < 0:
@@ -131,16 +138,21 @@ def generate_jets(
         "top_k": top_k,
         "top_p": top_p,
         "guidance": guidance,
+        "jet_pt_range": None if jet_pt_range is None else [float(v) for v in jet_pt_range],
         "seed": seed,
         "jet_axis": DECODED_JET_AXIS,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     n = tokenizer.config.max_particles
     with CanonicalWriter(out, n, class_names, metadata) as writer, tqdm(total=num_jets, unit="jet", desc="generating", disable=not progress) as bar:
-        done = 0
+        done, acceptance = 0, {}
         for class_index, count in plan:
-            for start in range(0, count, batch_size):
-                size = min(batch_size, count - start)
+            kept = sampled = 0
+            while kept < count:
+                # Without a selection every sampled jet is kept; with one, sample what the
+                # acceptance so far says will fill the count (a whole batch at first).
+                rate = kept / sampled if sampled else 1.0
+                size = min(batch_size, count - kept) if jet_pt_range is None else min(batch_size, max(16, int(np.ceil((count - kept) / max(rate, 0.05)))))
                 try:
                     sequences = net.sample(size, class_index=class_index, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator, guidance=guidance)
                 except ValueError as err:  # settings this model cannot sample with: one line, naming it
@@ -148,10 +160,34 @@ def generate_jets(
                 ids, mask = tokenizer.from_sequence(sequences, n)
                 jets = _decoded_jets(tokenizer, ids, mask, np.full(size, class_index or 0, np.int64), class_names)
                 jets.validate(f"generated batch at jet {done}")
-                writer.append(jets)
-                done += size
-                bar.update(size)
+                sampled += size
+                if jet_pt_range is not None:
+                    jets = jets.subset(np.flatnonzero(in_pt_range(jets, jet_pt_range))[: count - kept])
+                    if not kept + len(jets) and sampled >= max(20 * count, 1000):
+                        raise InputError(f"{bundle.path}: none of {sampled} sampled jets{_class_label(class_names, class_index)} has a jet pT in {list(jet_pt_range)} GeV")
+                if len(jets):
+                    writer.append(jets)
+                kept += len(jets)
+                done += len(jets)
+                bar.update(len(jets))
+                if jet_pt_range is not None:
+                    bar.set_postfix(acceptance=f"{kept / sampled:.0%}")
+            acceptance[class_names[class_index or 0]] = kept / sampled
+        if jet_pt_range is not None:
+            metadata["acceptance"] = acceptance
+            writer.set_metadata(metadata)
+            logger.info("jet pT in %s GeV: acceptance %s", list(jet_pt_range), ", ".join(f"{name} {a:.1%}" for name, a in acceptance.items()))
     return Path(out)
+
+
+def in_pt_range(jets: JetArrays, pt_range: tuple[float, float]) -> np.ndarray:
+    """(J,) bool: jets whose summed constituent pT lies in [low, high) GeV."""
+    pt = jet_kinematics(jets.constituents, jets.mask)["pt"]
+    return (pt >= pt_range[0]) & (pt < pt_range[1])
+
+
+def _class_label(class_names: list[str], class_index: int | None) -> str:
+    return "" if class_index is None else f" of class {class_names[class_index]}"
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
 """The `foundation` command as a user runs it: real process, clear one-line errors, exit codes."""
 
 import json
+import re
 import subprocess
 import sys
 
 import h5py
+import numpy as np
 from typer.testing import CliRunner
 
 from foundation.cli import app
@@ -107,3 +109,38 @@ def test_push_uploads_a_verified_bundle(tiny_bundle, monkeypatch):
     result = CliRunner().invoke(app, ["push", "--model", str(tiny_bundle), "--repo", "me/jets"])
     assert result.exit_code == 0, result.output
     assert calls["create"] == ("me/jets", False) and calls["upload"] == (str(tiny_bundle), "me/jets")
+
+
+def test_generation_keeps_only_jets_in_the_pt_window(tiny_conditional_bundle, tmp_path):
+    from foundation.data.jets import jet_kinematics
+    from foundation.data.sources import JetCollection
+
+    def read_canonical(path):
+        return JetCollection.open(path).read(0, 10**6)
+
+    from foundation.pipelines.generate import generate_jets
+
+    # The window around the middle of what the model samples freely: about half the jets fall outside.
+    free = read_canonical(generate_jets(tiny_conditional_bundle, 64, tmp_path / "free.h5", {"qcd": 0.5, "top": 0.5}, progress=False))
+    pt = jet_kinematics(free.constituents, free.mask)["pt"]
+    window = (float(np.quantile(pt, 0.25)), float(np.quantile(pt, 0.75)))
+    out = tmp_path / "window.h5"
+    result = CliRunner().invoke(app, [
+        "generate", "--model", str(tiny_conditional_bundle), "--jets", "30", "--out", str(out), "--class", "qcd", "--class", "top",
+        "--jet-pt-range", str(window[0]), str(window[1]),
+    ])
+    assert result.exit_code == 0, result.output
+    jets = read_canonical(out)
+    pt = jet_kinematics(jets.constituents, jets.mask)["pt"]
+    assert len(jets) == 30 and list(jets.label) == [0] * 15 + [1] * 15
+    assert np.all((pt >= window[0]) & (pt < window[1]))
+    with h5py.File(out) as f:
+        metadata = json.loads(f.attrs["metadata"])
+    assert metadata["jet_pt_range"] == list(window) and set(metadata["acceptance"]) == {"qcd", "top"}
+    assert all(0 < a < 1 for a in metadata["acceptance"].values())
+
+    result = _foundation("generate", "--model", str(tiny_conditional_bundle), "--jets", "4", "--jet-pt-range", "1e6", "1e7", "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2 and re.search(r"none of \d+ sampled jets has a jet pT in \[1000000.0, 10000000.0\] GeV", result.stderr)
+    result = _foundation("generate", "--model", str(tiny_conditional_bundle), "--jets", "4", "--jet-pt-range", "650", "550", "--out", str(tmp_path / "never.h5"))
+    assert result.returncode == 2 and "jet pT range must be 0 <= low < high GeV, got (650.0, 550.0)" in result.stderr
+    assert not (tmp_path / "never.h5").exists()
