@@ -40,10 +40,13 @@ def main(argv=None) -> list[dict]:
 
     mix = _reference_class_mix(args) if args.class_mix else None
     rows = _tokenizer_rows(args)
+    acceptance: dict[str, dict[str, float]] = {}  # with --jet-pt-range: {"T=.. seed ..": {class: fraction kept}}
     for temperature in args.temperatures:
         for seed in args.seeds:
             out = args.out / f"t{temperature:g}-seed{seed}"
             generated = generate_jets(args.model, args.jets, out / "generated.h5", mix, temperature=temperature, top_k=args.top_k, seed=seed, progress=not args.tiny, guidance=args.guidance, jet_pt_range=args.jet_pt_range)
+            if args.jet_pt_range:
+                acceptance[f"T={temperature:g} seed {seed}"] = _acceptance(generated)
             reports = evaluate_generation_by_class(str(generated), args.reference, [None, *(mix or ())], out_dir=out, seed=seed)
             for name, report in reports.items():
                 rows += _with_ratio(report, temperature=temperature, seed=seed, **{"class": name or "all"})
@@ -61,9 +64,21 @@ def main(argv=None) -> list[dict]:
         f"± {calibration['cumulative_stop_probability_error']:.3f} (calibrated: 1); "
         + ", ".join(f"{name} {c['cumulative_stop_probability']:.3f} ± {c['cumulative_stop_probability_error']:.3f} ({c['mean_particles']:.1f} particles)" for name, c in calibration["by_class"].items())
     )
+    if acceptance:
+        print(f"jets kept by the pT window {args.jet_pt_range} GeV: " + "; ".join(f"{run}: " + ", ".join(f"{name} {a:.1%}" for name, a in kept.items()) for run, kept in acceptance.items()))
     rows += means
-    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "stop_calibration": calibration})
+    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "acceptance": acceptance, "stop_calibration": calibration})
     return rows
+
+
+def _acceptance(generated) -> dict[str, float]:
+    """{class: fraction of sampled jets the pT window kept}, from the generated file's metadata."""
+    import json
+
+    import h5py
+
+    with h5py.File(generated) as f:
+        return json.loads(f.attrs["metadata"])["acceptance"]
 
 
 def _with_ratio(report: list[dict], **labels) -> list[dict]:

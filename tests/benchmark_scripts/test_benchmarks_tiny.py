@@ -59,13 +59,17 @@ def test_tokenizer(jet_files, tmp_path):
 
 
 def test_generation(jet_files, tiny_bundle, tmp_path):
-    rows = generation.main(["--tiny", "--model", str(tiny_bundle), "--reference", str(jet_files[1]), "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path)])
+    rows = generation.main([
+        "--tiny", "--model", str(tiny_bundle), "--reference", str(jet_files[1]), "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path), "--jet-pt-range", "0", "1e5",
+    ])
     assert {r["metric"] for r in rows} >= {"w1_mass", "fpd", "kpd"}
     # The tokenizer's share: half the reference through the tokenizer, against the other half.
     assert {r["temperature"] for r in rows} == {"tokens", 1.0}
     assert {r["metric"] for r in rows if r["temperature"] == "tokens"} == {r["metric"] for r in rows if r["temperature"] == 1.0}
     calibration = json.loads((tmp_path / "results.json").read_text())["stop_calibration"]
     assert calibration["jets"] == 150 and calibration["cumulative_stop_probability"] > 0
+    # The pT window's acceptance per run (tests/integration/test_cli.py checks the selection itself).
+    assert json.loads((tmp_path / "results.json").read_text())["acceptance"] == {"T=1 seed 0": {"generated": 1.0}}
 
 
 def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
