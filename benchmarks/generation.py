@@ -73,12 +73,9 @@ def main(argv=None) -> list[dict]:
 
 def _acceptance(generated) -> dict[str, float]:
     """{class: fraction of sampled jets the pT window kept}, from the generated file's metadata."""
-    import json
+    from foundation.data.canonical import CanonicalSource
 
-    import h5py
-
-    with h5py.File(generated) as f:
-        return json.loads(f.attrs["metadata"])["acceptance"]
+    return CanonicalSource(generated).metadata["acceptance"]
 
 
 def _with_ratio(report: list[dict], **labels) -> list[dict]:

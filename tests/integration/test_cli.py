@@ -114,14 +114,10 @@ def test_push_uploads_a_verified_bundle(tiny_bundle, monkeypatch):
 def test_generation_keeps_only_jets_in_the_pt_window(tiny_conditional_bundle, tmp_path):
     from foundation.data.jets import jet_kinematics
     from foundation.data.sources import JetCollection
-
-    def read_canonical(path):
-        return JetCollection.open(path).read(0, 10**6)
-
     from foundation.pipelines.generate import generate_jets
 
     # The window around the middle of what the model samples freely: about half the jets fall outside.
-    free = read_canonical(generate_jets(tiny_conditional_bundle, 64, tmp_path / "free.h5", {"qcd": 0.5, "top": 0.5}, progress=False))
+    free = JetCollection.open(generate_jets(tiny_conditional_bundle, 64, tmp_path / "free.h5", {"qcd": 0.5, "top": 0.5}, progress=False)).read_all()
     pt = jet_kinematics(free.constituents, free.mask)["pt"]
     window = (float(np.quantile(pt, 0.25)), float(np.quantile(pt, 0.75)))
     out = tmp_path / "window.h5"
@@ -130,7 +126,7 @@ def test_generation_keeps_only_jets_in_the_pt_window(tiny_conditional_bundle, tm
         "--jet-pt-range", str(window[0]), str(window[1]),
     ])
     assert result.exit_code == 0, result.output
-    jets = read_canonical(out)
+    jets = JetCollection.open(out).read_all()
     pt = jet_kinematics(jets.constituents, jets.mask)["pt"]
     assert len(jets) == 30 and list(jets.label) == [0] * 15 + [1] * 15
     assert np.all((pt >= window[0]) & (pt < window[1]))
