@@ -1,41 +1,171 @@
-"""Shared pieces of the benchmark scripts: arguments, tables, result files."""
+"""Shared pieces of the benchmark scripts: arguments, tables, result files and results pages.
+
+Every benchmark ends with one `write_results(args, name, rows, extra)` call. It writes, into the
+run's `--out` folder and into the results folder (`--docs`, default `docs/results`):
+
+    docs/results/<name>/results.json   date, commit, machine, command, description, rows, tables
+    docs/results/<name>/<plots>        the plots this run wrote (paths kept relative to --out)
+    docs/results/<name>.md             the page, rendered from results.json alone
+
+`python -m benchmarks.render` renders every page again from its committed results.json (and the
+README's headline table from all of them), so a page cannot say anything its run did not write.
+"""
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
-import torch
-
 from foundation.pipelines.common import write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "results"
+
+
+class BenchmarkParser(argparse.ArgumentParser):
+    """An ArgumentParser that remembers the arguments it parsed and when, for the results page."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        argv = list(sys.argv[1:] if args is None else args)
+        parsed, rest = super().parse_known_args(argv, namespace)
+        parsed.argv, parsed.started, parsed.description = argv, time.time(), self.description or ""
+        return parsed, rest
 
 
 def base_parser(description: str, name: str) -> argparse.ArgumentParser:
     """The arguments every benchmark takes; results go to checkpoints/benchmarks/<name> by default."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BenchmarkParser(prog=f"python -m benchmarks.{name}", description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("checkpoints/benchmarks") / name, help="folder for results.json and plots")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="repeat with these seeds")
     parser.add_argument("--tiny", action="store_true", help="seconds-long setting (CI runs it so the script cannot rot)")
+    parser.add_argument(
+        "--docs", type=Path, default=None,
+        help=f"folder of the results pages (default: {DOCS.relative_to(ROOT)}; with --tiny: OUT/docs, so a smoke run never replaces a committed page)",
+    )
     return parser
 
 
-def machine() -> str:
-    cpu = f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}"
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
-    return f"{platform.node()}: {cpu}, {gpu}, torch {torch.__version__}"
+def cpu_model() -> str:
+    """The CPU's model name as the kernel reports it (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
-def write_results(out: Path, name: str, rows: list[dict], extra: dict | None = None) -> Path:
+def machine() -> dict:
+    """What the numbers were measured on."""
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "cuda": torch.version.cuda if gpus else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def commit() -> str:
+    """The checked-out commit, marked when tracked files differ from it (the figures may not be reproducible from it)."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return head + (" with uncommitted changes" if dirty else "")
+
+
+def results_folder(args: argparse.Namespace) -> Path:
+    """Where the pages go: --docs, or docs/results, or OUT/docs for a --tiny run."""
+    if args.docs is not None:
+        return Path(args.docs)
+    return Path(args.out) / "docs" if getattr(args, "tiny", False) else DOCS
+
+
+def plots_of_run(out: Path, started: float, extra: dict) -> list[Path]:
+    """The plots a run wrote: `extra["plots"]` when the script lists them, else the PNG files directly
+    in its --out folder written since its arguments were parsed (older ones belong to other runs)."""
+    if "plots" in extra:
+        return [Path(p) for p in extra["plots"]]
+    return sorted(p for p in Path(out).glob("*.png") if p.stat().st_mtime >= started - 1)
+
+
+def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: dict | None = None) -> Path:
+    """results.json in --out, and results.json, plots and the rendered page in the results folder.
+
+    `extra` holds what else the page shows: "table" (or "tables": {title: Markdown table}), "headline"
+    ({"metric", "ours", "peer"}: the README's row), "plots" (paths; default: the PNGs in --out this
+    run wrote) and any settings (numbers, strings, short lists). Returns the results.json in --out.
+    """
+    from benchmarks.render import render_page  # one module renders, here and in `python -m benchmarks.render`
+
+    extra = dict(extra or {})
+    out = Path(args.out)
+    plots = plots_of_run(out, args.started, extra)
     payload = {
         "benchmark": name,
-        "date": datetime.date.today().isoformat(),
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit(),
         "machine": machine(),
+        "command": f"python -m benchmarks.{name} {shlex.join(args.argv)}".strip(),
+        "description": args.description,
         "rows": rows,
-        **(extra or {}),
+        **{k: v for k, v in extra.items() if k != "plots"},
+        "plots": [_relative_plot(p, out) for p in plots],
     }
-    return write_json(out / "results.json", payload)
+    result = write_json(out / "results.json", payload)
+    _publish(results_folder(args), name, payload, plots, render_page)
+    return result
+
+
+def _relative_plot(plot: Path, out: Path) -> str:
+    """A plot's name inside the results folder: its path under --out, or its file name."""
+    try:
+        return Path(plot).resolve().relative_to(out.resolve()).as_posix()
+    except ValueError:
+        return Path(plot).name
+
+
+def _publish(docs: Path, name: str, payload: dict, plots: list[Path], render_page) -> None:
+    """Replaces docs/<name>/ and docs/<name>.md as a whole: built beside them, then renamed into place,
+    so an interrupted run leaves the previous page complete and no plot of another run stays behind."""
+    docs.mkdir(parents=True, exist_ok=True)
+    staging, old = docs / f".{name}.new", docs / f".{name}.old"
+    for leftover in (staging, old):
+        shutil.rmtree(leftover, ignore_errors=True)
+    staging.mkdir()
+    for plot, relative in zip(plots, payload["plots"], strict=True):
+        (staging / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(plot, staging / relative)
+    write_json(staging / "results.json", payload)
+    page = docs / f"{name}.md"
+    page_tmp = page.with_name(page.name + ".tmp")
+    page_tmp.write_text(render_page(payload))
+    final = docs / name
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    os.replace(page_tmp, page)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:

@@ -67,8 +67,20 @@ def main(argv=None) -> list[dict]:
     if acceptance:
         print(f"jets kept by the pT window {args.jet_pt_range} GeV: " + "; ".join(f"{run}: " + ", ".join(f"{name} {a:.1%}" for name, a in kept.items()) for run, kept in acceptance.items()))
     rows += means
-    write_results(args.out, "generation", rows, {"table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "acceptance": acceptance, "stop_calibration": calibration})
+    folders = [args.out / f"t{t:g}-seed{args.seeds[0]}" for t in args.temperatures]
+    plots = [p for folder in folders for p in sorted(folder.glob("**/generated_*.png")) if p.stem in ("generated_mass", "generated_pt", "generated_multiplicity")]
+    write_results(args, "generation", rows, {"headline": _headline(means or rows), "plots": plots, "table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "acceptance": acceptance, "stop_calibration": calibration})
     return rows
+
+
+def _headline(rows: list[dict]) -> dict | None:
+    """W1(jet mass) of all classes at the temperature closest to 1, against the real-vs-real floor."""
+    mass = [r for r in rows if r["metric"] == "w1_mass" and r["class"] == "all" and r["temperature"] != "tokens"]
+    if not mass:
+        return None
+    best = min(mass, key=lambda r: abs(r["temperature"] - 1.0))
+    ratio = f" ({best['ratio']:.2f}x the floor)" if best.get("ratio") is not None else ""
+    return {"metric": f"W1(jet mass) at T = {best['temperature']:g}", "ours": f"{best['value']:.4g}{ratio}", "peer": f"real vs real: {best['floor']:.4g}"}
 
 
 def _acceptance(generated) -> dict[str, float]:

@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
         },
         args.out / "label_efficiency.png",
     )
-    write_results(args.out, "label_efficiency", rows, {"summary": summary, "factors": table_rows, "table": table, "plot": str(plot)})
+    write_results(args, "label_efficiency", rows, {"summary": summary, "factors": table_rows, "table": table, "plot": str(plot)})
     return {"summary": summary, "factors": table_rows}
 
 

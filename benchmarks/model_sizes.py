@@ -1,6 +1,8 @@
-"""Parameter counts of the pretraining recipes and, on a GPU, the peak memory of one training step.
+"""Benchmark 7: model sizes, and on a GPU the peak memory and speed of one training step.
 
-    python -m benchmarks.model_sizes [--recipes pretrain/small.yaml pretrain/base.yaml ...] [--steps 3]
+    python -m benchmarks.model_sizes
+
+Parameter counts of the pretraining recipes (--recipes, default tiny, small, base and large).
 
 The step is forward + backward + AdamW on the recipe's micro-batch of full-length sequences
 (max particles + 2 tokens), in the recipe's precision; memory is torch.cuda.max_memory_allocated.
@@ -9,11 +11,11 @@ Without a GPU only the parameter counts are printed.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
+from benchmarks.common import base_parser, print_table, write_results
 from foundation.config import load_yaml
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining
 
@@ -63,28 +65,28 @@ def measure(model: JetTransformerForPretraining, recipe: dict, steps: int) -> di
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None) -> list[dict]:
+    parser = base_parser(__doc__, "model_sizes")
     parser.add_argument("--recipes", nargs="+", default=["pretrain/tiny.yaml", "pretrain/small.yaml", "pretrain/base.yaml", "pretrain/large.yaml"])
-    parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args()
+    parser.add_argument("--steps", type=int, default=5, help="training steps timed on a GPU (the median is reported)")
+    args = parser.parse_args(argv)
     gpu = torch.cuda.is_available()
-    device = torch.cuda.get_device_name() if gpu else "no GPU (parameter counts only)"
-    print(f"device: {device}")
-    header = f"{'recipe':24s} {'layers':>6s} {'hidden':>6s} {'params (M)':>10s}"
-    if gpu:
-        header += f" {'micro batch':>11s} {'precision':>9s} {'peak GiB':>9s} {'jets/s':>9s}"
-    print(header)
+    print(f"device: {torch.cuda.get_device_name() if gpu else 'no GPU (parameter counts only)'}")
+    rows = []
     for path in args.recipes:
         model, recipe = model_for(path)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        row = f"{path:24s} {model.config.num_layers:6d} {model.config.hidden_size:6d} {params:10.2f}"
+        row = {"recipe": path, "layers": model.config.num_layers, "hidden": model.config.hidden_size, "params_millions": sum(p.numel() for p in model.parameters()) / 1e6}
         if gpu:
-            m = measure(model, recipe, args.steps)
-            row += f" {m['micro_batch']:11d} {m['precision']:>9s} {m['peak_memory_gib']:9.2f} {m['jets_per_second']:9.0f}"
+            row.update(measure(model, recipe, 1 if args.tiny else args.steps))
             del model
             torch.cuda.empty_cache()
-        print(row, flush=True)
+        rows.append(row)
+    columns = [("recipe", "recipe", ""), ("layers", "layers", "d"), ("hidden", "hidden", "d"), ("params_millions", "params (M)", ".2f")]
+    if gpu:
+        columns += [("micro_batch", "micro batch", "d"), ("precision", "precision", ""), ("peak_memory_gib", "peak GiB", ".2f"), ("jets_per_second", "jets/s", ".0f")]
+    table = print_table(rows, columns)
+    write_results(args, "model_sizes", rows, {"table": table, "steps": args.steps if gpu else None})
+    return rows
 
 
 if __name__ == "__main__":

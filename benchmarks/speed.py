@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
         result = _run([sys.executable, script, "--worker", "loader", "--jets", str(size), "--data", data[0]])
         rows.append({"what": f"streaming loader, {size} jets", "jets_per_second": result["jets_per_second"], "peak_memory_mb": result["peak_rss_mb"]})
     table = print_table(rows, [("what", "what", ""), ("jets_per_second", "jets/s (or ratio)", ".2f"), ("tokens_per_second", "tokens/s", ".0f"), ("peak_memory_mb", "peak memory MB", ".0f")])
-    write_results(args.out, "speed", rows, {"table": table, "speedup": speedup, "steps": steps})
+    write_results(args, "speed", rows, {"table": table, "speedup": speedup, "steps": steps})
     return {"rows": rows, "speedup": speedup}
 
 

@@ -205,7 +205,7 @@ def main(argv=None) -> list[dict]:
          ("params", "params", "d"), ("steps", "steps", "d"), ("seconds", "train s", ".0f")],
     )
     _plot_rocs(args.out, rows)
-    write_results(args.out, "tagging", rows, {"summary": summary, "table": table, "steps_rule": "max(300, min(1200, 20 epochs)) of 64 jets"})
+    write_results(args, "tagging", rows, {"summary": summary, "table": table, "steps_rule": "max(300, min(1200, 20 epochs)) of 64 jets"})
     return summary
 
 

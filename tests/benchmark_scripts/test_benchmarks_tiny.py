@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 import yaml
 
-from benchmarks import anomaly, generation, label_efficiency, speed, tagging, tokenizer
+from benchmarks import anomaly, generation, label_efficiency, model_sizes, render, speed, tagging, tokenizer
+
+
+def _page(out, name):
+    """A --tiny run writes results.json and its page beside its results (never into docs/), the page
+    being what that results.json renders to."""
+    saved = json.loads((out / "docs" / name / "results.json").read_text())
+    assert saved["benchmark"] == name and saved["command"].startswith(f"python -m benchmarks.{name} --tiny")
+    assert (out / "docs" / f"{name}.md").read_text() == render.render_page(saved)
+    assert all((out / "docs" / name / plot).exists() for plot in saved["plots"])
+    return saved
 
 
 def _files(jet_files):
@@ -19,6 +29,7 @@ def test_tagging(jet_files, tiny_bundle, tmp_path):
     assert all(0 <= r["auc"] <= 1 and r["params"] > 0 for r in summary)
     assert (tmp_path / "roc-budget-0.5.png").exists()
     assert json.loads((tmp_path / "results.json").read_text())["benchmark"] == "tagging"
+    assert "roc-budget-0.5.png" in _page(tmp_path, "tagging")["plots"]
 
 
 def test_tagging_at_another_learning_rate_keeps_its_own_runs(jet_files, tiny_bundle, tmp_path):
@@ -36,6 +47,7 @@ def test_tagging_at_another_learning_rate_keeps_its_own_runs(jet_files, tiny_bun
 def test_label_efficiency(jet_files, tiny_bundle, tmp_path):
     result = label_efficiency.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--budgets", "0.2", "1", "--out", str(tmp_path), "--recipe", "finetune/top_tagging_tiny.yaml"])
     assert len(result["factors"]) == 2 and (tmp_path / "label_efficiency.png").exists()
+    assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
 
 
 def test_label_factor_interpolation():
@@ -56,6 +68,7 @@ def test_tokenizer(jet_files, tmp_path):
     again = tokenizer.main(argv)
     assert [r["train_seconds"] for r in again] == pytest.approx([r["train_seconds"] for r in rows], abs=0.05)
     assert [r["jet_mass_relative_rms"] for r in again] == [r["jet_mass_relative_rms"] for r in rows]
+    assert "codes-32-seed0/plots/jet_mass.png" in _page(tmp_path, "tokenizer")["plots"]
 
 
 def test_generation(jet_files, tiny_bundle, tmp_path):
@@ -70,6 +83,7 @@ def test_generation(jet_files, tiny_bundle, tmp_path):
     assert calibration["jets"] == 150 and calibration["cumulative_stop_probability"] > 0
     # The pT window's acceptance per run (tests/integration/test_cli.py checks the selection itself).
     assert json.loads((tmp_path / "results.json").read_text())["acceptance"] == {"T=1 seed 0": {"generated": 1.0}}
+    assert _page(tmp_path, "generation")["headline"]["metric"] == "W1(jet mass) at T = 1"
 
 
 def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
@@ -91,6 +105,7 @@ def test_anomaly(jet_files, tiny_bundle, tmp_path):
     assert (tmp_path / "sic.png").exists()
     cwola_scores = np.load(tmp_path / "cwola-seed0" / "test_scores.npz")  # drawn with the others
     assert len(cwola_scores["score"]) == len(cwola_scores["is_signal"]) > 0
+    assert _page(tmp_path, "anomaly")["plots"] == ["sic.png"]
 
 
 def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
@@ -98,6 +113,13 @@ def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
     assert result["speedup"] > 0
     loader_rows = [r for r in result["rows"] if r["what"].startswith("streaming loader")]
     assert len(loader_rows) == 2 and all(r["peak_memory_mb"] > 0 for r in loader_rows)
+    _page(tmp_path, "speed")
+
+
+def test_model_sizes(tmp_path):
+    rows = model_sizes.main(["--tiny", "--recipes", "pretrain/tiny.yaml", "--out", str(tmp_path)])
+    assert rows[0]["recipe"] == "pretrain/tiny.yaml" and rows[0]["params_millions"] > 0
+    assert _page(tmp_path, "model_sizes")["rows"] == rows
 
 
 def test_readme_benchmark_commands_start_from_the_repository_root():
@@ -109,7 +131,7 @@ def test_readme_benchmark_commands_start_from_the_repository_root():
 
     root = Path(__file__).resolve().parents[2]
     names = sorted(set(re.findall(r"python -m benchmarks\.(\w+)", (root / "README.md").read_text())))
-    assert {"tagging", "label_efficiency", "tokenizer", "generation", "anomaly", "speed"} <= set(names)
+    assert set(render.BENCHMARKS) <= set(names)
     for name in names:
         proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage:" in proc.stdout, f"benchmarks.{name}: {proc.stderr[-2000:]}"
