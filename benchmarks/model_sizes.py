@@ -12,6 +12,7 @@ Without a GPU only the parameter counts are printed.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -85,7 +86,11 @@ def main(argv=None) -> list[dict]:
     if gpu:
         columns += [("micro_batch", "micro batch", "d"), ("precision", "precision", ""), ("peak_memory_gib", "peak GiB", ".2f"), ("jets_per_second", "jets/s", ".0f")]
     table = print_table(rows, columns)
-    write_results(args, "model_sizes", rows, {"table": table, "steps": args.steps if gpu else None})
+    headline = {"metric": "parameters (M) of " + ", ".join(Path(r["recipe"]).stem for r in rows), "ours": " / ".join(f"{r['params_millions']:.3g}" for r in rows)}
+    if gpu:
+        headline["metric"] += ", peak GiB of one step"
+        headline["ours"] += "; " + " / ".join(f"{r['peak_memory_gib']:.1f}" for r in rows)
+    write_results(args, "model_sizes", rows, {"table": table, "headline": headline, "steps": args.steps if gpu else None})
     return rows
 
 
