@@ -8,6 +8,7 @@ Every field has a type and a default; unknown keys, wrong types and impossible v
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,7 @@ import yaml
 from foundation.errors import ConfigError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def _type_name(tp: Any) -> str:
@@ -99,6 +101,7 @@ def from_dict(cls: type[T], data: dict, source: str | Path | None = None, prefix
         raise ConfigError(source, prefix.rstrip(".") or None, f"expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    data = _renamed(cls, data, source, prefix)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise ConfigError(
@@ -113,6 +116,22 @@ def from_dict(cls: type[T], data: dict, source: str | Path | None = None, prefix
         raise
     except (ValueError, TypeError) as err:
         raise ConfigError(source, prefix.rstrip(".") or None, str(err)) from None
+
+
+def _renamed(cls: type, data: dict, source: str | None, prefix: str) -> dict:
+    """Recipes written before a key was renamed still load: the old key (listed in the dataclass's
+    `RENAMED_KEYS`, old name -> new name) is read as the new one, with a warning; both is an error."""
+    renamed = getattr(cls, "RENAMED_KEYS", {})
+    if not any(old in data for old in renamed):
+        return data
+    data = dict(data)
+    for old, new in renamed.items():
+        if old in data:
+            if new in data:
+                raise ConfigError(source, prefix + old, f"was renamed to {prefix + new}, which is also given; keep only {prefix + new}")
+            logger.warning("%s: key '%s' is now called '%s'; read as that", source or "<config>", prefix + old, prefix + new)
+            data[new] = data.pop(old)
+    return data
 
 
 def to_dict(obj: Any) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -41,7 +42,9 @@ class GeneratedDataConfig:
 
 @dataclass
 class DataConfig:
-    """Which jets, which features, and how they are split."""
+    """Which jets, which features, and how they are split (the `data:` section of every recipe)."""
+
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"block_size": "shuffle_block_jets"}  # old recipes still load
 
     files: str | list[str] | None = None  # any supported format; None: the generated default set
     validation_files: str | list[str] | None = None  # if given, used instead of a random split
@@ -54,7 +57,7 @@ class DataConfig:
     split_seed: int = 0
     train_limit: int | None = None  # use only this many training jets (label budgets)
     classes: list[str] | None = None  # keep only jets of these classes (e.g. [qcd] for a background model)
-    block_size: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
+    shuffle_block_jets: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
     num_workers: int = 0
 
     def __post_init__(self):
@@ -66,7 +69,7 @@ class DataConfig:
         check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
         check(self.validation_fraction + self.test_fraction < 1, "test_fraction", "validation + test must leave training jets")
         check(self.train_limit is None or self.train_limit > 0, "train_limit", "must be positive")
-        check(self.block_size > 0, "block_size", "must be positive")
+        check(self.shuffle_block_jets > 0, "shuffle_block_jets", "must be positive")
         check(self.num_workers >= 0, "num_workers", "must be >= 0")
 
 
@@ -143,14 +146,14 @@ def collate_batch(batch) -> dict[str, torch.Tensor]:
 
 
 class BlockShuffleSampler(Sampler[int]):
-    """A permutation of 0..n-1 that keeps blocks of `block_size` consecutive items together.
+    """A permutation of 0..n-1 that keeps blocks of `items_per_block` consecutive items together.
 
     Deterministic for (seed, epoch); call `set_epoch` each epoch.
     """
 
-    def __init__(self, num_items: int, block_size: int = 32, seed: int = 0, shuffle: bool = True):
+    def __init__(self, num_items: int, items_per_block: int = 32, seed: int = 0, shuffle: bool = True):
         self.num_items = num_items
-        self.block_size = block_size
+        self.items_per_block = items_per_block
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
@@ -166,9 +169,9 @@ class BlockShuffleSampler(Sampler[int]):
             yield from range(self.num_items)
             return
         rng = np.random.default_rng([self.seed, self.epoch])
-        starts = np.arange(0, self.num_items, self.block_size)
+        starts = np.arange(0, self.num_items, self.items_per_block)
         rng.shuffle(starts)
-        order = np.concatenate([np.arange(s, min(s + self.block_size, self.num_items)) for s in starts])
+        order = np.concatenate([np.arange(s, min(s + self.items_per_block, self.num_items)) for s in starts])
         yield from order.tolist()
 
 

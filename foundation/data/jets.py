@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,6 +155,22 @@ class JetArrays:
                 "label",
                 f"label {int(self.label[bad])} of jet {bad} is outside the {len(self.class_names)} classes {self.class_names}",
             )
+
+
+def class_index(name: int | str, class_names: Sequence[str]) -> int:
+    """The index of a class given by name or by index, checked against `class_names`.
+
+    Raises ValueError naming the class and the classes there are; callers at a boundary (a recipe,
+    a command line) add the file and key.
+    """
+    names = list(class_names)
+    if isinstance(name, str):
+        if name not in names:
+            raise ValueError(f"class {name!r} is not one of {names}")
+        return names.index(name)
+    if not 0 <= int(name) < len(names):
+        raise ValueError(f"class index {name} is outside the {len(names)} classes {names}")
+    return int(name)
 
 
 def jet_kinematics(constituents: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from foundation.data.jets import class_index
+
 logger = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ def tagging_metrics(
     accuracy: scores inside [0, 1] are taken as probabilities and cut at 0.5; any score outside
     [0, 1] means the scores are logits, cut at 0 (the same cut as p = 0.5 after a sigmoid).
     rejection_at_<eff>: 1/eps_B at eps_S = eff; float('inf') when no background passes the cut
-    (use `json_safe` before writing the result as JSON).
+    (foundation.pipelines.common.json_safe writes it as the string "inf").
     """
     labels = np.asarray(labels).astype(int).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
@@ -60,16 +62,6 @@ def tagging_metrics(
         eps_b = background_efficiency_at(labels, scores, eff)
         out[rejection_key(eff)] = 1.0 / eps_b if eps_b > 0 else math.inf
     return out
-
-
-def _class_index(c: int | str, class_names: Sequence[str]) -> int:
-    if isinstance(c, str):
-        if c not in class_names:
-            raise ValueError(f"class {c!r} is not one of {list(class_names)}")
-        return list(class_names).index(c)
-    if not 0 <= int(c) < len(class_names):
-        raise ValueError(f"class index {c} is outside the {len(class_names)} classes {list(class_names)}")
-    return int(c)
 
 
 def multiclass_tagging_metrics(
@@ -104,8 +96,8 @@ def multiclass_tagging_metrics(
     if (signal_class is None) != (background_class is None):
         raise ValueError("give both signal_class and background_class, or neither")
     if signal_class is not None:
-        s = _class_index(signal_class, class_names)
-        b = _class_index(background_class, class_names)
+        s = class_index(signal_class, class_names)
+        b = class_index(background_class, class_names)
         keep = (labels == s) | (labels == b)
         p_s, p_b = probs[keep, s], probs[keep, b]
         total = p_s + p_b
@@ -117,24 +109,3 @@ def multiclass_tagging_metrics(
             **tagging_metrics(labels[keep] == s, score, signal_efficiencies),
         }
     return out
-
-
-def json_safe(value):
-    """`value` with numpy scalars made Python numbers, +-inf made the strings "inf"/"-inf" and NaN None.
-
-    json.dumps would otherwise write the non-standard tokens Infinity and NaN.
-    """
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-    return value

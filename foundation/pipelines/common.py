@@ -14,16 +14,25 @@ from foundation.training.checkpoint import write_atomic
 
 
 def json_safe(value):
-    """Numbers as JSON can hold them: inf/nan become strings, numpy scalars plain floats."""
+    """`value` as standard JSON can hold it: numpy scalars and arrays made Python numbers and lists,
+    +-inf the strings "inf"/"-inf" (a rejection 1/eps_B with no background left is a real result),
+    NaN null (not measured: JSON's own missing value), paths strings.
+
+    json.dumps would otherwise write the non-standard tokens Infinity and NaN.
+    """
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        v = float(value)
-        return v if math.isfinite(v) else str(v)
-    if isinstance(value, np.integer):
-        return int(value)
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
     if isinstance(value, Path):
         return str(value)
     return value

@@ -13,6 +13,7 @@ import torch
 from foundation.config import ConfigError, check, load_recipe, save_recipe, to_dict
 from foundation.data.dataset import DataConfig, JetDataset, build_splits, feature_statistics
 from foundation.data.features import FEATURES
+from foundation.data.jets import class_index
 from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
@@ -113,12 +114,16 @@ class ValidationAUC:
         return {"auc": tagging_metrics(labels[keep] == signal, score[keep])["auc"]}
 
 
-def _class_index(names: list[str], name: str | None, default: int | None, key: str, source) -> int | None:
-    if name is None:
-        return default
-    if name not in names:
-        raise ConfigError(source, key, f"class {name!r} is not among the data's classes {names}")
-    return names.index(name)
+def signal_and_background(class_names: list[str], signal_class: str | None, background_class: str | None, source=None) -> tuple[int, int | None]:
+    """Indices of the signal class (default: the last) and the background class (default: the first
+    of two classes, else none: signal against all others). A class the data lacks is refused with the key."""
+    indices = []
+    for key, name, default in (("signal_class", signal_class, len(class_names) - 1), ("background_class", background_class, 0 if len(class_names) == 2 else None)):
+        try:
+            indices.append(default if name is None else class_index(name, class_names))
+        except ValueError:
+            raise ConfigError(source, key, f"class {name!r} is not among the data's classes {class_names}") from None
+    return indices[0], indices[1]
 
 
 def build_classifier(recipe: FinetuneRecipe, base, class_names: list[str], features: list[str]) -> JetTransformerForJetClassification:
@@ -150,8 +155,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     data = DataConfig(**{**vars(recipe.data), "features": names, "max_particles": base.tokenizer.config.max_particles})
     splits = build_splits(data, data_root=data_root)
     class_names = splits.class_names
-    signal = _class_index(class_names, recipe.signal_class, len(class_names) - 1, "signal_class", source)
-    background = _class_index(class_names, recipe.background_class, 0 if len(class_names) == 2 else None, "background_class", source)
+    signal, background = signal_and_background(class_names, recipe.signal_class, recipe.background_class, source)
 
     model = build_classifier(recipe, base, class_names, features)
     tokenizer, base_data_config = base.tokenizer, base.data_config
@@ -286,8 +290,7 @@ def evaluate_tagger(
     remap = np.array([model_classes.index(mapping[c]) if c in mapping else -1 for c in file_classes])
     keep = remap[dataset.collection.labels()[dataset.indices]] >= 0
     dataset = JetDataset(dataset.collection, dataset.indices[keep], dataset.feature_names, dataset.max_particles)
-    signal = _class_index(model_classes, signal_class, len(model_classes) - 1, "signal_class", None)
-    background = _class_index(model_classes, background_class, 0 if len(model_classes) == 2 else None, "background_class", None)
+    signal, background = signal_and_background(model_classes, signal_class, background_class)
     remap_t = torch.as_tensor(remap)
 
     def collate(batch):

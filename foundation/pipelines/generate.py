@@ -302,7 +302,7 @@ def evaluate_generation_by_class(
         raise InputError(f"class {unknown[0]!r} not in the reference classes {ref.class_names}")
     if not raw_reference:
         ref = _as_tokenizer_sees(ref, gen.max_particles)
-    selected = {c: (_class_index(gen, c), _class_index(ref, c, limit, seed)) for c in classes}
+    selected = {c: (_jets_of_class(gen, c), _jets_of_class(ref, c, limit, seed)) for c in classes}
     # Prepare only the jets some comparison uses (a large reference is cut to `limit` per class).
     gen_used = np.unique(np.concatenate([g for g, _ in selected.values()]))
     ref_used = np.unique(np.concatenate([r for _, r in selected.values()]))
@@ -320,7 +320,7 @@ def evaluate_generation_by_class(
     return reports
 
 
-def _class_index(jets: JetArrays, name: str | None, limit: int | None = None, seed: int = 0) -> np.ndarray:
+def _jets_of_class(jets: JetArrays, name: str | None, limit: int | None = None, seed: int = 0) -> np.ndarray:
     """Indices of the jets of class `name` (all jets for None, or when the file has no such class:
     unconditional samples), at most `limit` of them drawn at random (sorted)."""
     index = np.arange(len(jets))

@@ -132,7 +132,7 @@ class Trainer:
         param_groups: list[dict] | None = None,
         eval_metrics: Callable[[], EvalMetrics] | None = None,
         derive_metrics: Callable[[dict], dict] | None = None,
-        block_size: int = 4,
+        shuffle_block_jets: int = 4,
         num_workers: int = 0,
     ):
         self.config = config
@@ -151,7 +151,7 @@ class Trainer:
         if config.group_by_length and hasattr(train_dataset, "lengths"):
             self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed)
         else:
-            self.sampler = BlockShuffleSampler(len(train_dataset), block_size, seed=config.seed)
+            self.sampler = BlockShuffleSampler(len(train_dataset), shuffle_block_jets, seed=config.seed)
         train_loader = DataLoader(
             train_dataset,
             batch_size=config.micro_batch_size,
@@ -201,7 +201,7 @@ class Trainer:
         data = data or recipe.data
         return cls(
             model, train_dataset, eval_dataset, recipe.training, recipe=dataclasses.asdict(recipe),
-            block_size=data.block_size, num_workers=data.num_workers, **kwargs,
+            shuffle_block_jets=data.shuffle_block_jets, num_workers=data.num_workers, **kwargs,
         )
 
     def _set_learning_rate(self, step: int) -> float:

@@ -8,7 +8,7 @@ from foundation.data.sources import JetCollection
 
 
 def test_block_shuffle_is_a_reproducible_permutation():
-    s = BlockShuffleSampler(103, block_size=4, seed=1)
+    s = BlockShuffleSampler(103, items_per_block=4, seed=1)
     a = list(s)
     assert sorted(a) == list(range(103)) and a != list(range(103))
     assert list(s) == a

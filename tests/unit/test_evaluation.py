@@ -1,6 +1,7 @@
 import itertools
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,11 +10,9 @@ from scipy.linalg import sqrtm
 from foundation.data.features import features_to_constituents
 from foundation.data.jets import jet_kinematics
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
+from foundation.evaluation.efp import connected_multigraphs, disconnected_products, energy_flow_polynomials
 from foundation.evaluation.generation import (
     METRICS,
-    connected_multigraphs,
-    disconnected_products,
-    energy_flow_polynomials,
     fpd,
     frechet_distance,
     generation_metrics,
@@ -33,8 +32,9 @@ from foundation.evaluation.plots import (
     plot_roc,
     plot_sic,
 )
-from foundation.evaluation.tagging import json_safe, multiclass_tagging_metrics, tagging_metrics
+from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.evaluation.tokenization import relative_rms_by_bin, wide_particle_diagnostics
+from foundation.pipelines.common import json_safe
 
 
 def _constituents(pt, eta, phi, mask):
@@ -83,9 +83,10 @@ def test_rejection_equals_hand_value():
     assert tagging_metrics(np.array([0, 1, 0, 1]), np.array([-2.0, 3.0, -0.5, 0.5]))["accuracy"] == 1.0
 
 
-def test_json_safe_turns_inf_into_strings():
-    text = json.dumps(json_safe({"r": math.inf, "n": float("nan"), "x": np.float32(2.5), "l": [np.int64(3)]}))
-    assert json.loads(text) == {"r": "inf", "n": None, "x": 2.5, "l": [3]}
+def test_json_safe_turns_inf_into_strings_and_nan_into_null():
+    value = {"r": math.inf, "m": -np.inf, "n": float("nan"), "x": np.float32(2.5), "l": [np.int64(3)], "a": np.array([1.0, np.nan]), "p": Path("a/b")}
+    text = json.dumps(json_safe(value), allow_nan=False)  # standard JSON: no NaN or Infinity tokens
+    assert json.loads(text) == {"r": "inf", "m": "-inf", "n": None, "x": 2.5, "l": [3], "a": [1.0, None], "p": "a/b"}
 
 
 def test_multiclass_metrics_and_signal_vs_background():
