@@ -29,10 +29,10 @@ logger = logging.getLogger(__name__)
 class GeneratedDataConfig:
     """The built-in default data: generated top and QCD jets, cached under checkpoints/data/."""
 
-    jets_per_class: int = 2000
-    seed: int = 1
+    jets_per_class: int = 2000  # top and QCD jets each
+    seed: int = 1  # generation seed: the same seed gives the same jets, whatever the number of workers
     workers: int = 0  # 0: one per CPU core
-    max_particles: int = 128
+    max_particles: int = 128  # constituents kept per jet, hardest first
 
     def __post_init__(self):
         check(self.jets_per_class > 0, "jets_per_class", "must be positive")
@@ -49,16 +49,18 @@ class DataConfig:
     files: str | list[str] | None = None  # any supported format; None: the generated default set
     validation_files: str | list[str] | None = None  # if given, used instead of a random split
     test_files: str | list[str] | None = None
-    generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)
+    generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)  # the default set, when files is None
+    # Particle features by name (foundation/data/features.py, FEATURES); the tokenizer's inputs.
+    # Pretraining and fine-tuning take them from the tokenizer instead.
     features: list[str] = field(default_factory=lambda: ["log_pt", "eta_rel", "phi_rel"])
-    max_particles: int = 128
-    validation_fraction: float = 0.1
-    test_fraction: float = 0.1
-    split_seed: int = 0
+    max_particles: int = 128  # constituents per jet, hardest first (longer jets are cut)
+    validation_fraction: float = 0.1  # of the jets, when validation_files is not given
+    test_fraction: float = 0.1  # of the jets, when test_files is not given
+    split_seed: int = 0  # seed of the random split (independent of training.seed, so splits agree)
     train_limit: int | None = None  # use only this many training jets (label budgets)
     classes: list[str] | None = None  # keep only jets of these classes (e.g. [qcd] for a background model)
     shuffle_block_jets: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: read in the training process)
 
     def __post_init__(self):
         unknown = [f for f in self.features if f not in FEATURES]

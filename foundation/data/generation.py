@@ -36,17 +36,19 @@ PROCESS_LABELS = {"qcd": 0, "top": 1}
 
 @dataclass
 class GeneratorConfig:
-    process: Literal["top", "qcd"] = "qcd"
+    """Pythia 8 + FastJet settings of `foundation data generate` (the top tagging landscape recipe)."""
+
+    process: Literal["top", "qcd"] = "qcd"  # top: fully hadronic ttbar; qcd: hard QCD 2 -> 2
     sqrt_s: float = 14000.0  # GeV
-    jet_radius: float = 0.8
-    jet_pt_min: float = 550.0
-    jet_pt_max: float = 650.0
-    jet_abs_eta_max: float = 2.0
+    jet_radius: float = 0.8  # anti-kT R
+    jet_pt_min: float = 550.0  # GeV: jets kept in [jet_pt_min, jet_pt_max]
+    jet_pt_max: float = 650.0  # GeV
+    jet_abs_eta_max: float = 2.0  # jets kept with |eta| below this
     # Hard-process pT-hat window [jet_pt_min - margin, jet_pt_max + margin]: wide enough that
     # radiation in and out of the cone does not sculpt the jet pT window.
     pthat_margin: float = 100.0
-    max_particles: int = 200
-    mpi: bool = False
+    max_particles: int = 200  # constituents kept per jet, hardest first
+    mpi: bool = False  # multi-parton interactions (off, as in the landscape data set)
     truth_match: bool = True  # top jets only: require t, b, q, q' within the jet radius
     extra_settings: list[str] = field(default_factory=list)  # any further Pythia readString lines
 

@@ -31,16 +31,18 @@ HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention
 
 @dataclass
 class FinetuneRecipe:
+    """A fine-tuning recipe (finetune/*.yaml), for `foundation finetune` and `foundation anomaly cwola`."""
+
     model: str = "checkpoints/pretrain-small/model"  # pretrained bundle (folder or hub repo id)
     revision: str | None = None  # hub revision (tag, branch or commit) to pin
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights
-    mode: Literal["full", "frozen", "layerwise"] = "full"
+    mode: Literal["full", "frozen", "layerwise"] = "full"  # train everything, the head only, or with layer-wise rates
     layerwise_lr_decay: float = 0.75  # mode layerwise: lr x decay^(depth from the top)
     particle_features: list[str] | None = None  # None: as pretrained; a list adds inputs (zero-initialised)
     head: dict = field(default_factory=dict)  # classifier_pooling, classifier_dropout, classifier_attention, dropout
     signal_class: str | None = None  # for binary metrics (e.g. top); default: the last class
-    background_class: str | None = None
-    data: DataConfig = field(default_factory=DataConfig)
+    background_class: str | None = None  # default: the other of two classes; else all other classes
+    data: DataConfig = field(default_factory=DataConfig)  # labelled jets (features come from the bundle)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self):

@@ -22,14 +22,16 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class MainJobConfig:
-    jets_per_class: int
-    tokenizer_recipe: str
+    """What `foundation run` runs: FULL (the default) or QUICK (--quick)."""
+
+    jets_per_class: int  # generated top and QCD jets each, split into training, validation and test
+    tokenizer_recipe: str  # recipe paths, relative to the recipes root (the repository)
     pretrain_recipe: str
     finetune_recipe: str
-    background_recipe: str
-    generated_jets: int
-    max_particles: int = 128
-    seed: int = 1
+    background_recipe: str  # the background model of the anomaly stage
+    generated_jets: int  # jets sampled from the pretrained model for the generation stage
+    max_particles: int = 128  # constituents kept per generated jet
+    seed: int = 1  # data generation seed
     overrides: dict | None = None  # extra recipe overrides per stage (tests, --quick)
 
 

@@ -34,12 +34,15 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class PretrainRecipe:
+    """A pretraining recipe (pretrain/*.yaml, finetune/anomaly_background.yaml), for `foundation pretrain`
+    and `foundation anomaly background`."""
+
     tokenizer: str = "checkpoints/tokenizer-small/tokenizer"  # a trained tokenizer folder
     init_from: str | None = None  # continue from a pretrained bundle (its tokenizer and architecture)
     tokens: str | None = None  # a token file (foundation tokenizer encode); else tokenise jets on the fly
     particle_features: list[str] = field(default_factory=list)  # continuous features beside the tokens
-    data: DataConfig = field(default_factory=DataConfig)
-    model: dict = field(default_factory=dict)  # JetTransformerConfig fields
+    data: DataConfig = field(default_factory=DataConfig)  # the jets (features come from the tokenizer)
+    model: dict = field(default_factory=dict)  # JetTransformerConfig fields (models/configuration_jet_transformer.py)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
     def __post_init__(self):

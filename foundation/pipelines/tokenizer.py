@@ -40,8 +40,8 @@ class CodebookRefineConfig:
 
     kmeans_iterations: int = 0  # weighted Lloyd iterations over the training particles
     decoder_steps: int = 0  # optimizer steps of training against the fixed codebook after the refit
-    learning_rate: float = 3e-4
-    warmup_steps: int = 50
+    learning_rate: float = 3e-4  # peak learning rate of the decoder training (cosine schedule as training's)
+    warmup_steps: int = 50  # its linear warmup
     train_encoder: bool = False  # also train the encoder (against the fixed codes); else tokens stay fixed
     # The jet mass and pT term's weight while the tokens are fixed (None: model.jet_loss_weight). It
     # can be larger here than in training, where it pulled the codebook away from the particles.
@@ -65,7 +65,9 @@ class CodebookRefineConfig:
 
 @dataclass
 class TokenizerRecipe:
-    data: DataConfig = field(default_factory=DataConfig)
+    """A tokenizer recipe (tokenizers/*.yaml), for `foundation tokenizer train`."""
+
+    data: DataConfig = field(default_factory=DataConfig)  # the jets, and data.features: the tokenizer's inputs
     model: dict = field(default_factory=dict)  # JetTokenizerConfig fields (feature_names/max_particles come from data)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     codebook_init_jets: int = 2000  # jets whose particles seed the k-means codebook initialisation

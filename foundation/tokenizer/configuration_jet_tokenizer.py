@@ -54,30 +54,32 @@ class JetTokenizerConfig(PretrainedConfig):
         encode_search_particles: int = 8,
         **kwargs,
     ):
+        # Particle features encoded and decoded (a recipe sets them from data.features); decoding
+        # into 4-momenta needs log_pt, eta_rel and phi_rel.
         self.feature_names = list(feature_names or ["log_pt", "eta_rel", "phi_rel"])
-        self.max_particles = max_particles
-        self.hidden_size = hidden_size
+        self.max_particles = max_particles  # particles per jet (from data.max_particles)
+        self.hidden_size = hidden_size  # width of the encoder and decoder transformers
         self.num_encoder_layers = num_encoder_layers
         self.num_decoder_layers = num_decoder_layers
-        self.num_heads = num_heads
-        self.intermediate_size = intermediate_size
+        self.num_heads = num_heads  # attention heads of both
+        self.intermediate_size = intermediate_size  # feed-forward width of both
         self.dropout = dropout
-        self.quantizer = quantizer
-        self.codebook_size = codebook_size
-        self.code_dim = code_dim
-        self.num_quantizers = num_quantizers
-        self.fsq_levels = list(fsq_levels or [8, 8, 8, 4, 4])
-        self.ema_decay = ema_decay
-        self.kmeans_init = kmeans_init
-        self.kmeans_iters = kmeans_iters
+        self.quantizer = quantizer  # "vq": one codebook; "rvq": residual, num_quantizers codebooks; "fsq": fsq_levels
+        self.codebook_size = codebook_size  # codes per codebook (vq, rvq)
+        self.code_dim = code_dim  # dimension the codes live in (the encoder projects down to it)
+        self.num_quantizers = num_quantizers  # rvq: codebooks, each quantising the previous one's residual
+        self.fsq_levels = list(fsq_levels or [8, 8, 8, 4, 4])  # fsq: levels per dimension (codes: their product)
+        self.ema_decay = ema_decay  # codebook update by exponential moving average of its particles
+        self.kmeans_init = kmeans_init  # initialise the codebook by k-means on the particles of codebook_init_jets jets
+        self.kmeans_iters = kmeans_iters  # iterations of that k-means
         # Codes whose EMA count of particles per step falls below this are re-seeded from the batch.
         # Keep it well below a code's average use (particles per step / codebook_size), or ordinary
         # codes get re-seeded every step (the tokenizer pipeline warns).
         self.dead_code_threshold = dead_code_threshold
-        self.rotation_trick = rotation_trick
-        self.cosine_similarity = cosine_similarity
-        self.commitment_weight = commitment_weight
-        self.jet_loss_weight = jet_loss_weight
+        self.rotation_trick = rotation_trick  # gradients through the quantiser by the rotation trick (arXiv 2410.06424)
+        self.cosine_similarity = cosine_similarity  # nearest codes by cosine instead of Euclidean distance
+        self.commitment_weight = commitment_weight  # pulls the encoder's outputs towards their codes
+        self.jet_loss_weight = jet_loss_weight  # also match each decoded jet's mass and pT (needs JET_FEATURES)
         # Reconstruction weight of a particle: (1 - a) + a * s_i, with s_i its share of the jet
         # (mean 1 per jet; see mass_weighting). Hard particles set a jet's mass; a > 0 spends the
         # codes' precision on them.

@@ -13,34 +13,36 @@ _KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max", "code_usage
 
 @dataclass
 class TrainingConfig:
-    output_dir: str = "checkpoints/run"
-    seed: int = 0
+    """The `training:` section of every recipe: the loop shared by tokenizer, pretraining and fine-tuning."""
+
+    output_dir: str = "checkpoints/run"  # run folder: checkpoints/, metrics.jsonl, logs/, the exported bundle
+    seed: int = 0  # seeds weights, data order and masks; the same seed and processes give the same run
     max_steps: int = 1000  # optimizer steps
     global_batch_size: int = 256  # jets per optimizer step, over all processes
-    micro_batch_size: int = 64  # jets per forward pass on one process
-    learning_rate: float = 3e-4
+    micro_batch_size: int = 64  # jets per forward pass on one process (accumulation is derived from both)
+    learning_rate: float = 3e-4  # peak learning rate of AdamW, reached after warmup_steps
     min_learning_rate_ratio: float = 0.1  # cosine decays to learning_rate * this
-    warmup_steps: int = 100
-    weight_decay: float = 0.01
+    warmup_steps: int = 100  # linear warmup from learning_rate / warmup_steps
+    weight_decay: float = 0.01  # AdamW's decoupled weight decay (not on biases and norms)
     adam_beta1: float = 0.9
     adam_beta2: float = 0.95
-    max_grad_norm: float = 1.0
-    eval_every: int = 200
+    max_grad_norm: float = 1.0  # clip the global gradient norm to this; 0 disables clipping
+    eval_every: int = 200  # steps between evaluations on the validation jets (and at the last step)
     eval_batches: int | None = None  # None: the whole validation set
-    save_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    gradient_checkpointing: bool = False
+    save_every: int = 500  # steps between checkpoints (and at the last step and on SIGTERM)
+    keep_checkpoints: int = 2  # complete checkpoints kept; older ones are deleted
+    log_every: int = 10  # steps between log lines, metrics.jsonl rows and TensorBoard points
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"  # autocast precision on GPUs (accelerate's)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
     deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard logs to <output_dir>/logs
     threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default
-    progress: bool = True
+    progress: bool = True  # a progress bar with jets/s on the main process
     group_by_length: bool = True  # batches of similar multiplicity: little padding, much less compute
     # Early stopping without stopping: keep the weights of the evaluation with the best value of this
     # metric (e.g. "eval/loss") and end the run with them; None keeps the last weights.
     keep_best: str | None = None
-    keep_best_mode: Literal["min", "max"] = "min"
+    keep_best_mode: Literal["min", "max"] = "min"  # whether keep_best's metric is best at its minimum or maximum
 
     def __post_init__(self):
         check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")
