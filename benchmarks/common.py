@@ -118,6 +118,8 @@ def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: 
     """
     from benchmarks.render import render_page  # one module renders, here and in `python -m benchmarks.render`
 
+    if not hasattr(args, "argv"):
+        raise TypeError("write_results takes the arguments base_parser parsed (its command line and --docs), not a folder")
     extra = dict(extra or {})
     out = Path(args.out)
     plots = plots_of_run(out, args.started, extra)
