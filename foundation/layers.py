@@ -72,10 +72,17 @@ class SelfAttention(nn.Module):
             v = torch.cat([past[1], v], dim=2)
         present = (k, v) if use_cache else None
         is_causal = isinstance(attn_mask, str)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=None if is_causal else attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
-        )  # (B, H, Q, Dh)
-        y = y.transpose(1, 2).reshape(b, q_len, d)  # (B, Q, D)
+        dtype = q.dtype
+        # CPU autocast: the matmuls around attention gain from bf16 (AMX / AVX-512 BF16), but the
+        # CPU attention kernel's bf16 backward is ~4x slower than its fp32 one: attend in fp32.
+        fp32_attention = q.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=not fp32_attention):
+            if fp32_attention:
+                q, k, v = q.float(), k.float(), v.float()
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=None if is_causal else attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
+            )  # (B, H, Q, Dh)
+        y = y.to(dtype).transpose(1, 2).reshape(b, q_len, d)  # (B, Q, D)
         return self.out(y), present
 
 
