@@ -6,6 +6,8 @@ fused (flash / memory-efficient) kernels; padding masks, causal masks and a key/
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -76,9 +78,9 @@ class SelfAttention(nn.Module):
         # CPU autocast: the matmuls around attention gain from bf16 (AMX / AVX-512 BF16), but the
         # CPU attention kernel's bf16 backward is ~4x slower than its fp32 one: attend in fp32.
         fp32_attention = q.device.type == "cpu" and torch.is_autocast_enabled("cpu")
-        with torch.autocast("cpu", enabled=not fp32_attention):
-            if fp32_attention:
-                q, k, v = q.float(), k.float(), v.float()
+        if fp32_attention:
+            q, k, v = q.float(), k.float(), v.float()
+        with torch.autocast("cpu", enabled=False) if fp32_attention else contextlib.nullcontext():
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if is_causal else attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal
             )  # (B, H, Q, Dh)
