@@ -18,7 +18,6 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 from vector_quantize_pytorch import FSQ, ResidualVQ, VectorQuantize
-from vector_quantize_pytorch.vector_quantize_pytorch import cdist as vq_cdist
 
 from foundation.data.features import compute_features, features_to_constituents
 from foundation.data.jets import JetArrays
@@ -352,10 +351,12 @@ class JetTokenizer(PreTrainedModel):
     def _nearest_code_ids(self, latents: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Token ids (B, N) of the nearest codes (0 where masked), as the quantiser picks them in evaluation.
 
-        For a plain euclidean VQ codebook this takes the library's own distance and argmax without the
-        rest of its forward (a one-hot of particles x codes and the quantised vectors, which encoding
-        throws away): the same ids at about half the cost, and tokenisation is on the critical path of
-        every pretraining and fine-tuning step. Other quantisers go through _quantize.
+        For a plain euclidean VQ codebook, the argmin over codes of |c|^2 - 2 x.c as one matmul per
+        block of particles (x augmented with a 1, each code with its |c|^2), kept in cache: about 4x
+        cheaper than the library's forward, which builds full distances and a one-hot of particles x
+        codes that encoding throws away; tokenisation is on the critical path of every pretraining
+        and fine-tuning step. The ids differ from the library's only where two codes are equally near
+        to float precision. Other quantisers go through _quantize.
         """
         quantizer = self.quantizer
         plain_vq = (
@@ -370,10 +371,13 @@ class JetTokenizer(PreTrainedModel):
         )
         if not plain_vq:
             return self._quantize(latents, mask)[1]
-        flatten = latents[mask].float()[None]  # (1, P, C)
-        embed = quantizer._codebook.embed.detach().float()  # (1, K, C)
+        codes = quantizer._codebook.embed.detach()[0].float()  # (K, C)
+        weights = torch.cat([-2 * codes, (codes**2).sum(-1, keepdim=True)], -1).T.contiguous()  # (C + 1, K)
+        flatten = latents[mask].float()  # (P, C)
+        flatten = torch.cat([flatten, torch.ones_like(flatten[:, :1])], -1)  # (P, C + 1)
+        nearest = torch.cat([(block @ weights).argmin(-1) for block in flatten.split(512)]) if len(flatten) else flatten.new_zeros(0, dtype=torch.long)
         ids = torch.zeros(mask.shape, dtype=torch.long, device=latents.device)
-        ids[mask] = (-vq_cdist(flatten, embed)).argmax(-1)[0]  # (P,)
+        ids[mask] = nearest
         return ids
 
     def _jet_losses(self, ids: torch.Tensor, features: torch.Tensor, mask: torch.Tensor, share: torch.Tensor) -> torch.Tensor:
