@@ -61,6 +61,10 @@ class DataConfig:
     classes: list[str] | None = None  # keep only jets of these classes (e.g. [qcd] for a background model)
     shuffle_block_jets: int = 4  # consecutive jets read together when shuffling (small: batches stay mixed)
     num_workers: int = 0  # DataLoader worker processes (0: read in the training process)
+    # Read each split's jets into memory once when they fit in this many MiB (0: always stream from
+    # the files). Shuffled batches otherwise cost many small reads: ~75 ms a 64-jet batch, on the
+    # critical path of every training step. Larger sets stream, so memory never grows with the data.
+    in_memory_mib: int = 2048
 
     def __post_init__(self):
         unknown = [f for f in self.features if f not in FEATURES]
@@ -73,6 +77,11 @@ class DataConfig:
         check(self.train_limit is None or self.train_limit > 0, "train_limit", "must be positive")
         check(self.shuffle_block_jets > 0, "shuffle_block_jets", "must be positive")
         check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(self.in_memory_mib >= 0, "in_memory_mib", "must be >= 0 (0: always stream)")
+
+
+# constituents (4 x float32), mask, charge (int8), pid (int32)
+_BYTES_PER_PARTICLE = 4 * 4 + 1 + 1 + 4
 
 
 class JetDataset(Dataset):
@@ -94,6 +103,7 @@ class JetDataset(Dataset):
         self.feature_names = list(feature_names)
         self.max_particles = max_particles
         self.include_momenta = include_momenta  # also (B, N, 4) px, py, pz, E (models with pair features)
+        self._loaded = None  # the jets at `indices`, once preload() read them
 
     @property
     def class_names(self) -> list[str]:
@@ -102,9 +112,25 @@ class JetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def preload(self, limit_mib: float) -> bool:
+        """Read all jets of this dataset into memory if they take at most `limit_mib` MiB; True if it did.
+        Batches then come from memory, the same jets in the same order as read from the files."""
+        if self._loaded is not None:
+            return True
+        size_mib = len(self.indices) * self.max_particles * _BYTES_PER_PARTICLE / 2**20
+        if not len(self.indices) or size_mib > limit_mib:
+            return False
+        self._loaded = self.collection.read_indices(self.indices).padded_to(self.max_particles)
+        logger.info("%d jets in memory (%.0f MiB)", len(self.indices), size_mib)
+        return True
+
     def __getitems__(self, positions: Sequence[int]) -> dict[str, np.ndarray]:
-        index = self.indices[np.asarray(positions, dtype=np.int64)]
-        jets = self.collection.read_indices(index).padded_to(self.max_particles)
+        positions = np.asarray(positions, dtype=np.int64)
+        index = self.indices[positions]
+        if self._loaded is not None:
+            jets = self._loaded.subset(positions)
+        else:
+            jets = self.collection.read_indices(index).padded_to(self.max_particles)
         batch = {
             "features": compute_features(jets, self.feature_names),  # (B, N, F)
             "mask": jets.mask,  # (B, N)

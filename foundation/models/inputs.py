@@ -59,10 +59,6 @@ class JetSequenceCollator:
     def __call__(self, batch) -> dict[str, torch.Tensor]:
         b = collate_batch(batch)
         features, mask = b["features"], b["mask"].bool()  # (B, N, F_all), (B, N)
-        # Padding beyond the batch's longest jet only costs the tokenizer's encoder time (jets are
-        # pT-ordered, padding last; masked particles never reach a real one's code).
-        longest = int(mask.sum(1).max())
-        features, mask = features[:, :longest], mask[:, :longest]  # (B, N', F_all), (B, N')
         # Nearest codes, not the tokenizer's encode search: that costs 1 + particles x (candidates - 1)
         # decoder passes, here on the loader's CPU workers for every batch of every epoch. The two
         # differ only in which of a few neighbouring codes the hardest particles of a jet get;

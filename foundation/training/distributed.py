@@ -60,6 +60,25 @@ def finish_trackers(accelerator: Accelerator) -> None:
         tracker.finish()
 
 
+def cpu_has_native_bf16() -> bool:
+    """True on CPUs with bf16 matmul instructions (AVX-512 BF16 or AMX), read from /proc/cpuinfo
+    (Linux; elsewhere False, so "auto" stays in fp32 rather than emulating bf16 slowly)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """training.mixed_precision with "auto" made concrete for this machine."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if cpu_has_native_bf16() else "no"
+
+
 def build_accelerator(config: TrainingConfig) -> Accelerator:
     _forget_previous_accelerator()
     world = launched_world_size()
@@ -85,7 +104,7 @@ def build_accelerator(config: TrainingConfig) -> Accelerator:
     accelerator = Accelerator(
         cpu=multi_cpu,
         gradient_accumulation_steps=accumulation,
-        mixed_precision=config.mixed_precision,
+        mixed_precision=resolve_mixed_precision(config.mixed_precision),
         deepspeed_plugin=plugin,
         kwargs_handlers=handlers,
         log_with="tensorboard" if config.tensorboard else None,

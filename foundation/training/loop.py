@@ -134,6 +134,7 @@ class Trainer:
         derive_metrics: Callable[[dict], dict] | None = None,
         shuffle_block_jets: int = 4,
         num_workers: int = 0,
+        in_memory_mib: float = 0,
     ):
         self.config = config
         self.recipe = recipe or {}
@@ -148,6 +149,9 @@ class Trainer:
             self.output_dir.mkdir(parents=True, exist_ok=True)
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
+        for dataset in (train_dataset, eval_dataset):
+            if in_memory_mib and hasattr(dataset, "preload"):
+                dataset.preload(in_memory_mib)
         if config.group_by_length and hasattr(train_dataset, "lengths"):
             self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed)
         else:
@@ -201,7 +205,7 @@ class Trainer:
         data = data or recipe.data
         return cls(
             model, train_dataset, eval_dataset, recipe.training, recipe=dataclasses.asdict(recipe),
-            shuffle_block_jets=data.shuffle_block_jets, num_workers=data.num_workers, **kwargs,
+            shuffle_block_jets=data.shuffle_block_jets, num_workers=data.num_workers, in_memory_mib=data.in_memory_mib, **kwargs,
         )
 
     def _set_learning_rate(self, step: int) -> float:

@@ -58,3 +58,18 @@ def test_padding_to_fewer_particles_keeps_the_hardest(jet_files):
     full = collection.read(0, 10)
     assert batch["mask"].shape == (10, 16) and batch["mask"].all()
     assert np.allclose(batch["features"][..., 0], compute_features(full, ["log_pt"])[:, :16, 0])
+
+
+def test_jets_read_into_memory_give_the_same_batches(jet_files):
+    """data.in_memory_mib: a split that fits is read once; batches are those streamed from the files."""
+    collection = JetCollection.open(jet_files)
+    indices = np.random.default_rng(0).permutation(len(collection))[:100]
+    streamed = JetDataset(collection, indices, ["log_pt", "eta_rel", "phi_rel"], 64)
+    loaded = JetDataset(collection, indices, ["log_pt", "eta_rel", "phi_rel"], 64)
+    assert not loaded.preload(limit_mib=0.01)  # too large for the limit: it streams
+    assert loaded.preload(limit_mib=100)
+    positions = [7, 3, 99, 3, 0]
+    a, b = streamed.__getitems__(positions), loaded.__getitems__(positions)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

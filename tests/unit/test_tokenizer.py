@@ -359,3 +359,16 @@ def test_training_against_a_set_frozen_codebook(batch, train_encoder):
         assert torch.equal(tok.encode(f, m), tokens)
     with pytest.raises(ValueError, match="Euclidean vq"):
         make_tokenizer(batch, quantizer="fsq", fsq_levels=[4, 4, 3]).set_codebook(refit)
+
+
+def test_encode_takes_the_codes_the_quantiser_would(batch):
+    """encode's nearest codes (one matmul and argmin, no one-hot) are the ids of the library's forward."""
+    f, m = batch
+    m = m.bool()
+    tok = make_tokenizer(batch).eval()
+    with torch.no_grad():
+        latents = tok._encode_latent(f, m)
+        _, library_ids, _ = tok._quantize(latents, m)
+    ids = tok.encode(f, m, search=False)
+    assert torch.equal(ids[m], library_ids[m])
+    assert (ids[~m] == tok.config.pad_token_id).all()

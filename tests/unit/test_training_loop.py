@@ -139,3 +139,16 @@ def test_resumed_run_reports_the_training_time_of_the_whole_run(tmp_path):
     _, again, _ = _train(tmp_path / "split", resume=True)
     assert again.step == 40 and again.seconds == pytest.approx(resumed.seconds, abs=0.05)
     assert again.samples_per_second == pytest.approx(40 * 16 / again.seconds)
+
+
+def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
+    from foundation.training import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: True)
+    assert distributed.resolve_mixed_precision("auto") == "bf16"
+    monkeypatch.setattr(distributed, "cpu_has_native_bf16", lambda: False)
+    assert distributed.resolve_mixed_precision("auto") == "no"
+    assert distributed.resolve_mixed_precision("fp16") == "fp16"
+    with pytest.raises(ConfigError, match="mixed_precision"):
+        TrainingConfig(mixed_precision="fp8")
