@@ -36,7 +36,7 @@ class BenchmarkParser(argparse.ArgumentParser):
     def parse_known_args(self, args=None, namespace=None):
         argv = list(sys.argv[1:] if args is None else args)
         parsed, rest = super().parse_known_args(argv, namespace)
-        parsed.argv, parsed.started, parsed.description = argv, time.time(), self.description or ""
+        parsed.argv, parsed.started, parsed.description, parsed.prog = argv, time.time(), self.description or "", self.prog
         return parsed, rest
 
 
@@ -128,7 +128,8 @@ def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: 
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
         "machine": machine(),
-        "command": f"python -m benchmarks.{name} {shlex.join(args.argv)}".strip(),
+        # the script that ran (a script may write more than one page: benchmarks.speed --loss-parity)
+        "command": f"{getattr(args, 'prog', f'python -m benchmarks.{name}')} {shlex.join(args.argv)}".strip(),
         "description": args.description,
         "rows": rows,
         **{k: v for k, v in extra.items() if k != "plots"},

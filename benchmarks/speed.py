@@ -2,11 +2,19 @@
 
     python -m benchmarks.speed --tokenizer checkpoints/main/tokenizer/tokenizer --model checkpoints/main/pretrain/model
 
-- training throughput (jets/s, tokens/s) and peak memory of pretrain/small.yaml with 1 and 2
-  processes (torchrun, gloo on CPU), one thread per process, and the speed-up;
+- pretraining throughput of each recipe (default pretrain/small.yaml) with 1 and 2 processes
+  (torchrun, gloo on CPU), one thread per process, in fp32 and in the precision the recipe asks for
+  (`mixed_precision: auto` is bf16 on CPUs with AVX-512 BF16 / AMX and on GPUs): jets/s, real tokens/s
+  (padding excluded), achieved FLOP/s, the hardware peak measured in the same run (a 2048^3 matmul in
+  the same precision and thread count, per process) and their ratio, the model FLOP utilisation (MFU);
 - inference throughput of `foundation embed` (jets/s);
 - peak memory of the streaming loader over one epoch of 10k, 100k and 1M jets (a shard opened
   as often as needed), each in a fresh process: it should not grow with the data.
+
+Training FLOPs per real token are counted from the model's shapes: 6 x the matmul parameters a
+token passes through in each pass (causal and masked: two passes of the backbone), the heads only
+where they score (every next-token target, the masked particles), and 12 x layers x mean length x
+width for attention scores and values.
 """
 
 from __future__ import annotations
@@ -24,9 +32,42 @@ from benchmarks.common import base_parser, print_table, write_results
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def training_flops_per_token(config, mean_length: float) -> float:
+    """Training FLOPs (forward + backward) per real token of a JetTransformerForPretraining step."""
+    d, layers = config.hidden_size, config.num_layers
+    block = 4 * d * d + 2 * d * config.intermediate_size  # qkv + out, fc + proj: matmul weights per layer
+    attention = 12 * layers * mean_length * d  # QK^T and AV, forward + backward
+    backbone = 6 * layers * block + attention
+    flops = 0.0
+    if config.causal_loss_weight > 0:
+        flops += backbone + 6 * d * config.vocab_size  # every real token but the last is a target
+    if config.masked_loss_weight > 0:
+        flops += backbone + config.mask_fraction * 6 * (d * d + d * config.vocab_codes)
+    return flops
+
+
+def measured_peak_flops(precision: str, size: int = 2048, seconds: float = 2.0) -> float:
+    """FLOP/s of a large square matmul in this process's thread count and the given precision."""
+    import torch
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16 if precision == "fp16" else torch.float32
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    a, b = (torch.randn(size, size, dtype=dtype, device=device) for _ in range(2))
+    for _ in range(2):
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * reps / (time.perf_counter() - start)
+
+
 def _train_worker(args) -> None:
     """Runs under torchrun: a short pretraining; rank 0 prints its throughput as JSON."""
     from foundation.pipelines.pretrain import build_pretraining, load_pretrain_recipe
+    from foundation.training.distributed import resolve_mixed_precision
 
     overrides = {
         "tokenizer": args.tokenizer, "training.output_dir": args.out_dir, "training.max_steps": args.steps,
@@ -36,12 +77,56 @@ def _train_worker(args) -> None:
         "training.global_batch_size": 2 * args.micro_batch,
         "training.micro_batch_size": args.micro_batch,
     }
+    if args.precision:
+        overrides["training.mixed_precision"] = args.precision
     recipe = load_pretrain_recipe(args.recipe, overrides)
     recipe.data.files = args.data
+    precision = resolve_mixed_precision(recipe.training.mixed_precision)
     run = build_pretraining(recipe)
     result = run.trainer.train()
+    peak = measured_peak_flops(precision)  # after training: the same warm process, same threads
     if run.trainer.accelerator.is_main_process:
-        print("RESULT " + json.dumps({"jets_per_second": result.samples_per_second, "tokens_per_second": result.tokens_per_second, "peak_memory_mb": result.peak_memory_mb, "world_size": result.world_size, "seconds": result.seconds}), flush=True)
+        mean_length = result.tokens_per_second / result.samples_per_second  # real tokens per jet
+        achieved = training_flops_per_token(run.config, mean_length) * result.tokens_per_second
+        print("RESULT " + json.dumps({
+            "precision": precision, "jets_per_second": result.samples_per_second, "tokens_per_second": result.tokens_per_second,
+            "flops_per_second": achieved, "peak_flops_per_second": peak * result.world_size, "mfu": achieved / (peak * result.world_size),
+            "peak_memory_mb": result.peak_memory_mb, "world_size": result.world_size, "seconds": result.seconds,
+        }), flush=True)
+
+
+def loss_parity(args, data: list[str]) -> list[dict]:
+    """The recipe trained for its full length in fp32 and in its own precision, one process each, for
+    every seed: validation losses after the same number of jets, so a faster setting is seen to
+    learn the same. Each run is cached in its folder (train_summary.json) and reused."""
+    from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
+    from foundation.training.distributed import resolve_mixed_precision
+
+    rows = []
+    for recipe_path in args.recipes:
+        for precision in ("no", None):
+            for seed in args.seeds:
+                out_dir = args.out / f"parity-{Path(recipe_path).stem}-{precision or 'recipe'}-seed{seed}"
+                overrides = {"tokenizer": args.tokenizer, "training.output_dir": str(out_dir), "training.seed": seed, "training.progress": False, "training.tensorboard": False, "training.threads_per_process": 1}
+                if precision:
+                    overrides["training.mixed_precision"] = precision
+                if args.tiny:
+                    overrides.update({"training.max_steps": 4, "training.eval_every": 4, "training.save_every": 4})
+                recipe = load_pretrain_recipe(recipe_path, overrides)
+                recipe.data.files = data
+                summary_file = out_dir / "train_summary.json"
+                if not summary_file.exists():
+                    pretrain(recipe)
+                summary = json.loads(summary_file.read_text())
+                rows.append({
+                    "what": f"{Path(recipe_path).stem}, {resolve_mixed_precision(recipe.training.mixed_precision)}, seed {seed}",
+                    "jets": summary["steps"] * recipe.training.global_batch_size,
+                    "validation_loss": summary["final"].get("eval/loss"),
+                    "jets_per_second": summary["jets_per_second"],
+                })
+            if precision is None and resolve_mixed_precision(recipe.training.mixed_precision) == "no":
+                rows = rows[: -len(args.seeds)]  # the recipe is fp32: those runs are the ones above
+    return rows
 
 
 def _loader_worker(args) -> None:
@@ -77,7 +162,10 @@ def main(argv=None) -> dict:
     parser = base_parser(__doc__, "speed")
     parser.add_argument("--tokenizer", default="checkpoints/main/tokenizer/tokenizer")
     parser.add_argument("--model", default="checkpoints/main/pretrain/model")
-    parser.add_argument("--recipe", default="pretrain/small.yaml")
+    parser.add_argument("--recipes", nargs="+", default=["pretrain/small.yaml"], help="pretraining recipes to time (GPU: pretrain/base.yaml pretrain/large.yaml)")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts to time (one thread each on CPU)")
+    parser.add_argument("--recipe", default=None, help=argparse_hidden())
+    parser.add_argument("--precision", default=None, help=argparse_hidden())
     parser.add_argument("--data", nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--micro-batch", type=int, default=64, help="jets per process and forward pass")
@@ -85,6 +173,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--worker", choices=["train", "loader"], default=None, help=argparse_hidden())
     parser.add_argument("--jets", type=int, default=0, help=argparse_hidden())
     parser.add_argument("--out-dir", default="", help=argparse_hidden())
+    parser.add_argument("--loss-parity", action="store_true", help="instead of timing: train each recipe fully in fp32 and in its own precision (per seed) and compare validation losses")
     args = parser.parse_args(argv)
     if args.worker == "train":
         return _train_worker(args)
@@ -93,18 +182,38 @@ def main(argv=None) -> dict:
     from benchmarks.tagging import default_files
 
     data = args.data or default_files()
+    if args.loss_parity:
+        rows = loss_parity(args, data)
+        table = print_table(rows, [("what", "what", ""), ("jets", "jets seen", "d"), ("validation_loss", "validation loss", ".4f"), ("jets_per_second", "jets/s (1 process)", ".1f")])
+        write_results(args, "speed_loss_parity", rows, {"table": table})
+        return {"rows": rows}
     steps = 4 if args.tiny else args.steps
     sizes = [200, 400] if args.tiny else args.loader_sizes
     script = str(ROOT / "benchmarks" / "speed.py")
     micro = 8 if args.tiny else args.micro_batch
-    common = ["--tokenizer", args.tokenizer, "--recipe", args.recipe, "--steps", str(steps), "--micro-batch", str(micro), "--data", *data]
-    training = {}
-    for nproc in (1, 2):
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(args.out / f"train-{nproc}"), *common]
-        training[nproc] = _run(cmd)
-    speedup = training[2]["jets_per_second"] / training[1]["jets_per_second"]
-    rows = [{"what": f"pretraining, {n} process{'es' if n > 1 else ''} x 1 thread", **training[n]} for n in (1, 2)]
-    rows.append({"what": "speed-up, 2 vs 1 processes", "jets_per_second": speedup})
+    rows = []
+    for recipe in args.recipes:
+        common = ["--tokenizer", args.tokenizer, "--recipe", recipe, "--steps", str(steps), "--micro-batch", str(micro), "--data", *data]
+        # fp32 first (the reference), then the recipe's own precision when it asks for another
+        for precision in ("no", None):
+            for nproc in args.processes:
+                out_dir = args.out / f"train-{Path(recipe).stem}-{precision or 'recipe'}-{nproc}"
+                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(out_dir), *common]
+                if precision:
+                    cmd += ["--precision", precision]
+                result = _run(cmd)
+                if precision is None and result["precision"] == "no":
+                    break  # the recipe trains in fp32: its rows are the ones above
+                name = Path(recipe).stem
+                rows.append({"what": f"{name}, {result['precision']}, {nproc} process{'es' if nproc > 1 else ''} x 1 thread", "recipe": name, **result})
+    # each row against its recipe's fp32 run on the fewest processes timed
+    reference = {}
+    for row in rows:
+        if row["precision"] == "no":
+            reference.setdefault(row["recipe"], row["jets_per_second"])
+    for row in rows:
+        row["speedup_vs_fp32"] = row["jets_per_second"] / reference[row["recipe"]]
+    speedup = rows[-1]["speedup_vs_fp32"]  # the last recipe, its own precision, the most processes
 
     from foundation.pipelines.embed import embed
 
@@ -115,7 +224,11 @@ def main(argv=None) -> dict:
     for size in sizes:
         result = _run([sys.executable, script, "--worker", "loader", "--jets", str(size), "--data", data[0]])
         rows.append({"what": f"streaming loader, {size} jets", "jets_per_second": result["jets_per_second"], "peak_memory_mb": result["peak_rss_mb"]})
-    table = print_table(rows, [("what", "what", ""), ("jets_per_second", "jets/s (or ratio)", ".2f"), ("tokens_per_second", "tokens/s", ".0f"), ("peak_memory_mb", "peak memory MB", ".0f")])
+    table = print_table(rows, [
+        ("what", "what", ""), ("jets_per_second", "jets/s", ".2f"), ("tokens_per_second", "real tokens/s", ".0f"),
+        ("flops_per_second", "FLOP/s", ".3g"), ("peak_flops_per_second", "measured peak FLOP/s", ".3g"), ("mfu", "MFU", ".3f"),
+        ("speedup_vs_fp32", "x fp32 on the fewest processes", ".2f"), ("peak_memory_mb", "peak memory MB", ".0f"),
+    ])
     write_results(args, "speed", rows, {"table": table, "speedup": speedup, "steps": steps})
     return {"rows": rows, "speedup": speedup}
 
