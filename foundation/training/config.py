@@ -46,6 +46,9 @@ class TrainingConfig:
     # metric (e.g. "eval/loss") and end the run with them; None keeps the last weights.
     keep_best: str | None = None
     keep_best_mode: Literal["min", "max"] = "min"  # whether keep_best's metric is best at its minimum or maximum
+    # Early stopping: end the run once keep_best has not improved for this many evaluations in a
+    # row (counted in evaluations, every eval_every steps), with the best weights; None runs to max_steps.
+    early_stopping_patience: int | None = None
 
     def __post_init__(self):
         check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")
@@ -71,6 +74,8 @@ class TrainingConfig:
         known = _KNOWN_DIRECTIONS.get((self.keep_best or "").rsplit("/", 1)[-1])
         check(known is None or known == self.keep_best_mode, "keep_best_mode", f"{self.keep_best} is best at its {known}imum; set keep_best_mode: {known}")
         check(self.mixed_precision in ("no", "bf16", "fp16", "auto"), "mixed_precision", f"must be no, bf16, fp16 or auto, got {self.mixed_precision!r}")
+        check(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience", f"must be positive (or null), got {self.early_stopping_patience}")
+        check(self.early_stopping_patience is None or self.keep_best is not None, "early_stopping_patience", "needs training.keep_best (the metric it watches)")
         check(self.threads_per_process is None or self.threads_per_process > 0, "threads_per_process", "must be positive")
 
     def gradient_accumulation_steps(self, world_size: int) -> int:

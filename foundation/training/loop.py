@@ -56,6 +56,7 @@ class TrainResult:
     peak_memory_mb: float = 0.0
     world_size: int = 1
     best: dict | None = None  # {"step", "metric", "value"} of the weights kept (training.keep_best)
+    stopped_early: bool = False  # ended by training.early_stopping_patience before max_steps
 
     def summary(self) -> dict:
         """What a run folder's train_summary.json holds."""
@@ -68,6 +69,7 @@ class TrainResult:
             "world_size": self.world_size,
             "final": self.final_metrics,
             "best": self.best,
+            "stopped_early": self.stopped_early,
         }
 
 
@@ -191,6 +193,7 @@ class Trainer:
         if config.keep_best and self.eval_loader is None:
             raise ConfigError(None, "training.keep_best", "needs validation jets to evaluate on")
         self._stop_requested = False
+        self.evals_since_best = 0  # evaluations since keep_best last improved (early stopping)
         if config.tensorboard:
             run_config = {k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))}
             acc.init_trackers("run", config=run_config)
@@ -238,6 +241,7 @@ class Trainer:
                 "train_seconds": timing.seconds,
                 "train_samples": timing.samples,
                 "train_tokens": timing.earlier_tokens + tokens,
+                "evals_since_best": self.evals_since_best,
             }
             final = ckpt.finalize(self.output_dir, step, state, self.config.keep_checkpoints)
             logger.info("saved checkpoint %s", final)
@@ -276,6 +280,11 @@ class Trainer:
             ckpt.save_best(self.output_dir, self.unwrapped_model(), step, name, value)
         self.accelerator.wait_for_everyone()
         return {"step": step, "metric": name, "value": value}
+
+    def should_stop(self) -> bool:
+        """Early stopping: keep_best has not improved for training.early_stopping_patience evaluations."""
+        patience = self.config.early_stopping_patience
+        return patience is not None and self.evals_since_best >= patience
 
     # ----- evaluation -----
     @torch.no_grad()
@@ -326,6 +335,7 @@ class Trainer:
             elif acc.is_main_process:
                 ckpt.best_weights(self.output_dir).unlink(missing_ok=True)  # an earlier run's, not this one's
         step = state.get("step", 0)
+        self.evals_since_best = state.get("evals_since_best", 0)
         epoch = state.get("epoch", 0)
         skip = state.get("global_batches_in_epoch", 0) // acc.num_processes
         samples_seen = state.get("samples_seen", 0)
@@ -350,7 +360,7 @@ class Trainer:
         window_loss, window_n = torch.zeros((), device=acc.device), 0
         self.model.train()
         lr = self._set_learning_rate(step)
-        done = step >= cfg.max_steps
+        done = step >= cfg.max_steps or self.should_stop()  # a resumed run that had stopped early stays stopped
         interrupted = False
         try:
             while not done:
@@ -389,7 +399,9 @@ class Trainer:
                         t0 = time.perf_counter()
                         row.update(self.evaluate())
                         if cfg.keep_best:
-                            best = self._keep_if_best(row, step, best)
+                            kept = self._keep_if_best(row, step, best)
+                            self.evals_since_best = 0 if kept is not best else self.evals_since_best + 1
+                            best = kept
                         overhead += time.perf_counter() - t0
                     if row:
                         row["step"] = step
@@ -401,14 +413,15 @@ class Trainer:
                     bar.update(1)
                     lr = self._set_learning_rate(step)
                     stop = self._stop_agreed()
-                    if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                    early = self.should_stop()  # the same on every rank: evaluation metrics are reduced
+                    if step % cfg.save_every == 0 or step == cfg.max_steps or stop or early:
                         t0 = time.perf_counter()
                         self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen, timing_so_far())
                         overhead += time.perf_counter() - t0
                     if stop:
                         interrupted = True
                         done = True
-                    if step >= cfg.max_steps:
+                    if step >= cfg.max_steps or early:
                         done = True
                     if done:
                         break
@@ -440,6 +453,7 @@ class Trainer:
             peak_memory_mb=peak_memory_mb(),
             world_size=acc.num_processes,
             best=best,
+            stopped_early=self.should_stop(),
         )
 
     def _stop_agreed(self) -> bool:

@@ -40,11 +40,11 @@ class _Pairs(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", eval_metrics=None):
+def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", eval_metrics=None, patience=None):
     config = TrainingConfig(
         output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=0.1,
         warmup_steps=0, min_learning_rate_ratio=1.0, weight_decay=0.0, eval_every=2, save_every=20, log_every=2,
-        tensorboard=False, progress=False, keep_best=keep_best, keep_best_mode=mode,
+        tensorboard=False, progress=False, keep_best=keep_best, keep_best_mode=mode, early_stopping_patience=patience,
     )
     model = _Scale()
     trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, eval_metrics=eval_metrics)
@@ -98,6 +98,38 @@ def ckpt_w(out, step):
     from safetensors.torch import load_file
 
     return load_file(ckpt.step_dir(out, step) / "model.safetensors")["w"].item()
+
+
+def test_early_stopping_ends_patience_evaluations_after_the_best_with_its_weights(tmp_path):
+    _, full, _ = _train(tmp_path / "full")
+    best_step = full.best["step"]
+    assert best_step + 3 * 2 < 40 and not full.stopped_early
+    _, early, model = _train(tmp_path / "early", patience=3)
+    assert early.stopped_early and early.step == best_step + 3 * 2  # 3 evaluations (every 2 steps) without a better one
+    from safetensors.torch import load_file
+
+    assert early.best == full.best and model.w.item() == pytest.approx(load_file(ckpt.best_weights(tmp_path / "full"))["w"].item())
+    assert ckpt.latest_checkpoint(tmp_path / "early") == ckpt.step_dir(tmp_path / "early", early.step)
+
+
+def test_early_stopping_counter_survives_a_resume(tmp_path):
+    _, uninterrupted, _ = _train(tmp_path / "whole", patience=3)
+    best_step = uninterrupted.best["step"]
+    # Killed one evaluation after the best (the checkpoint holds a count of 1), then resumed.
+    _train(tmp_path / "split", patience=3, max_steps=best_step + 2)
+    assert ckpt.read_trainer_state(ckpt.step_dir(tmp_path / "split", best_step + 2))["evals_since_best"] == 1
+    _, resumed, _ = _train(tmp_path / "split", patience=3, resume=True)
+    assert resumed.step == uninterrupted.step and resumed.stopped_early and resumed.best == uninterrupted.best
+    # A run that stopped early stays stopped when resumed: no step is trained.
+    _, again, model = _train(tmp_path / "split", patience=3, resume=True)
+    assert again.step == uninterrupted.step and model.calls == 0
+
+
+def test_early_stopping_needs_keep_best():
+    with pytest.raises(ConfigError, match="early_stopping_patience"):
+        TrainingConfig(early_stopping_patience=3)
+    with pytest.raises(ConfigError, match="early_stopping_patience"):
+        TrainingConfig(keep_best="eval/loss", early_stopping_patience=0)
 
 
 def test_without_keep_best_the_last_weights_stay(tmp_path):
