@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -33,3 +37,50 @@ class ParTTagger(nn.Module):
             loss = F.cross_entropy(logits.float(), labels)
             accuracy = (logits.argmax(-1) == labels).float().mean()
         return JetClassificationOutput(loss, logits, None, accuracy)
+
+
+def part_inputs(train_dataset, features: list[str], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardisation of ParT's inputs from its training jets (as weaver's configs do): continuous
+    features to mean 0, std 1; charge and particle-type flags as they are. Returns (mean, std), (F,)."""
+    import numpy as np
+
+    from foundation.data.dataset import feature_statistics
+
+    mean, std = feature_statistics(train_dataset, seed=seed)
+    continuous = np.array([not (n.startswith("is_") or n == "charge") for n in features])
+    mean = np.where(continuous, mean, 0.0)
+    std = np.where(continuous, np.maximum(std, 1e-3), 1.0)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+
+def part_collator(mean: torch.Tensor, std: torch.Tensor):
+    """Batches of (features, mask, momenta, labels) with standardised features (padding stays 0)."""
+    from foundation.data.dataset import collate_batch
+
+    def collate(batch):
+        b = collate_batch(batch)
+        b["features"] = (b["features"] - mean) / std * b["mask"][..., None]  # (B, N, F)
+        return b
+
+    return collate
+
+
+def save_part(model: ParTTagger, mean: torch.Tensor, std: torch.Tensor, kwargs: dict, folder: Path) -> Path:
+    """The trained tagger, its input scaling and its architecture, enough to evaluate it later."""
+    from safetensors.torch import save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(folder / "model.safetensors"))
+    payload = {"mean": mean.tolist(), "std": std.tolist(), "part_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in kwargs.items()}}
+    (folder / "inputs.json").write_text(json.dumps(payload))
+    return folder
+
+
+def load_part(folder: Path, num_features: int, num_classes: int) -> tuple[ParTTagger, torch.Tensor, torch.Tensor]:
+    from safetensors.torch import load_model
+
+    payload = json.loads((folder / "inputs.json").read_text())
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in payload["part_kwargs"].items()}
+    model = ParTTagger(num_features, num_classes, **kwargs)
+    load_model(model, str(folder / "model.safetensors"))
+    return model.eval(), torch.tensor(payload["mean"]), torch.tensor(payload["std"])

@@ -1,24 +1,38 @@
 """Benchmark 1: top tagging against a peer, at label budgets.
 
-    python -m benchmarks.tagging --pretrained checkpoints/main/pretrain/model --budgets 0.01 0.1 1 --seeds 0
+    python -m benchmarks.tagging --pretrained checkpoints/main/pretrain/model --budgets 0.01 0.1 1 --seeds 0 1 2
 
-Three models on the same generated train / validation / test split of top vs QCD jets:
-the pretrained model fine-tuned (finetune/top_tagging.yaml), the same architecture trained from
-scratch, and ParT from weaver-core trained from scratch, all with the same 13 particle features
-and the same number of optimizer steps per budget: max(300, min(1200, 20 epochs)) of 64 jets
-(--max-part-steps caps ParT's, which costs about 5x ours per step on a CPU; the table says so).
-Every model is evaluated on the validation jets 6 times during training and ends with the weights
-of its best validation AUC (training.keep_best), so small budgets are not judged overfitted. (Not the
-lowest validation loss: with few labels the loss rises from overconfidence while the AUC still
-improves; at 160 jets from scratch the lowest loss came at step 50 with AUC 0.808, step 100 had 0.925.)
-Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5, parameters and training time; writes
-results.json and one ROC plot per budget.
+Three models, on fair terms: the pretrained backbone fine-tuned (--recipe, default finetune/top_tagging.yaml), the
+same architecture from scratch, and ParT (weaver-core) from scratch, all on the same 13 particle
+features, batch size and training loop.
+
+Data: labelled top + QCD jets generated with --train-seed (25k by default), of which 10% are split
+off for validation, and an independent test sample generated with --test-seed (10k): disjoint
+Pythia seeds, both disjoint from the seed of the shipped recipes' data (main job, tokenizer,
+pretraining), which the script checks. Made once into --data-dir and reused.
+
+Protocol, identical for every model: train until the validation AUC has not improved for --patience
+evaluations (one evaluation per epoch, at least every --min-eval-steps steps), for at most
+--max-epochs epochs (at least --min-steps steps, for the small budgets), ending with the weights of
+the best validation AUC. The learning rate is chosen per model from the same grid (--learning-rates)
+by validation AUC with the first seed, at each budget (or at --select-at and reused); the other seeds
+then train at the chosen rate. Only the chosen runs are ever evaluated on the test sample: training
+runs get no test file at all. Every run is cached under --runs, keyed by all its settings, and
+resumes where it stopped; finished ones are reused (run the expensive ParT once with --models part).
+Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5 (mean and spread over seeds), the epochs each
+model used, its wall-clock, and the goal check: pretrained ahead of ParT beyond the seed spread.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
+import shutil
+import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,187 +43,582 @@ FEATURES = [
     "log_pt", "log_e", "log_pt_rel", "log_e_rel", "eta_rel", "phi_rel", "delta_r",
     "charge", "is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron",
 ]
-BATCH = 64
+MODELS = ["pretrained", "scratch", "part"]
+NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch"}
+MAX_PARTICLES = 128
+TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
+RECIPE_DATA_SEED = 1  # data.generated.seed of every shipped recipe and of the main job
+RESERVED_JETS_PER_CLASS = 500_000  # the largest generated set a recipe asks for (pretrain/large.yaml)
+LEARNING_RATES = [1e-4, 3e-4, 1e-3]
+RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
 
 
-def steps_for(train_jets: int, tiny: bool) -> int:
-    if tiny:
-        return 6
-    return int(max(300, min(1200, 20 * train_jets / BATCH)))
+def fail(message: str):
+    """Bad input: one line, exit code 2."""
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
 
 
-def training_overrides(out: Path, steps: int, seed: int) -> dict:
-    return {
-        "training.output_dir": str(out),
-        "training.max_steps": steps,
-        "training.seed": seed,
-        "training.global_batch_size": BATCH,
-        "training.micro_batch_size": BATCH,
-        "training.eval_every": max(steps // 6, 1),
-        "training.keep_best": "eval/auc",
-        "training.keep_best_mode": "max",
-        "training.save_every": steps,
-        "training.log_every": max(steps // 10, 1),
-        "training.warmup_steps": max(steps // 12, 1),
-        "training.tensorboard": False,
-        "training.progress": False,
+# ----- training protocol -----
+@dataclass(frozen=True)
+class Protocol:
+    """The stopping rule and batch every model trains with."""
+
+    batch: int = 64  # jets per optimizer step
+    max_epochs: int = 30  # at most this many epochs ...
+    min_steps: int = 600  # ... but at least this many steps (a few-jet budget has 1 step per epoch)
+    patience: int = 5  # evaluations without a better validation AUC before stopping
+    min_eval_steps: int = 20  # evaluate every epoch, but not more often than this
+
+    def schedule(self, jets: int) -> dict:
+        per_epoch = max(1, jets // self.batch)  # the loader drops the last partial batch
+        max_steps = max(self.max_epochs * per_epoch, self.min_steps)
+        eval_every = max(per_epoch, self.min_eval_steps)
+        return {"steps_per_epoch": per_epoch, "max_steps": max_steps, "eval_every": eval_every, "max_epochs": max_steps / per_epoch}
+
+    def overrides(self, jets: int, seed: int, learning_rate: float) -> dict:
+        s = self.schedule(jets)
+        return {
+            "training.max_steps": s["max_steps"],
+            "training.seed": seed,
+            "training.learning_rate": learning_rate,
+            "training.global_batch_size": self.batch,
+            "training.micro_batch_size": self.batch,
+            "training.eval_every": s["eval_every"],
+            "training.warmup_steps": s["eval_every"],  # the first evaluation comes after the warm-up
+            "training.keep_best": "eval/auc",
+            "training.keep_best_mode": "max",
+            "training.early_stopping_patience": self.patience,
+            "training.save_every": s["eval_every"],  # a killed run loses at most one evaluation interval
+            "training.log_every": max(s["eval_every"] // 5, 1),
+            "training.tensorboard": False,
+            "training.progress": False,
+        }
+
+
+TINY_PROTOCOL = Protocol(batch=16, max_epochs=4, min_steps=6, patience=2, min_eval_steps=2)
+
+
+# ----- data -----
+@dataclass
+class BenchmarkData:
+    train: list[str]
+    validation: list[str]
+    test: list[str]
+    record: dict  # what the data are: files, seeds, split (results.json and the runs' keys)
+
+    @property
+    def digest(self) -> str:
+        return _digest(self.record)
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def generated_sample(folder: Path, name: str, jets_per_class: int, seed: int) -> list[str]:
+    """QCD and top jets generated with `seed` into `folder` (made once; a file is complete or absent)."""
+    from foundation.data.generation import GeneratorConfig, generate
+
+    files = []
+    for process in ("qcd", "top"):
+        path = folder / f"{name}-{process}-{jets_per_class}-n{MAX_PARTICLES}-seed{seed}.h5"
+        if not path.exists():
+            print(f"--- generating {jets_per_class} {process} jets (seed {seed}) into {path}", flush=True)
+            generate(GeneratorConfig(process=process, max_particles=MAX_PARTICLES), jets_per_class, path, seed=seed, workers=os.cpu_count() or 1)
+        files.append(str(path))
+    return files
+
+
+def chunk_seeds_of(files: list[str]) -> set[int]:
+    """The Pythia seeds the files were generated with (their metadata), empty when not recorded."""
+    from foundation.data.canonical import CanonicalSource, is_canonical
+
+    seeds: set[int] = set()
+    for path in files:
+        if is_canonical(path):
+            seeds.update(CanonicalSource(path).metadata.get("chunk_seeds") or [])
+    return seeds
+
+
+def reserved_seeds() -> set[int]:
+    """Pythia seeds of the shipped recipes' data (seed 1, up to 500k jets per class, 250 per chunk)."""
+    from foundation.data.generation import PROCESS_LABELS, chunk_seeds
+
+    return {s for p in PROCESS_LABELS for s in chunk_seeds(RECIPE_DATA_SEED, p, RESERVED_JETS_PER_CLASS // 250)}
+
+
+def check_independent(train: list[str], test: list[str]) -> dict:
+    """Refuse a test sample that shares generator seeds with the training jets or the recipes' data."""
+    train_seeds, test_seeds = chunk_seeds_of(train), chunk_seeds_of(test)
+    if train_seeds & test_seeds:
+        fail(f"--test-data: {len(train_seeds & test_seeds)} Pythia seed(s) of the test files are also in the training files; the test sample must be independent")
+    reserved = reserved_seeds()
+    for option, seeds in (("--data", train_seeds), ("--test-data", test_seeds)):
+        if seeds & reserved:
+            fail(f"{option}: generated with Pythia seeds of the recipes' data (seed {RECIPE_DATA_SEED}, what the model was pretrained on); use other seeds")
+    known = bool(train_seeds) and bool(test_seeds)
+    return {"checked": known, "train_pythia_seeds": len(train_seeds), "test_pythia_seeds": len(test_seeds)}
+
+
+def _file_record(files: list[str]) -> list[dict]:
+    from foundation.data.canonical import CanonicalSource, is_canonical
+
+    out = []
+    for path in files:
+        meta = CanonicalSource(path).metadata if is_canonical(path) else {}
+        out.append({"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size, "seed": meta.get("seed"), "process": (meta.get("generator") or {}).get("process")})
+    return out
+
+
+def split_pool(pool: list[str], folder: Path, validation_fraction: float, split_seed: int) -> tuple[list[str], list[str]]:
+    """Write the pool's jets as train.h5 and validation.h5 (a random split, fixed by split_seed)."""
+    from foundation.data.canonical import write_jets
+    from foundation.data.sources import JetCollection
+
+    collection = JetCollection.open(pool, max_particles=MAX_PARTICLES)
+    order = np.random.default_rng(split_seed).permutation(len(collection))
+    n_val = max(1, int(round(len(collection) * validation_fraction)))
+    paths = []
+    for name, idx in (("train", order[n_val:]), ("validation", order[:n_val])):
+        jets = collection.read_indices(np.sort(idx)).padded_to(MAX_PARTICLES)
+        meta = {"source": f"{name} split of {pool}", "split_seed": split_seed, "validation_fraction": validation_fraction, "chunk_seeds": sorted(chunk_seeds_of(pool))}
+        paths.append(str(write_jets(folder / f"{name}.h5", jets, meta)))
+    return [paths[0]], [paths[1]]
+
+
+def prepare_data(args) -> BenchmarkData:
+    """The training pool (split into train + validation) and the independent test sample, made once."""
+    folder = Path(args.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    if args.data is None and args.test_data is not None:
+        fail("--test-data: give the training jets with --data too (or neither, to generate both)")
+    if args.data is not None and args.test_data is None:
+        fail("--data: give an independent test sample with --test-data (generated with other seeds), or neither to generate both")
+    if args.data is None:
+        if args.train_seed == args.test_seed:
+            fail(f"--test-seed: must differ from --train-seed ({args.train_seed})")
+        pool = generated_sample(folder, "pool", args.train_jets_per_class, args.train_seed)
+        test = generated_sample(folder, "test", args.test_jets_per_class, args.test_seed)
+    else:
+        pool, test = list(args.data), list(args.test_data)
+        for path in pool + test:
+            if not Path(path).exists():
+                fail(f"{path}: no such file")
+    independence = check_independent(pool, test)
+    record = {
+        "train_pool": _file_record(pool), "test": _file_record(test), "validation_fraction": 0.1, "split_seed": 0,
+        "max_particles": MAX_PARTICLES, "independence": independence,
     }
+    meta = folder / "data.json"
+    if meta.exists() and json.loads(meta.read_text()) != record:
+        fail(f"--data-dir {folder}: holds a split of other data ({meta}); pass another --data-dir")
+    if not (meta.exists() and (folder / "train.h5").exists() and (folder / "validation.h5").exists()):
+        split_pool(pool, folder, record["validation_fraction"], record["split_seed"])
+        meta.write_text(json.dumps(record, indent=1))  # last: its presence says the split is complete
+    return BenchmarkData([str(folder / "train.h5")], [str(folder / "validation.h5")], test, record)
 
 
-def run_ours(init: str, pretrained: str, files: list[str], train_jets: int | None, steps: int, seed: int, out: Path, recipe: str, learning_rate: float | None = None) -> dict:
-    from foundation.pipelines.finetune import finetune, load_finetune_recipe
+# ----- runs -----
+@dataclass
+class Bench:
+    """Everything a run depends on besides (model, jets, seed, learning rate)."""
 
-    values = {"model": pretrained, "init": init, "particle_features": FEATURES, **training_overrides(out, steps, seed)}
-    if learning_rate is not None:  # 0 or below reaches the recipe's check and its message
-        values["training.learning_rate"] = learning_rate
-    finetune_recipe = load_finetune_recipe(recipe, values)
-    finetune_recipe.data.files = files
-    finetune_recipe.data.train_limit = train_jets
+    data: BenchmarkData
+    protocol: Protocol
+    runs: Path
+    recipe: str
+    pretrained: str
+    tiny: bool
+
+    def pretrained_digest(self) -> str:
+        """The pretrained bundle by content (its manifest lists every file's sha256), not by path."""
+        from foundation.hub import MANIFEST, resolve
+
+        return _digest((resolve(self.pretrained) / MANIFEST).read_text())
+
+
+def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, output_dir: str):
+    from foundation.pipelines.finetune import load_finetune_recipe
+
+    values = {
+        "model": bench.pretrained, "init": "scratch" if kind == "scratch" else "pretrained", "particle_features": FEATURES,
+        **bench.protocol.overrides(jets, seed, learning_rate), "training.output_dir": output_dir,
+    }
+    recipe = load_finetune_recipe(bench.recipe, values)
+    # The training runs never get the test sample: their own "test" pass is on the validation jets.
+    recipe.data.files, recipe.data.validation_files, recipe.data.test_files = bench.data.train, bench.data.validation, bench.data.validation
+    recipe.data.train_limit = jets
+    return recipe
+
+
+def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
+    """All a run's result depends on: its cache key."""
+    settings = {
+        "format": RUN_FORMAT, "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": learning_rate,
+        "protocol": asdict(bench.protocol), "data": bench.data.digest, "features": FEATURES,
+    }
+    if kind == "part":
+        from benchmarks.baselines import PART_DEFAULT, PART_TINY
+
+        settings["part"] = {**PART_DEFAULT, **(PART_TINY if bench.tiny else {})}
+    else:
+        from foundation.config import to_dict
+
+        recipe = to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>"))
+        recipe.pop("model")
+        settings.update(recipe=recipe, pretrained=bench.pretrained_digest())
+    return json.loads(json.dumps(settings, default=str))
+
+
+def run_folder(bench: Bench, settings: dict) -> Path:
+    name = f"{settings['model']}-seed{settings['seed']}-lr{settings['learning_rate']:g}-{_digest(settings)}"
+    return bench.runs / f"jets-{settings['labelled_jets']}" / name
+
+
+def train_run(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
+    """One training run (validation metrics only), reused when finished, resumed when interrupted."""
+    settings = run_settings(bench, kind, jets, seed, learning_rate)
+    folder = run_folder(bench, settings)
+    done = folder / "run.json"
+    schedule = bench.protocol.schedule(jets)
+    if done.exists():
+        run = json.loads(done.read_text())
+        print(f"--- {kind}, {jets} jets, seed {seed}, lr {learning_rate:g}: done before ({folder})", flush=True)
+        return run
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "settings.json").write_text(json.dumps(settings, indent=1))
+    print(
+        f"--- {kind}, {jets} labelled jets, seed {seed}, lr {learning_rate:g}: up to {schedule['max_steps']} steps "
+        f"({schedule['max_epochs']:g} epochs), evaluated every {schedule['eval_every']} steps, patience {bench.protocol.patience}",
+        flush=True,
+    )
     start = time.perf_counter()
-    bundle = finetune(finetune_recipe)
-    seconds = time.perf_counter() - start
-    metrics = json.loads((bundle.parent / "metrics.json").read_text())
+    result = _train_part(bench, jets, seed, learning_rate, folder) if kind == "part" else _train_ours(bench, kind, jets, seed, learning_rate, folder)
+    run = {
+        "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": learning_rate, "folder": str(folder), **result,
+        "epochs": result["steps"] / schedule["steps_per_epoch"], "max_epochs": schedule["max_epochs"],
+        "wall_seconds": time.perf_counter() - start,  # of this invocation (a resumed run: its last part)
+    }
+    done.write_text(json.dumps(run, indent=1))
+    from foundation.training import checkpoint as ckpt
+
+    shutil.rmtree(ckpt.checkpoint_root(folder), ignore_errors=True)  # resume state, no longer needed
+    print(
+        f"    {'stopped early' if run['stopped_early'] else 'ran to the maximum'} at step {run['steps']} ({run['epochs']:.1f} epochs); "
+        f"best validation AUC {run['validation_auc']:.4f}; {run['wall_seconds']:.0f} s",
+        flush=True,
+    )
+    return run
+
+
+def _params(bundle: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(bundle / "model.safetensors", "pt") as f:
-        params = sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith(("lm_head", "mpm_head")))
-    return {**metrics, "params": int(params), "seconds": seconds}
+        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith(("lm_head", "mpm_head"))))
 
 
-def run_part(files: list[str], train_jets: int | None, steps: int, seed: int, out: Path, tiny: bool) -> dict:
+def _train_ours(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, folder: Path) -> dict:
+    from foundation.pipelines.finetune import finetune
+
+    bundle = finetune(our_recipe(bench, kind, jets, seed, learning_rate, str(folder)), resume=True)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return {
+        "validation_auc": metrics["weights_from"]["value"], "best_step": metrics["weights_from"]["step"], "steps": metrics["steps"],
+        "stopped_early": metrics["stopped_early"], "train_seconds": metrics["train_seconds"], "params": _params(bundle),
+    }
+
+
+def _train_part(bench: Bench, jets: int, seed: int, learning_rate: float, folder: Path) -> dict:
     import torch
-    from torch.utils.data import DataLoader
 
-    from benchmarks.baselines import PART_TINY, ParTTagger
-    from foundation.data.dataset import DataConfig, build_splits, collate_batch, feature_statistics
-    from foundation.pipelines.finetune import ValidationAUC, classification_report
-    from foundation.pipelines.inference import predict
+    from benchmarks.baselines import PART_TINY, ParTTagger, part_collator, part_inputs, save_part
+    from foundation.data.dataset import DataConfig, build_splits
+    from foundation.pipelines.finetune import ValidationAUC
     from foundation.training import Trainer, TrainingConfig
 
-    torch.manual_seed(seed)
-    data = DataConfig(files=files, features=FEATURES, max_particles=128, train_limit=train_jets)
+    data = DataConfig(
+        files=bench.data.train, validation_files=bench.data.validation, test_files=bench.data.validation,
+        features=FEATURES, max_particles=MAX_PARTICLES, train_limit=jets,
+    )
     splits = build_splits(data)
-    for ds in (splits.train, splits.validation, splits.test):
+    for ds in (splits.train, splits.validation):
         ds.include_momenta = True
-    mean, std = feature_statistics(splits.train, seed=seed)
-    # Flags and charge stay as they are; continuous features are standardised (as weaver's configs do).
-    continuous = np.array([not (n.startswith("is_") or n == "charge") for n in FEATURES])
-    mean, std = torch.as_tensor(np.where(continuous, mean, 0.0), dtype=torch.float32), torch.as_tensor(np.where(continuous, np.maximum(std, 1e-3), 1.0), dtype=torch.float32)
-
-    def collate(batch):
-        b = collate_batch(batch)
-        b["features"] = (b["features"] - mean) / std * b["mask"][..., None]
-        return b
-
-    model = ParTTagger(len(FEATURES), len(splits.class_names), **(PART_TINY if tiny else {}))
-    config = TrainingConfig(**{k.removeprefix("training."): v for k, v in training_overrides(out, steps, seed).items()}, learning_rate=1e-3)
+    mean, std = part_inputs(splits.train, FEATURES, seed)
+    torch.manual_seed(seed)
+    kwargs = PART_TINY if bench.tiny else {}
+    model = ParTTagger(len(FEATURES), len(splits.class_names), **kwargs)
+    config = TrainingConfig(**{k.removeprefix("training."): v for k, v in bench.protocol.overrides(jets, seed, learning_rate).items()}, output_dir=str(folder))
     signal = splits.class_names.index("top")
-    trainer = Trainer(model, splits.train, splits.validation, config, collate_fn=collate, eval_metrics=lambda: ValidationAUC(signal, 1 - signal))
-    start = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - start
-    loader = trainer.accelerator.prepare(DataLoader(splits.test, batch_size=256, collate_fn=collate))
-    pred = predict(trainer.model, loader, trainer.accelerator)
-    metrics = classification_report(pred["logits"], pred["labels"], splits.class_names, signal, 1 - signal, out)
-    np.savez(out / "test_predictions.npz", logits=pred["logits"], labels=pred["labels"], index=pred["index"], class_names=np.array(splits.class_names))
-    return {**metrics, "params": sum(p.numel() for p in model.parameters()), "seconds": seconds}
+    trainer = Trainer(model, splits.train, splits.validation, config, collate_fn=part_collator(mean, std), eval_metrics=lambda: ValidationAUC(signal, 1 - signal))
+    result = trainer.train(resume=True)
+    save_part(trainer.unwrapped_model(), mean, std, kwargs, folder / "model")
+    return {
+        "validation_auc": result.best["value"], "best_step": result.best["step"], "steps": result.step, "stopped_early": result.stopped_early,
+        "train_seconds": result.seconds, "params": sum(p.numel() for p in model.parameters()),
+    }
 
 
-def full_train_size(files: list[str]) -> int:
-    from foundation.data.dataset import DataConfig, build_splits
+# ----- the test sample: only for the selected runs -----
+def test_run(bench: Bench, run: dict) -> dict:
+    """Test metrics of a selected run (computed once, then read back)."""
+    from foundation.pipelines.finetune import classification_report
 
-    return len(build_splits(DataConfig(files=files, max_particles=128)).train)
+    folder = Path(run["folder"])
+    path = folder / "test.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    logits, labels, class_names = (_predict_part if run["model"] == "part" else _predict_ours)(folder / "model", bench.data.test)
+    signal = class_names.index("top")
+    metrics = classification_report(logits, labels, class_names, signal, 1 - signal, None)
+    predictions = folder / "test_predictions.npz"
+    np.savez(predictions, logits=logits, labels=labels, class_names=np.array(class_names))
+    metrics["predictions"] = str(predictions)
+    path.write_text(json.dumps(metrics, indent=1, default=float))
+    return metrics
 
 
-def default_files() -> list[str]:
-    from foundation.data.dataset import GeneratedDataConfig
-    from foundation.data.defaults import default_jet_files
+def _predict(model, dataset, collate) -> tuple[np.ndarray, np.ndarray]:
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
 
-    return [str(p) for p in default_jet_files(GeneratedDataConfig(jets_per_class=10_000, seed=1, max_particles=128))]
+    from foundation.pipelines.inference import predict
+
+    acc = Accelerator()
+    loader = acc.prepare(DataLoader(dataset, batch_size=256, collate_fn=collate))
+    out = predict(acc.prepare(model), loader, acc)
+    return out["logits"], out["labels"]
 
 
-def _cached(out: Path) -> dict | None:
-    """A finished run of the same model, budget and seed (shared by tagging and label_efficiency)."""
-    path = out / "benchmark_row.json"
-    return json.loads(path.read_text()) if path.exists() and (out / "test_predictions.npz").exists() else None
+def _predict_ours(bundle_dir: Path, test: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from foundation.hub import load_bundle
+    from foundation.models import JetTransformerForJetClassification
+    from foundation.pipelines.inference import bundle_inputs, jet_dataset
+
+    bundle = load_bundle(bundle_dir, model_class=JetTransformerForJetClassification)
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    dataset = jet_dataset(test, inputs)
+    classes = [bundle.model.config.id2label[i] for i in range(bundle.model.config.num_labels)]
+    if dataset.class_names != classes:
+        fail(f"--test-data: classes {dataset.class_names} differ from the training data's {classes}")
+    return (*_predict(bundle.model, dataset, inputs.collator), classes)
 
 
-def run_budgets(args, models: list[str]) -> list[dict]:
-    files = args.data or default_files()
-    runs = args.runs or args.out / "runs"
-    full = full_train_size(files)
-    # Our runs are named by the learning rate they use, so a run made under another recipe
-    # learning rate (the recipe's default has changed before) is never taken for this one.
-    from foundation.pipelines.finetune import load_finetune_recipe
+def _predict_part(folder: Path, test: list[str]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    from benchmarks.baselines import load_part, part_collator
+    from foundation.data.dataset import JetDataset
+    from foundation.data.sources import JetCollection
 
-    our_lr = args.learning_rate if args.learning_rate is not None else load_finetune_recipe(args.recipe).training.learning_rate
+    collection = JetCollection.open(test, max_particles=MAX_PARTICLES)
+    dataset = JetDataset(collection, np.arange(len(collection)), FEATURES, MAX_PARTICLES)
+    dataset.include_momenta = True
+    model, mean, std = load_part(folder, len(FEATURES), len(collection.class_names))
+    return (*_predict(model, dataset, part_collator(mean, std)), list(collection.class_names))
+
+
+# ----- selection, seeds, summary -----
+def budget_jets(budget: float, full: int) -> int:
+    return max(int(round(budget * full)), 16)
+
+
+def select_learning_rate(bench: Bench, kind: str, jets: int, seed: int, grid: list[float]) -> tuple[float, dict]:
+    """The grid's learning rate with the best validation AUC (ties: the first), and every rate's AUC."""
+    auc = {lr: train_run(bench, kind, jets, seed, lr)["validation_auc"] for lr in grid}
+    chosen = max(grid, key=lambda lr: auc[lr])
+    print(f"=== {kind}, {jets} jets: learning rate {chosen:g} chosen on validation AUC ({', '.join(f'{lr:g}: {a:.4f}' for lr, a in auc.items())})", flush=True)
+    return chosen, {f"{lr:g}": a for lr, a in auc.items()}
+
+
+def run_models(bench: Bench, args, models: list[str]) -> list[dict]:
+    """For each model and budget: select the learning rate on validation, train every seed at it,
+    then (and only then) evaluate those runs on the test sample. One row per (model, budget, seed)."""
+    from foundation.data.sources import JetCollection
+
+    full = len(JetCollection.open(bench.data.train, max_particles=MAX_PARTICLES))
     rows = []
-    for budget in args.budgets:
-        n = max(int(round(budget * full)), 16)
-        budget_steps = args.steps or steps_for(n, args.tiny)
-        for seed in args.seeds:
-            for kind in models:
-                steps = min(budget_steps, args.max_part_steps) if kind == "part" and getattr(args, "max_part_steps", None) else budget_steps
-                # "-bestauc": ends with the weights of the best validation AUC (older runs kept the
-                # last weights, or "-best" ones those of the lowest validation loss)
-                lr = our_lr if kind != "part" else None
-                out = runs / f"budget-{budget:g}" / (f"{kind}-seed{seed}-steps{steps}-bestauc" + (f"-lr{lr:g}" if lr is not None else ""))
-                cached = _cached(out)
-                if cached is not None:
-                    print(f"--- {kind}, {n} labelled jets, seed {seed}: done before ({out})", flush=True)
-                    rows.append(cached)
-                    continue
-                print(f"--- {kind}, {n} labelled jets ({budget:g} of {full}), seed {seed}, {steps} steps", flush=True)
-                if kind == "part":
-                    m = run_part(files, n, steps, seed, out, args.tiny)
-                else:
-                    m = run_ours("scratch" if kind == "scratch" else "pretrained", args.pretrained, files, n, steps, seed, out, args.recipe, lr)
-                row = {"model": kind, "budget": budget, "labelled_jets": n, "steps": steps, "seed": seed, "predictions": str(out / "test_predictions.npz"),
-                       **{k: m.get(k) for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "params", "seconds")}}
-                (out / "benchmark_row.json").write_text(json.dumps(row))
-                rows.append(row)
+    for kind in models:
+        for budget in args.budgets:
+            jets = budget_jets(budget, full)
+            select_jets = jets if args.select_at is None else budget_jets(args.select_at, full)
+            lr, grid = select_learning_rate(bench, kind, select_jets, args.seeds[0], args.learning_rates)
+            for seed in args.seeds:
+                run = train_run(bench, kind, jets, seed, lr)
+                test = test_run(bench, run)
+                rows.append({
+                    "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": lr, "selection_jets": select_jets,
+                    "validation_auc_by_learning_rate": grid,
+                    **{k: run[k] for k in ("validation_auc", "steps", "best_step", "epochs", "max_epochs", "stopped_early", "train_seconds", "wall_seconds", "params")},
+                    **{k: test[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "predictions")},
+                })
     return rows
 
 
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean (and spread over seeds) per model and budget."""
     out = []
-    for key in sorted({(r["budget"], r["model"]) for r in rows}, key=lambda k: (k[0], ["pretrained", "scratch", "part"].index(k[1]))):
+    for key in sorted({(r["budget"], r["model"]) for r in rows}, key=lambda k: (k[0], MODELS.index(k[1]))):
         group = [r for r in rows if (r["budget"], r["model"]) == key]
-        row = {"budget": key[0], "model": key[1], "labelled_jets": group[0]["labelled_jets"], "seeds": len(group), "params": group[0]["params"], "steps": group[0]["steps"]}
-        for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "seconds"):
+        first = group[0]
+        row = {k: first[k] for k in ("budget", "model", "labelled_jets", "learning_rate", "params", "max_epochs")}
+        row.update(seeds=len(group), stopped_early=sum(g["stopped_early"] for g in group))
+        for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "validation_auc", "epochs", "steps", "train_seconds", "wall_seconds"):
             row[metric], row[metric + "_std"] = mean_and_spread([g[metric] for g in group])
         out.append(row)
     return out
 
 
+def ahead(ours: dict, peer: dict, metric: str) -> str:
+    """PASS when ours leads by more than the seeds' combined spread; MISS otherwise; n/a with one seed."""
+    if ours.get(metric + "_std") is None or peer.get(metric + "_std") is None:
+        return "n/a (one seed: no spread)"
+    return "PASS" if ours[metric] - peer[metric] > math.hypot(ours[metric + "_std"], peer[metric + "_std"]) else "MISS"
+
+
+def labels_saved(jets: np.ndarray, auc: np.ndarray, target_auc: float, target_jets: int) -> tuple[float | None, str]:
+    """target_jets / the labels the pretrained curve needs to reach target_auc (interpolated in log(jets)
+    on its monotone envelope). Returns (factor, how): "interpolated", "at least" (reached at the
+    smallest budget already) or "not reached" (None)."""
+    order = np.argsort(jets)
+    jets, auc = jets[order].astype(float), np.maximum.accumulate(np.asarray(auc, float)[order])
+    if auc[-1] < target_auc:
+        return None, "not reached"
+    if auc[0] >= target_auc:
+        return float(target_jets / jets[0]), "at least"
+    i = int(np.searchsorted(auc, target_auc))  # first point at or above the target; i >= 1
+    frac = (target_auc - auc[i - 1]) / max(auc[i] - auc[i - 1], 1e-12)
+    needed = math.exp(math.log(jets[i - 1]) + frac * (math.log(jets[i]) - math.log(jets[i - 1])))
+    return float(target_jets / needed), "interpolated"
+
+
+def labels_saved_line(summary: list[dict]) -> tuple[str, float | None]:
+    """Benchmark 2's goal: labels the pretrained model needs to match scratch at the largest budget."""
+    pre = [r for r in summary if r["model"] == "pretrained"]
+    scr = [r for r in summary if r["model"] == "scratch"]
+    if not pre or not scr:
+        return "labels saved: needs pretrained and scratch runs", None
+    top = max(scr, key=lambda r: r["labelled_jets"])
+    factor, how = labels_saved(np.array([r["labelled_jets"] for r in pre]), np.array([r["auc"] for r in pre]), top["auc"], top["labelled_jets"])
+    target = f"scratch's test AUC {top['auc']:.4f} with {top['labelled_jets']} labels (budget {top['budget']:g})"
+    if factor is None:
+        return f"labels saved: MISS (pretrained never reaches {target})", None
+    verdict = "PASS" if factor >= 10 else "MISS"
+    aim = "reached" if factor >= 100 else "not reached"
+    return f"labels saved: {verdict} — {'at least ' if how == 'at least' else ''}{factor:.1f}x to reach {target} (floor 10x; aim 100x {aim})", factor
+
+
+def goal_table(summary: list[dict]) -> str:
+    rows = []
+    for budget in sorted({r["budget"] for r in summary}):
+        by = {r["model"]: r for r in summary if r["budget"] == budget}
+        if "pretrained" in by and "part" in by:
+            pre, part = by["pretrained"], by["part"]
+            rows.append({
+                "budget": budget, "jets": pre["labelled_jets"],
+                "auc": f"{pre['auc']:.4f} vs {part['auc']:.4f}: {ahead(pre, part, 'auc')}",
+                "rej": f"{pre['rejection_at_0.3']:.0f} vs {part['rejection_at_0.3']:.0f}: {ahead(pre, part, 'rejection_at_0.3')}",
+            })
+    if not rows:
+        return ""
+    return print_table(rows, [("budget", "labels", "g"), ("jets", "jets", "d"), ("auc", "AUC: pretrained vs ParT", ""), ("rej", "1/eps_B @0.3: pretrained vs ParT", "")])
+
+
+SUMMARY_COLUMNS = [
+    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("seeds", "seeds", "d"),
+    ("auc", "AUC", ".4f"), ("auc_std", "±", ".4f"), ("accuracy", "accuracy", ".4f"), ("rejection_at_0.3", "1/eps_B @0.3", ".0f"),
+    ("rejection_at_0.3_std", "±", ".0f"), ("rejection_at_0.5", "1/eps_B @0.5", ".0f"), ("validation_auc", "val AUC", ".4f"),
+    ("epochs", "epochs", ".1f"), ("max_epochs", "max epochs", ".0f"), ("stopped_early", "stopped early", "d"), ("wall_seconds", "wall s / run", ".0f"), ("params", "params", "d"),
+]
+
+
+def selection_table(rows: list[dict]) -> str:
+    seen, out = set(), []
+    for r in rows:
+        if (r["model"], r["budget"]) not in seen:
+            seen.add((r["model"], r["budget"]))
+            out.append({"model": r["model"], "jets": r["selection_jets"], "auc": ", ".join(f"{lr}: {a:.4f}" for lr, a in r["validation_auc_by_learning_rate"].items()), "lr": r["learning_rate"]})
+    return print_table(out, [("model", "model", ""), ("jets", "selected at (jets)", "d"), ("auc", "validation AUC by learning rate (first seed)", ""), ("lr", "chosen", "g")])
+
+
+def wall_clock(bench: Bench, models: list[str]) -> dict:
+    """Training wall-clock per model, over every finished run of it in --runs (the search included)."""
+    totals = {}
+    for kind in models:
+        runs = [json.loads(p.read_text()) for p in bench.runs.glob(f"jets-*/{kind}-*/run.json")]
+        totals[kind] = round(sum(r["wall_seconds"] for r in runs), 1)
+    return totals
+
+
+# ----- command line -----
+def add_arguments(parser, budgets: list[float], models: list[str] | None) -> None:
+    """The arguments benchmarks 1 and 2 share (their runs and data are shared too)."""
+    parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model", help="pretrained bundle (either backbone)")
+    parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe (its training schedule and learning rate are the protocol's)")
+    parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
+    if models is not None:
+        parser.add_argument("--models", nargs="+", default=models, choices=MODELS)
+    parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
+    parser.add_argument("--select-at", type=float, default=None, help="choose the learning rate at this budget and reuse it (default: at each budget)")
+    parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
+    parser.add_argument("--min-steps", type=int, default=Protocol.min_steps)
+    parser.add_argument("--patience", type=int, default=Protocol.patience, help="evaluations without a better validation AUC before a run stops")
+    parser.add_argument("--data", nargs="+", default=None, help="labelled training jets (default: generated with --train-seed)")
+    parser.add_argument("--test-data", nargs="+", default=None, help="independent test jets (required with --data)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="where the data are made and split (default: checkpoints/benchmarks/tagging-data)")
+    parser.add_argument("--train-seed", type=int, default=TRAIN_SEED)
+    parser.add_argument("--test-seed", type=int, default=TEST_SEED)
+    parser.add_argument("--train-jets-per-class", type=int, default=12_500)
+    parser.add_argument("--test-jets-per-class", type=int, default=5_000)
+    parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
+
+
+def prepare(parser, argv) -> tuple:
+    args = parser.parse_args(argv)
+    if any(not 0 < b <= 1 for b in args.budgets):
+        fail(f"--budgets: fractions in (0, 1], got {args.budgets}")
+    if len(set(args.seeds)) != len(args.seeds):
+        fail(f"--seeds: repeated seed in {args.seeds}")
+    if any(lr <= 0 for lr in args.learning_rates):
+        fail(f"--learning-rates: must be positive, got {args.learning_rates}")
+    for option in ("max_epochs", "min_steps", "patience", "train_jets_per_class", "test_jets_per_class"):
+        if getattr(args, option) <= 0:
+            fail(f"--{option.replace('_', '-')}: must be positive")
+    if not Path(args.recipe).exists():
+        fail(f"--recipe {args.recipe}: no such file")
+    args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
+    args.data_dir = args.data_dir or (args.out / "data" if args.tiny else Path("checkpoints/benchmarks/tagging-data"))
+    protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
+    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny)
+    return args, bench
+
+
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, "tagging")
-    parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model", help="pretrained bundle")
-    parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the generated 10k + 10k top/QCD set)")
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.01, 0.1, 1.0], help="fractions of the training set with labels")
-    parser.add_argument("--models", nargs="+", default=["pretrained", "scratch", "part"], choices=["pretrained", "scratch", "part"])
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps for every model (default: by budget)")
-    parser.add_argument("--max-part-steps", type=int, default=None, help="cap ParT's steps (about 3 s each on 2 CPU cores, 5x ours); the table gives every model's steps")
-    parser.add_argument("--recipe", default="finetune/top_tagging.yaml")
-    parser.add_argument("--learning-rate", type=float, default=None, help="peak learning rate of our models (default: the recipe's)")
-    parser.add_argument("--runs", type=Path, default=None, help="folder of the individual runs, reused when present (default: checkpoints/benchmarks/tagging-runs)")
-    args = parser.parse_args(argv)
-    args.runs = args.runs or (None if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
-    rows = run_budgets(args, args.models)
+    add_arguments(parser, [0.01, 0.1, 1.0], MODELS)
+    args, bench = prepare(parser, argv)
+    rows = run_models(bench, args, args.models)
     summary = summarise(rows)
-    table = print_table(
-        summary,
-        [("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("auc", "AUC", ".4f"), ("auc_std", "± (seeds)", ".4f"),
-         ("accuracy", "accuracy", ".4f"), ("rejection_at_0.3", "1/eps_B @0.3", ".0f"), ("rejection_at_0.5", "1/eps_B @0.5", ".0f"),
-         ("params", "params", "d"), ("steps", "steps", "d"), ("seconds", "train s", ".0f")],
-    )
-    _plot_rocs(args.out, rows)
-    write_results(args, "tagging", rows, {"summary": summary, "table": table, "steps_rule": "max(300, min(1200, 20 epochs)) of 64 jets"})
+    table = print_table(summary, SUMMARY_COLUMNS)
+    selection = selection_table(rows)
+    goal = goal_table(summary)
+    saved, _ = labels_saved_line(summary)
+    print(saved, flush=True)
+    wall = wall_clock(bench, args.models)
+    print("training wall-clock per model, every run (learning-rate search included): " + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in wall.items()), flush=True)
+    plots = _plot_rocs(args.out, rows)
+    tables = {"Test results (mean and spread over seeds)": table, "Learning-rate selection (validation only)": selection}
+    if goal:
+        tables["Goal: pretrained ahead of ParT beyond the seed spread"] = goal
+    headline = None
+    full = [r for r in summary if r["budget"] == max(args.budgets)]
+    by = {r["model"]: r for r in full}
+    if "pretrained" in by:
+        headline = {"metric": f"test AUC, {by['pretrained']['labelled_jets']} labels", "ours": f"{by['pretrained']['auc']:.4f}", "peer": f"ParT {by['part']['auc']:.4f}" if "part" in by else None}
+    write_results(args, "tagging", rows, {
+        "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
+        "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
+    })
     return summary
-
-
-NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch"}
 
 
 def _plot_rocs(out: Path, rows: list[dict]) -> list[str]:

@@ -204,7 +204,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
         metrics = classification_report(out["logits"], out["labels"], class_names, signal, background, out_dir)
         # The test predictions themselves, for plots and comparisons made later.
         np.savez(out_dir / "test_predictions.npz", logits=out["logits"], labels=out["labels"], index=out["index"], class_names=np.array(class_names))
-        metrics.update({"train_seconds": result.seconds, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode, "weights_from": result.best or "last step"})
+        metrics.update({"train_seconds": result.seconds, "steps": result.step, "stopped_early": result.stopped_early, "train_jets": len(splits.train), "init": recipe.init, "mode": recipe.mode, "weights_from": result.best or "last step"})
         write_json(out_dir / "metrics.json", metrics)
         data_config = {
             **{k: v for k, v in base_data_config.items() if k not in ("particle_features", "particle_feature_mean", "particle_feature_std")},

@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from benchmarks import anomaly, generation, label_efficiency, model_sizes, render, speed, tagging, tokenizer
 
@@ -23,31 +22,98 @@ def _files(jet_files):
     return [str(p) for p in jet_files]
 
 
-def test_tagging(jet_files, tiny_bundle, tmp_path):
-    summary = tagging.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--budgets", "0.5", "--out", str(tmp_path), "--recipe", "finetune/top_tagging_tiny.yaml", "--max-part-steps", "3"])
-    assert {r["model"]: r["steps"] for r in summary} == {"pretrained": 6, "scratch": 6, "part": 3}
-    assert all(0 <= r["auc"] <= 1 and r["params"] > 0 for r in summary)
-    assert (tmp_path / "roc-budget-0.5.png").exists()
-    assert json.loads((tmp_path / "results.json").read_text())["benchmark"] == "tagging"
-    assert "roc-budget-0.5.png" in _page(tmp_path, "tagging")["plots"]
+@pytest.fixture
+def independent_samples(jet_files, tmp_path):
+    """The session's jets split by generator chunk: the first chunk of each file as the labelled
+    pool, the second as the test sample, each file recording its own Pythia seeds."""
+    from foundation.data.canonical import CanonicalSource, write_jets
+
+    train, test = [], []
+    for path in jet_files:
+        source = CanonicalSource(path)
+        seeds, n = source.metadata.get("chunk_seeds") or [], source.metadata.get("chunk_jets", len(source) // 2)
+        train.append(str(write_jets(tmp_path / f"train-{path.name}", source.read(0, n), {"chunk_seeds": seeds[:1]})))
+        test.append(str(write_jets(tmp_path / f"test-{path.name}", source.read(n, len(source)), {"chunk_seeds": seeds[1:]})))
+    return train, test
 
 
-def test_tagging_at_another_learning_rate_keeps_its_own_runs(jet_files, tiny_bundle, tmp_path):
-    args = ["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--budgets", "0.5", "--recipe", "finetune/top_tagging_tiny.yaml", "--models", "pretrained", "--runs", str(tmp_path / "runs")]
-    tagging.main([*args, "--out", str(tmp_path / "a"), "--learning-rate", "3e-4"])
-    tagging.main([*args, "--out", str(tmp_path / "b")])
-    runs = sorted(p.name for p in (tmp_path / "runs" / "budget-0.5").iterdir())
-    recipe_lr = yaml.safe_load(open("finetune/top_tagging_tiny.yaml"))["training"]["learning_rate"]
-    assert runs == sorted([f"pretrained-seed0-steps6-bestauc-lr{recipe_lr:g}", "pretrained-seed0-steps6-bestauc-lr0.0003"])
-    for run, lr in ((f"pretrained-seed0-steps6-bestauc-lr{recipe_lr:g}", recipe_lr), ("pretrained-seed0-steps6-bestauc-lr0.0003", 3e-4)):
-        recipe = yaml.safe_load((tmp_path / "runs" / "budget-0.5" / run / "recipe.yaml").read_text())
-        assert recipe["training"]["learning_rate"] == lr
+def _tagging_args(tiny_bundle, samples, tmp_path):
+    train, test = samples
+    return [
+        "--tiny", "--pretrained", str(tiny_bundle), "--data", *train, "--test-data", *test, "--recipe", "finetune/top_tagging_tiny.yaml",
+        "--learning-rates", "3e-4", "3e-3", "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"),
+    ]
 
 
-def test_label_efficiency(jet_files, tiny_bundle, tmp_path):
-    result = label_efficiency.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--budgets", "0.2", "1", "--out", str(tmp_path), "--recipe", "finetune/top_tagging_tiny.yaml"])
+def test_tagging(independent_samples, tiny_bundle, tmp_path):
+    args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
+    summary = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "a")])
+    assert [r["model"] for r in summary] == ["pretrained", "scratch", "part"] and all(r["seeds"] == 2 for r in summary)
+    assert all(0 <= r["auc"] <= 1 and r["params"] > 0 and 0 < r["epochs"] <= r["max_epochs"] for r in summary)
+    runs = {p.parent: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/*/run.json")}
+    # 2 learning rates with seed 0, then seed 1 at the chosen one, per model; early stopping counted in evaluations
+    assert len(runs) == 9 and all(r["steps"] <= 16 and (r["stopped_early"] or r["steps"] == 16) for r in runs.values())
+    assert all(r["steps"] - r["best_step"] <= 2 * 4 for r in runs.values() if r["stopped_early"])  # patience 2, evaluated every 4 steps
+    # Only the chosen runs ever see the test sample, and each chosen rate is the best on validation.
+    tested = {folder for folder in runs if (folder / "test.json").exists()}
+    assert len(tested) == 6 and all(runs[f]["learning_rate"] == next(r for r in summary if r["model"] == runs[f]["model"])["learning_rate"] for f in tested)
+    for row in json.loads((tmp_path / "a" / "results.json").read_text())["rows"]:
+        grid = row["validation_auc_by_learning_rate"]
+        assert grid[f"{row['learning_rate']:g}"] == max(grid.values())
+    saved = _page(tmp_path / "a", "tagging")
+    assert "roc-budget-0.5.png" in saved["plots"] and saved["data"]["independence"]["checked"] is (bool(saved["data"]["train_pool"][0]["seed"] is not None))
+    assert any(word in saved["tables"]["Goal: pretrained ahead of ParT beyond the seed spread"] for word in ("PASS", "MISS"))
+    # Run again: every run and test evaluation is reused, nothing trains.
+    before = {f: (f / "run.json").stat().st_mtime for f in runs}
+    again = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "b")])
+    assert [r["auc"] for r in again] == [r["auc"] for r in summary]
+    assert {f: (f / "run.json").stat().st_mtime for f in runs} == before and len(list((tmp_path / "runs").glob("*/*/run.json"))) == 9
+
+
+def test_tagging_refuses_a_test_sample_that_is_not_independent(independent_samples, tiny_bundle, tmp_path, capsys):
+    train, _ = independent_samples
+    base = ["--tiny", "--pretrained", str(tiny_bundle), "--recipe", "finetune/top_tagging_tiny.yaml", "--out", str(tmp_path), "--data", *train]
+    with pytest.raises(SystemExit) as err:
+        tagging.main(base)
+    assert err.value.code == 2 and "--test-data" in capsys.readouterr().err
+    if tagging.chunk_seeds_of(train):  # files that record their seeds: the same jets as test sample are refused
+        with pytest.raises(SystemExit) as err:
+            tagging.main([*base, "--test-data", *train])
+        assert err.value.code == 2 and "independent" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_benchmark_seeds_avoid_the_recipes_data():
+    from foundation.data.generation import chunk_seeds
+
+    benchmark = {s for seed in (tagging.TRAIN_SEED, tagging.TEST_SEED) for p in ("qcd", "top") for s in chunk_seeds(seed, p, 200)}
+    assert len(benchmark) == 800 and not benchmark & tagging.reserved_seeds()
+
+
+def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
+    p = tagging.Protocol()
+    assert p.schedule(22_500) == {"steps_per_epoch": 351, "max_steps": 30 * 351, "eval_every": 351, "max_epochs": 30}
+    assert p.schedule(225)["max_steps"] == 600 and p.schedule(225)["eval_every"] == 20
+    over = p.overrides(225, seed=1, learning_rate=1e-3)
+    assert over["training.early_stopping_patience"] == 5 and over["training.keep_best"] == "eval/auc"
+
+
+def test_label_efficiency(independent_samples, tiny_bundle, tmp_path):
+    args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
+    result = label_efficiency.main([*args, "--budgets", "0.2", "1", "--out", str(tmp_path)])
     assert len(result["factors"]) == 2 and (tmp_path / "label_efficiency.png").exists()
     assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
+    saved = json.loads((tmp_path / "results.json").read_text())["labels_saved"]
+    assert saved.startswith("labels saved: ") and ("PASS" in saved or "MISS" in saved)
+
+
+def test_labels_saved_interpolates_the_pretrained_curve():
+    jets = np.array([100.0, 1000.0, 10000.0])
+    # scratch reaches 0.95 with 10000 labels; pretrained gets 0.94 with 100, 0.96 with 1000: halfway in log -> ~316
+    factor, how = tagging.labels_saved(jets, np.array([0.94, 0.96, 0.97]), 0.95, 10000)
+    assert how == "interpolated" and factor == pytest.approx(10000 / 10**2.5)
+    assert tagging.labels_saved(jets, np.array([0.96, 0.97, 0.98]), 0.95, 10000) == (100.0, "at least")
+    assert tagging.labels_saved(jets, np.array([0.90, 0.91, 0.92]), 0.95, 10000) == (None, "not reached")
 
 
 def test_label_factor_interpolation():
