@@ -361,7 +361,7 @@ def _train_part(bench: Bench, jets: int, seed: int, learning_rate: float, folder
 
 
 # ----- the test sample: only for the selected runs -----
-def test_run(bench: Bench, run: dict) -> dict:
+def evaluate_on_test(bench: Bench, run: dict) -> dict:
     """Test metrics of a selected run (computed once, then read back)."""
     from foundation.pipelines.finetune import classification_report
 
@@ -444,7 +444,7 @@ def run_models(bench: Bench, args, models: list[str]) -> list[dict]:
             lr, grid = select_learning_rate(bench, kind, select_jets, args.seeds[0], args.learning_rates)
             for seed in args.seeds:
                 run = train_run(bench, kind, jets, seed, lr)
-                test = test_run(bench, run)
+                test = evaluate_on_test(bench, run)
                 rows.append({
                     "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": lr, "selection_jets": select_jets,
                     "validation_auc_by_learning_rate": grid,
@@ -553,7 +553,7 @@ def wall_clock(bench: Bench, models: list[str]) -> dict:
 def add_arguments(parser, budgets: list[float], models: list[str] | None) -> None:
     """The arguments benchmarks 1 and 2 share (their runs and data are shared too)."""
     parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model", help="pretrained bundle (either backbone)")
-    parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe (its training schedule and learning rate are the protocol's)")
+    parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe: mode, head, weight decay (the protocol sets its schedule, batch and learning rate)")
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
     if models is not None:
         parser.add_argument("--models", nargs="+", default=models, choices=MODELS)
@@ -567,9 +567,10 @@ def add_arguments(parser, budgets: list[float], models: list[str] | None) -> Non
     parser.add_argument("--data-dir", type=Path, default=None, help="where the data are made and split (default: checkpoints/benchmarks/tagging-data)")
     parser.add_argument("--train-seed", type=int, default=TRAIN_SEED)
     parser.add_argument("--test-seed", type=int, default=TEST_SEED)
-    parser.add_argument("--train-jets-per-class", type=int, default=12_500)
-    parser.add_argument("--test-jets-per-class", type=int, default=5_000)
+    parser.add_argument("--train-jets-per-class", type=int, default=None, help="generated labelled pool (default 12500, 90%% of it for training; --tiny: 100)")
+    parser.add_argument("--test-jets-per-class", type=int, default=None, help="generated test sample (default 5000; --tiny: 50)")
     parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
+    parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
 
 
 def prepare(parser, argv) -> tuple:
@@ -580,6 +581,10 @@ def prepare(parser, argv) -> tuple:
         fail(f"--seeds: repeated seed in {args.seeds}")
     if any(lr <= 0 for lr in args.learning_rates):
         fail(f"--learning-rates: must be positive, got {args.learning_rates}")
+    if args.train_jets_per_class is None:
+        args.train_jets_per_class = 100 if args.tiny else 12_500
+    if args.test_jets_per_class is None:
+        args.test_jets_per_class = 50 if args.tiny else 5_000
     for option in ("max_epochs", "min_steps", "patience", "train_jets_per_class", "test_jets_per_class"):
         if getattr(args, option) <= 0:
             fail(f"--{option.replace('_', '-')}: must be positive")

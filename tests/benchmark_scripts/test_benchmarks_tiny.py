@@ -100,7 +100,7 @@ def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
 
 def test_label_efficiency(independent_samples, tiny_bundle, tmp_path):
     args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
-    result = label_efficiency.main([*args, "--budgets", "0.2", "1", "--out", str(tmp_path)])
+    result = label_efficiency.main([*args, "--budgets", "0.2", "1", "--seeds", "0", "--out", str(tmp_path)])
     assert len(result["factors"]) == 2 and (tmp_path / "label_efficiency.png").exists()
     assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
     saved = json.loads((tmp_path / "results.json").read_text())["labels_saved"]
