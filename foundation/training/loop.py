@@ -6,6 +6,7 @@ output with `.loss`, a training and a validation dataset, and a TrainingConfig.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -74,22 +75,45 @@ class TrainResult:
 
 
 @dataclass
-class TrainingTime:
-    """Training time and work of a run, carried through checkpoints so that resumes add up.
+class TrainerState:
+    """Where a run stands: with the model, optimizer and RNG states (accelerate's save_state) it is
+    what a checkpoint holds, as trainer_state.json (Trainer.state_dict / load_state_dict)."""
 
-    `seconds` leaves out evaluation and checkpointing. Tokens are counted per process and summed over
-    processes when a checkpoint is written or the run ends.
-    """
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0
+    batches_in_epoch: int = 0  # micro-batches of this epoch this process has consumed
+    samples_seen: int = 0  # jets trained on, all processes
+    best: dict | None = None  # {"step", "metric", "value"} of the best evaluation (training.keep_best)
+    evals_since_best: int = 0  # evaluations since keep_best last improved (early stopping)
+    # Training time and work of the earlier invocations of a resumed run, so that resumes add up
+    # (evaluation and checkpointing left out). Checkpoints written before these were recorded carry
+    # nothing: the count starts at the resume.
+    earlier_seconds: float = 0.0
+    earlier_samples: int = 0
+    earlier_tokens: float = 0.0  # real tokens, all processes
 
-    seconds: float = 0.0
-    samples: int = 0
-    earlier_tokens: float = 0.0  # all processes, before this invocation
-    local_tokens: int = 0  # this process, this invocation
 
-    @classmethod
-    def from_state(cls, state: dict) -> TrainingTime:
-        # checkpoints written before this was recorded carry nothing: count from the resume on
-        return cls(state.get("train_seconds", 0.0), state.get("train_samples", 0), state.get("train_tokens", 0.0))
+@dataclass
+class _Invocation:
+    """What one call of Trainer.train() has done so far (a resumed run adds it to TrainerState's totals)."""
+
+    start_samples: int  # samples_seen when this call began
+    start: float = field(default_factory=time.perf_counter)
+    overhead: float = 0.0  # seconds in evaluation and checkpointing: not training throughput
+    local_tokens: torch.Tensor | int = 0  # real tokens this process trained on (a device tensor once counted)
+    window_loss: torch.Tensor | None = None  # summed micro-batch losses since the last log line
+    window_batches: int = 0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.overhead
+
+    @contextlib.contextmanager
+    def overhead_time(self):
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.overhead += time.perf_counter() - t0
 
 
 def peak_memory_mb() -> float:
@@ -115,10 +139,11 @@ def _scalar_outputs(output) -> dict[str, torch.Tensor]:
     return {k: v.detach().float() for k, v in output.items() if isinstance(v, torch.Tensor) and v.ndim == 0}
 
 
-def _count_tokens(batch: dict) -> int:
+def _count_tokens(batch: dict) -> torch.Tensor | int:
+    """Real tokens (or particles) of a batch, as a tensor on the batch's device: no host sync per step."""
     for key in ("attention_mask", "mask"):
         if key in batch:
-            return int(batch[key].sum())
+            return batch[key].sum()
     return 0
 
 
@@ -193,7 +218,7 @@ class Trainer:
         if config.keep_best and self.eval_loader is None:
             raise ConfigError(None, "training.keep_best", "needs validation jets to evaluate on")
         self._stop_requested = False
-        self.evals_since_best = 0  # evaluations since keep_best last improved (early stopping)
+        self.state = TrainerState()
         if config.tensorboard:
             run_config = {k: v for k, v in vars(config).items() if isinstance(v, (int, float, str, bool))}
             acc.init_trackers("run", config=run_config)
@@ -217,38 +242,57 @@ class Trainer:
             group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
 
-    # ----- checkpoints -----
-    def save_checkpoint(self, step: int, epoch: int, batches_in_epoch: int, samples_seen: int, timing: TrainingTime) -> Path:
+    # ----- state and checkpoints -----
+    def state_dict(self) -> dict:
+        """What trainer_state.json holds. Every process calls it (the token count is summed over them)."""
+        acc, state, run = self.accelerator, self.state, self._run
+        tokens = acc.reduce(torch.as_tensor(run.local_tokens, device=acc.device).float(), reduction="sum").item()
+        return {
+            "step": state.step,
+            "epoch": state.epoch,
+            # micro-batches of this epoch consumed by all processes together, so a resume with
+            # another number of processes starts at the same place in the data
+            "global_batches_in_epoch": state.batches_in_epoch * acc.num_processes,
+            "samples_seen": state.samples_seen,
+            "world_size": acc.num_processes,
+            "micro_batch_size": self.config.micro_batch_size,
+            # so that a resumed run reports the training time of the whole run, not of its last part
+            "train_seconds": state.earlier_seconds + run.seconds(),
+            "train_samples": state.earlier_samples + state.samples_seen - run.start_samples,
+            "train_tokens": state.earlier_tokens + tokens,
+            "evals_since_best": state.evals_since_best,
+        }
+
+    def load_state_dict(self, trainer_state: dict) -> None:
+        """The inverse of state_dict, for this run's number of processes."""
+        self.state = TrainerState(
+            step=trainer_state["step"],
+            epoch=trainer_state.get("epoch", 0),
+            batches_in_epoch=trainer_state.get("global_batches_in_epoch", 0) // self.accelerator.num_processes,
+            samples_seen=trainer_state.get("samples_seen", 0),
+            earlier_seconds=trainer_state.get("train_seconds", 0.0),
+            earlier_samples=trainer_state.get("train_samples", 0),
+            earlier_tokens=trainer_state.get("train_tokens", 0.0),
+            evals_since_best=trainer_state.get("evals_since_best", 0),
+        )
+
+    def save_checkpoint(self) -> Path:
         acc = self.accelerator
-        tokens = acc.reduce(torch.tensor(float(timing.local_tokens), device=acc.device), reduction="sum").item()
-        tmp = ckpt.temporary_dir(self.output_dir, step)
+        trainer_state = self.state_dict()
+        tmp = ckpt.temporary_dir(self.output_dir, self.state.step)
         acc.wait_for_everyone()
         acc.save_state(str(tmp))
         acc.wait_for_everyone()
-        final = ckpt.step_dir(self.output_dir, step)
+        final = ckpt.step_dir(self.output_dir, self.state.step)
         if acc.is_main_process:
             (tmp / "recipe.yaml").write_text(yaml.safe_dump(self.recipe, sort_keys=False))
-            state = {
-                "step": step,
-                "epoch": epoch,
-                # micro-batches of this epoch consumed by all processes together, so a resume with
-                # another number of processes starts at the same place in the data
-                "global_batches_in_epoch": batches_in_epoch * acc.num_processes,
-                "samples_seen": samples_seen,
-                "world_size": acc.num_processes,
-                "micro_batch_size": self.config.micro_batch_size,
-                # so that a resumed run reports the training time of the whole run, not of its last part
-                "train_seconds": timing.seconds,
-                "train_samples": timing.samples,
-                "train_tokens": timing.earlier_tokens + tokens,
-                "evals_since_best": self.evals_since_best,
-            }
-            final = ckpt.finalize(self.output_dir, step, state, self.config.keep_checkpoints)
+            final = ckpt.finalize(self.output_dir, self.state.step, trainer_state, self.config.keep_checkpoints)
             logger.info("saved checkpoint %s", final)
         acc.wait_for_everyone()
         return final
 
     def _resume_from(self, resume: bool | str) -> dict:
+        """Loads the checkpoint to resume from into the model, optimizer and RNGs; returns its trainer state ({} if none)."""
         if not resume:
             return {}
         path = Path(resume) if isinstance(resume, str) else ckpt.latest_checkpoint(self.output_dir)
@@ -284,7 +328,7 @@ class Trainer:
     def should_stop(self) -> bool:
         """Early stopping: keep_best has not improved for training.early_stopping_patience evaluations."""
         patience = self.config.early_stopping_patience
-        return patience is not None and self.evals_since_best >= patience
+        return patience is not None and self.state.evals_since_best >= patience
 
     # ----- evaluation -----
     @torch.no_grad()
@@ -322,146 +366,173 @@ class Trainer:
     def _on_sigterm(self, signum, frame) -> None:
         self._stop_requested = True
 
+    def should_log(self, step: int) -> bool:
+        return step % self.config.log_every == 0 or step == self.config.max_steps
+
+    def should_evaluate(self, step: int) -> bool:
+        return step % self.config.eval_every == 0 or step == self.config.max_steps
+
+    def should_save(self, step: int) -> bool:
+        return step % self.config.save_every == 0 or step == self.config.max_steps
+
+    def train_step(self, batch: dict) -> torch.Tensor:
+        """One micro-batch: forward, backward and, once gradients are synchronised (the last micro-batch
+        of an accumulation), clipping and the optimizer step. Returns the detached loss."""
+        acc, cfg = self.accelerator, self.config
+        with acc.accumulate(self.model):
+            output = self.model(**batch)
+            acc.backward(output.loss)
+            if acc.sync_gradients and cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.state.batches_in_epoch += 1
+        self._run.local_tokens += _count_tokens(batch)
+        return output.loss.detach().float()
+
     def train(self, resume: bool | str = False) -> TrainResult:
+        """Train to training.max_steps (from the latest checkpoint with resume=True, or the one given)."""
+        self._begin(resume)
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        interrupted = False
+        try:
+            # a resumed run that had stopped early stays stopped
+            while self.state.step < self.config.max_steps and not interrupted and not self.should_stop():
+                for batch in self._epoch_batches():
+                    self._add_to_window(self.train_step(batch))
+                    if not self.accelerator.sync_gradients:
+                        continue  # accumulating: no optimizer step yet
+                    interrupted = self._end_optimizer_step()
+                    if interrupted or self.state.step >= self.config.max_steps or self.should_stop():
+                        break
+                else:
+                    self.state.epoch += 1
+                    self.state.batches_in_epoch = 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            self._bar.close()
+        if interrupted:
+            raise TrainingInterrupted(self.output_dir, self.state.step)
+        return self._finish()
+
+    def _begin(self, resume: bool | str) -> None:
+        """State of a new or resumed run, progress bar and counters of this invocation."""
         acc, cfg = self.accelerator, self.config
         if acc.is_main_process:
             ckpt.clean_incomplete(self.output_dir)
         acc.wait_for_everyone()
-        state = self._resume_from(resume)
-        best = None
+        self.state = TrainerState()
+        checkpoint_state = self._resume_from(resume)
+        if checkpoint_state:
+            self.load_state_dict(checkpoint_state)
         if cfg.keep_best:
-            if state:
-                best = ckpt.read_best(self.output_dir)
+            if checkpoint_state:
+                self.state.best = ckpt.read_best(self.output_dir)
             elif acc.is_main_process:
                 ckpt.best_weights(self.output_dir).unlink(missing_ok=True)  # an earlier run's, not this one's
-        step = state.get("step", 0)
-        self.evals_since_best = state.get("evals_since_best", 0)
-        epoch = state.get("epoch", 0)
-        skip = state.get("global_batches_in_epoch", 0) // acc.num_processes
-        samples_seen = state.get("samples_seen", 0)
-        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
-        history: list[dict] = []
-        metrics_file = self.output_dir / "metrics.jsonl"
-        bar = tqdm(
-            total=cfg.max_steps,
-            initial=step,
-            desc="training",
-            unit="step",
-            disable=not (cfg.progress and acc.is_main_process),
+        self._run = _Invocation(start_samples=self.state.samples_seen)
+        self._history: list[dict] = []
+        self._bar = tqdm(
+            total=cfg.max_steps, initial=self.state.step, desc="training", unit="step", disable=not (cfg.progress and acc.is_main_process)
         )
-        earlier = TrainingTime.from_state(state)
-        start = time.perf_counter()
-        overhead = 0.0  # seconds in evaluation and checkpointing: not training throughput
-        start_samples, tokens = samples_seen, 0
-
-        def timing_so_far() -> TrainingTime:
-            seconds = time.perf_counter() - start - overhead
-            return TrainingTime(earlier.seconds + seconds, earlier.samples + samples_seen - start_samples, earlier.earlier_tokens, tokens)
-        window_loss, window_n = torch.zeros((), device=acc.device), 0
         self.model.train()
-        lr = self._set_learning_rate(step)
-        done = step >= cfg.max_steps or self.should_stop()  # a resumed run that had stopped early stays stopped
-        interrupted = False
-        try:
-            while not done:
-                loader = acc.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
-                # accelerate's loader re-applies its own iteration count as the sampler epoch on
-                # every __iter__, so set it on the loader actually iterated (also after a resume).
-                loader.set_epoch(epoch)
-                batches_in_epoch = skip
-                skip = 0
-                for batch in loader:
-                    with acc.accumulate(self.model):
-                        output = self.model(**batch)
-                        acc.backward(output.loss)
-                        if acc.sync_gradients and cfg.max_grad_norm > 0:
-                            acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                        self.optimizer.step()
-                        self.optimizer.zero_grad(set_to_none=True)
-                    batches_in_epoch += 1
-                    tokens += _count_tokens(batch)
-                    window_loss += output.loss.detach().float()
-                    window_n += 1
-                    if not acc.sync_gradients:
-                        continue
-                    step += 1
-                    samples_seen += cfg.global_batch_size
-                    row = {}
-                    if step % cfg.log_every == 0 or step == cfg.max_steps:
-                        loss = acc.reduce(window_loss / max(window_n, 1), reduction="mean").item()
-                        if not math.isfinite(loss):
-                            raise FloatingPointError(f"training loss became {loss} at step {step}")
-                        elapsed = time.perf_counter() - start - overhead
-                        row = {"train/loss": loss, "train/lr": lr, "train/samples_per_second": (samples_seen - start_samples) / elapsed}
-                        window_loss, window_n = torch.zeros((), device=acc.device), 0
-                        bar.set_postfix(loss=f"{loss:.4f}", jets_per_s=f"{row['train/samples_per_second']:.0f}")
-                    if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                        t0 = time.perf_counter()
-                        row.update(self.evaluate())
-                        if cfg.keep_best:
-                            kept = self._keep_if_best(row, step, best)
-                            self.evals_since_best = 0 if kept is not best else self.evals_since_best + 1
-                            best = kept
-                        overhead += time.perf_counter() - t0
-                    if row:
-                        row["step"] = step
-                        history.append(row)
-                        acc.log({k: v for k, v in row.items() if k != "step"}, step=step)
-                        if acc.is_main_process:
-                            with open(metrics_file, "a") as fh:
-                                fh.write(json.dumps(row) + "\n")
-                    bar.update(1)
-                    lr = self._set_learning_rate(step)
-                    stop = self._stop_agreed()
-                    early = self.should_stop()  # the same on every rank: evaluation metrics are reduced
-                    if step % cfg.save_every == 0 or step == cfg.max_steps or stop or early:
-                        t0 = time.perf_counter()
-                        self.save_checkpoint(step, epoch, batches_in_epoch, samples_seen, timing_so_far())
-                        overhead += time.perf_counter() - t0
-                    if stop:
-                        interrupted = True
-                        done = True
-                    if step >= cfg.max_steps or early:
-                        done = True
-                    if done:
-                        break
-                else:
-                    epoch += 1
-                    continue
-                if batches_in_epoch >= len(self.train_loader):
-                    epoch += 1
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-            bar.close()
-        if interrupted:
-            raise TrainingInterrupted(self.output_dir, step)
-        if best is not None:
+        self._learning_rate = self._set_learning_rate(self.state.step)
+
+    def _epoch_batches(self):
+        """The training loader for the current epoch, past the batches this epoch already consumed (after a resume)."""
+        skip = self.state.batches_in_epoch
+        loader = self.accelerator.skip_first_batches(self.train_loader, skip) if skip else self.train_loader
+        # accelerate's loader re-applies its own iteration count as the sampler epoch on every
+        # __iter__, so set it on the loader actually iterated (also after a resume).
+        loader.set_epoch(self.state.epoch)
+        return loader
+
+    def _add_to_window(self, loss: torch.Tensor) -> None:
+        run = self._run
+        run.window_loss = loss if run.window_loss is None else run.window_loss + loss
+        run.window_batches += 1
+
+    def _end_optimizer_step(self) -> bool:
+        """Bookkeeping after an optimizer step: log, evaluate, checkpoint. True if the run must stop (SIGTERM)."""
+        state, cfg = self.state, self.config
+        state.step += 1
+        state.samples_seen += cfg.global_batch_size
+        row = self._training_metrics() if self.should_log(state.step) else {}
+        if self.should_evaluate(state.step):
+            with self._run.overhead_time():
+                row.update(self.evaluate())
+                if cfg.keep_best:
+                    kept = self._keep_if_best(row, state.step, state.best)
+                    state.evals_since_best = 0 if kept is not state.best else state.evals_since_best + 1
+                    state.best = kept
+        if row:
+            self._record({**row, "step": state.step})
+        self._bar.update(1)
+        self._learning_rate = self._set_learning_rate(state.step)
+        stop = self._stop_agreed()
+        # should_stop is the same on every rank: evaluation metrics are reduced
+        if self.should_save(state.step) or stop or self.should_stop():
+            with self._run.overhead_time():
+                self.save_checkpoint()
+        return stop
+
+    def _training_metrics(self) -> dict:
+        """Mean training loss since the last log line (over processes), learning rate and jets/s.
+        The only host sync of the step, so it happens at log steps only."""
+        run = self._run
+        mean = run.window_loss / max(run.window_batches, 1)
+        loss = self.accelerator.reduce(mean, reduction="mean").item()
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss} at step {self.state.step}")
+        run.window_loss, run.window_batches = None, 0
+        jets_per_second = (self.state.samples_seen - run.start_samples) / run.seconds()
+        self._bar.set_postfix(loss=f"{loss:.4f}", jets_per_s=f"{jets_per_second:.0f}")
+        return {"train/loss": loss, "train/lr": self._learning_rate, "train/samples_per_second": jets_per_second}
+
+    def _record(self, row: dict) -> None:
+        """One row of metrics: history, TensorBoard and metrics.jsonl."""
+        self._history.append(row)
+        self.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
+        if self.accelerator.is_main_process:
+            with open(self.output_dir / "metrics.jsonl", "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+    def _finish(self) -> TrainResult:
+        """End of a complete run: the best weights if kept, throughput of the whole run."""
+        acc, state, run = self.accelerator, self.state, self._run
+        if state.best is not None:
             acc.wait_for_everyone()
             ckpt.load_best(self.output_dir, self.unwrapped_model())
-            logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", best["step"], best["metric"], best["value"])
-        timing = timing_so_far()
-        token_total = timing.earlier_tokens + acc.reduce(torch.tensor(float(tokens), device=acc.device), reduction="sum").item()
+            logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", state.best["step"], state.best["metric"], state.best["value"])
+        seconds = state.earlier_seconds + run.seconds()
+        samples = state.earlier_samples + state.samples_seen - run.start_samples
+        tokens = state.earlier_tokens + acc.reduce(torch.as_tensor(run.local_tokens, device=acc.device).float(), reduction="sum").item()
         finish_trackers(acc)
         return TrainResult(
-            step=step,
+            step=state.step,
             output_dir=self.output_dir,
-            history=history,
-            final_metrics=history[-1] if history else {},
-            seconds=timing.seconds,
-            samples_per_second=timing.samples / timing.seconds if timing.seconds > 0 else 0.0,
-            tokens_per_second=token_total / timing.seconds if timing.seconds > 0 else 0.0,
+            history=self._history,
+            final_metrics=self._history[-1] if self._history else {},
+            seconds=seconds,
+            samples_per_second=samples / seconds if seconds > 0 else 0.0,
+            tokens_per_second=tokens / seconds if seconds > 0 else 0.0,
             peak_memory_mb=peak_memory_mb(),
             world_size=acc.num_processes,
-            best=best,
+            best=state.best,
             stopped_early=self.should_stop(),
         )
 
     def _stop_agreed(self) -> bool:
-        """True on every rank if any rank got SIGTERM (all must save the same checkpoint)."""
-        flag = torch.tensor(1.0 if self._stop_requested else 0.0, device=self.accelerator.device)
-        if self.accelerator.num_processes > 1:
-            flag = self.accelerator.reduce(flag, reduction="sum")
-        return bool(flag.item() > 0)
+        """True on every rank if any rank got SIGTERM (all must save the same checkpoint). With several
+        processes the ranks agree at log and save steps only: each check is a collective and a host sync."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return self._stop_requested
+        step = self.state.step
+        if not (self.should_log(step) or self.should_save(step)):
+            return False
+        flag = torch.tensor(1.0 if self._stop_requested else 0.0, device=acc.device)
+        return bool(acc.reduce(flag, reduction="sum").item() > 0)
 
     # ----- export -----
     def export(self, directory: str | Path) -> Path | None:
