@@ -48,6 +48,24 @@ def attention_mask_for(
     return mask
 
 
+def with_attention_bias(
+    mask: torch.Tensor | str | None,  # from attention_mask_for
+    bias: torch.Tensor,  # (B, H, Q, T) additive, e.g. pairwise interactions
+    past_length: int = 0,
+) -> torch.Tensor:
+    """One float mask for SDPA: the bias where attention is allowed, -inf where it is not.
+
+    SDPA takes either a boolean or an additive mask, so the padding and causal masks are folded
+    into the bias (GPUs then use the memory-efficient kernel, which takes a bias, not flash).
+    """
+    if isinstance(mask, str):  # CAUSAL: spell it out, SDPA cannot combine is_causal with a mask
+        q, t = bias.shape[-2:]
+        mask = torch.ones(q, t, dtype=torch.bool, device=bias.device).tril(past_length)[None, None]  # (1, 1, Q, T)
+    if mask is None:
+        return bias
+    return bias.masked_fill(~mask, float("-inf"))  # (B, H, Q, T)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
@@ -62,7 +80,7 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, Q, D)
-        attn_mask: torch.Tensor | str | None,  # (B, 1, Q, T) bool, CAUSAL or None
+        attn_mask: torch.Tensor | str | None,  # (B, 1, Q, T) bool, (B, H, Q, T) float bias, CAUSAL or None
         past: KVCache | None = None,
         use_cache: bool = False,
     ) -> tuple[torch.Tensor, KVCache | None]:
@@ -80,6 +98,8 @@ class SelfAttention(nn.Module):
         fp32_attention = q.device.type == "cpu" and torch.is_autocast_enabled("cpu")
         if fp32_attention:
             q, k, v = q.float(), k.float(), v.float()
+        if isinstance(attn_mask, torch.Tensor) and attn_mask.is_floating_point():
+            attn_mask = attn_mask.to(q.dtype)  # SDPA wants an additive mask in the query's dtype (bf16 under autocast)
         with torch.autocast("cpu", enabled=False) if fp32_attention else contextlib.nullcontext():
             y = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=None if is_causal else attn_mask, dropout_p=self.dropout if self.training else 0.0, is_causal=is_causal

@@ -40,6 +40,14 @@ class JetTransformerConfig(PretrainedConfig):
         classifier_dropout: float = 0.1,
         initializer_range: float = 0.02,
         tie_word_embeddings: bool = True,
+        # Pairwise interaction attention (ParT, arXiv 2202.03772): for every particle pair ln ΔR,
+        # ln kT, ln z and ln m², embedded by a pointwise MLP (interaction_hidden_size wide) into one
+        # bias per head, added to the attention logits of every layer. Kinematics come from the
+        # data (particle_kinematics) in fine-tuning and masked modelling, and from each code's mean
+        # particle kinematics (measured on the training data, stored in the model) in next-token
+        # modelling and generation. Off: the model is exactly as before (and loads old bundles).
+        interaction_attention: bool = False,
+        interaction_hidden_size: int = 32,
         **kwargs,
     ):
         self.vocab_codes = vocab_codes
@@ -60,6 +68,8 @@ class JetTransformerConfig(PretrainedConfig):
         self.classifier_pooling = classifier_pooling
         self.classifier_dropout = classifier_dropout
         self.initializer_range = initializer_range
+        self.interaction_attention = interaction_attention
+        self.interaction_hidden_size = interaction_hidden_size
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "mask_token_id", "vocab_size"):
             kwargs.pop(derived, None)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
@@ -85,6 +95,8 @@ class JetTransformerConfig(PretrainedConfig):
             raise ValueError(f"classifier_attention must be one of {ATTENTION_MODES} or null, got {self.classifier_attention!r}")
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {POOLINGS}, got {self.classifier_pooling!r}")
+        if self.interaction_hidden_size < 1:
+            raise ValueError(f"interaction_hidden_size must be >= 1, got {self.interaction_hidden_size}")
         if self.generation_class_names and len(self.generation_class_names) != self.num_generation_classes:
             raise ValueError("generation_class_names must name num_generation_classes classes")
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from foundation.data.dataset import collate_batch
+from foundation.models.interaction import KINEMATIC_FEATURES, kinematics_from_features
+from foundation.models.modeling_jet_transformer import language_model_labels
 
 
 def trim_to_longest(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Cut the sequence axis to the longest jet of the batch: padding beyond it is dead compute.
     Positions are absolute, so the result is the same as with the full length."""
     length = int(batch["attention_mask"].sum(1).max())
-    for key in ("input_ids", "attention_mask", "particle_features"):
+    for key in ("input_ids", "attention_mask", "particle_features", "particle_kinematics"):
         if key in batch:
             batch[key] = batch[key][:, :length]
     return batch
@@ -25,18 +28,62 @@ def collate_sequences(batch) -> dict[str, torch.Tensor]:
     return trim_to_longest(collate_batch(batch))
 
 
-def dataset_feature_names(tokenizer_features: Sequence[str], particle_features: Sequence[str]) -> list[str]:
-    """The features a jet dataset must compute: the tokenizer's, then the backbone's extra ones."""
+def dataset_feature_names(tokenizer_features: Sequence[str], particle_features: Sequence[str], kinematics: bool = False) -> list[str]:
+    """The features a jet dataset must compute: the tokenizer's, then the backbone's extra ones
+    (and with `kinematics` those interaction attention takes, KINEMATIC_FEATURES)."""
     names = list(tokenizer_features)
-    names += [n for n in particle_features if n not in names]
+    names += [n for n in (*particle_features, *(KINEMATIC_FEATURES if kinematics else ())) if n not in names]
     return names
+
+
+def model_input_names(model: torch.nn.Module) -> frozenset[str] | None:
+    """The arguments of a model's forward (of the model inside a DDP / DeepSpeed wrapper);
+    None when it takes any keyword."""
+    inner = getattr(model, "module", model)
+    parameters = inspect.signature(inner.forward).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return frozenset(p.name for p in parameters)
+
+
+def select_model_inputs(batch: dict, names: frozenset[str] | None) -> dict:
+    """The columns of `batch` a model takes (model_input_names): the caller drops the others (jet
+    index, ...), as transformers' Trainer drops unused dataset columns."""
+    return dict(batch) if names is None else {k: v for k, v in batch.items() if k in names}
+
+
+class ModelInputs:
+    """A collate function whose batches hold only what `model` takes (select_model_inputs)."""
+
+    def __init__(self, collate_fn: Callable, model: torch.nn.Module):
+        self.collate_fn = collate_fn
+        self.names = model_input_names(model)
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        return select_model_inputs(self.collate_fn(batch), self.names)
+
+
+class LanguageModelingInputs:
+    """Batches for the pretraining heads: the jet class becomes `class_labels` (what a
+    class-conditional model starts from) and `labels` the token ids to predict (padding ignored)."""
+
+    def __init__(self, collate_fn: Callable):
+        self.collate_fn = collate_fn
+
+    def __call__(self, batch) -> dict[str, torch.Tensor]:
+        out = self.collate_fn(batch)
+        out["class_labels"] = out.pop("labels")
+        out["labels"] = language_model_labels(out["input_ids"], out["attention_mask"])  # (B, L)
+        return out
 
 
 class JetSequenceCollator:
     """Tokenises jets on the fly (in DataLoader workers when there are any).
 
-    Produces input_ids (B, N + 2), attention_mask, labels, index and, when the backbone takes
-    them, particle_features (B, N + 2, F): standardised, at the particle positions, zero elsewhere.
+    Produces input_ids (B, N + 2), attention_mask, labels (the jet class), index and, when the
+    backbone takes them, particle_features (B, N + 2, F): standardised, at the particle positions,
+    zero elsewhere, and with `kinematics` (interaction attention) particle_kinematics (B, N + 2, 4):
+    each particle's (pT, η_rel, φ_rel, E), zero elsewhere.
     """
 
     def __init__(
@@ -46,9 +93,11 @@ class JetSequenceCollator:
         particle_features: Sequence[str] = (),
         feature_mean: Sequence[float] | None = None,
         feature_std: Sequence[float] | None = None,
+        kinematics: bool = False,
     ):
         self.tokenizer = tokenizer.eval()
         names = list(dataset_features)
+        self.kinematic_columns = [names.index(n) for n in KINEMATIC_FEATURES] if kinematics else []
         self.token_columns = [names.index(n) for n in tokenizer.config.feature_names]
         self.feature_columns = [names.index(n) for n in particle_features]
         f = len(self.feature_columns)
@@ -69,8 +118,15 @@ class JetSequenceCollator:
         if self.feature_columns:
             # Jets are stored pT-ordered with padding last, so particle i sits at sequence position i + 1.
             scaled = (features[..., self.feature_columns] - self.mean) / self.std * mask[..., None]
-            n = mask.shape[1]
-            particle_features = torch.zeros(*input_ids.shape, len(self.feature_columns))
-            particle_features[:, 1 : n + 1] = scaled
-            out["particle_features"] = particle_features
+            out["particle_features"] = self._at_particle_positions(scaled.float(), input_ids.shape)
+        if self.kinematic_columns:
+            kinematics = kinematics_from_features(features[..., self.kinematic_columns].float(), mask)  # (B, N, 4)
+            out["particle_kinematics"] = self._at_particle_positions(kinematics, input_ids.shape)
         return trim_to_longest(out)
+
+    @staticmethod
+    def _at_particle_positions(values: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """(B, N, K) per particle -> (B, N + 2, K) per sequence position: particle i sits at position i + 1."""
+        out = values.new_zeros(*shape, values.shape[-1])
+        out[:, 1 : values.shape[1] + 1] = values
+        return out

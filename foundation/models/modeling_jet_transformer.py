@@ -8,6 +8,11 @@
     JetTransformerForJetClassification        tagging head (class-attention or mean pooling)
 
 Sequences are [start, particle tokens (pT-ordered)..., stop, pad...] with an attention mask.
+
+Forward arguments mean what they mean in transformers: `labels` is the loss target (token ids,
+-100 where nothing is predicted, for the pretraining heads; the jet class for classification),
+`class_labels` the class a causal model is conditioned on, `past_key_values` the key/value cache.
+Accuracies and other metrics are computed by the caller from the outputs.
 """
 
 from __future__ import annotations
@@ -20,42 +25,44 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from foundation.layers import KVCache, TransformerStack, attention_mask_for
+from foundation.layers import KVCache, TransformerStack, attention_mask_for, with_attention_bias
 from foundation.models.configuration_jet_transformer import JetTransformerConfig
+from foundation.models.interaction import PairInteractionEmbedding
+
+IGNORE_INDEX = -100  # labels that take no part in the loss (transformers' convention)
 
 
 # ----------------------------------------------------------------------------- outputs
 @dataclass
 class JetModelOutput(ModelOutput):
     last_hidden_state: torch.Tensor | None = None  # (B, L, D)
-    cache: list[KVCache] | None = None
+    past_key_values: list[KVCache] | None = None  # per layer (B, H, T, Dh) keys and values
 
 
 @dataclass
 class CausalJetModelingOutput(ModelOutput):
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, V)
-    cache: list[KVCache] | None = None
-    token_accuracy: torch.Tensor | None = None
-    nll_per_jet: torch.Tensor | None = None  # (B,) summed over the jet's predicted tokens
-    tokens_per_jet: torch.Tensor | None = None  # (B,)
+    logits: torch.Tensor | None = None  # (B, L, V): position i predicts token i + 1
+    past_key_values: list[KVCache] | None = None
 
 
 @dataclass
 class MaskedParticleModelingOutput(ModelOutput):
     loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None  # (B, L, vocab_codes)
-    masked_accuracy: torch.Tensor | None = None
+    logits: torch.Tensor | None = None  # (B, L, vocab_codes), or (M, vocab_codes) at the masked positions
     masked_positions: torch.Tensor | None = None  # (B, L) bool
 
 
 @dataclass
 class JetPretrainingOutput(ModelOutput):
+    """Logits only where a loss is taken, and only in evaluation (model.eval()): for accuracies."""
+
     loss: torch.Tensor | None = None
     causal_loss: torch.Tensor | None = None
-    token_accuracy: torch.Tensor | None = None
     masked_loss: torch.Tensor | None = None
-    masked_accuracy: torch.Tensor | None = None
+    target_logits: torch.Tensor | None = None  # (T, V) next-token logits at labels[:, 1:] != IGNORE_INDEX
+    masked_logits: torch.Tensor | None = None  # (M, vocab_codes) at masked_positions
+    masked_positions: torch.Tensor | None = None  # (B, L) bool
 
 
 @dataclass
@@ -63,7 +70,6 @@ class JetClassificationOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, C)
     pooled: torch.Tensor | None = None  # (B, D)
-    accuracy: torch.Tensor | None = None
 
 
 # ----------------------------------------------------------------------------- base
@@ -97,6 +103,8 @@ class JetTransformerPreTrainedModel(PreTrainedModel):
             # its input projection is a bare Parameter, not an nn.Linear
             nn.init.normal_(module.in_proj_weight, std=std)
             nn.init.zeros_(module.in_proj_bias)
+        elif isinstance(module, JetTransformerModel) and module.code_kinematics is not None:
+            nn.init.zeros_(module.code_kinematics)  # unmeasured: set_code_kinematics fills it
 
 
 class JetTransformerModel(JetTransformerPreTrainedModel):
@@ -113,6 +121,14 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
             self.feature_proj.zero_init = True
         self.drop = nn.Dropout(config.dropout)
         self.stack = TransformerStack(config.num_layers, d, config.num_heads, config.intermediate_size, config.dropout)
+        self.interaction = None
+        table = None
+        if config.interaction_attention:
+            self.interaction = PairInteractionEmbedding(config.num_heads, config.interaction_hidden_size)
+            # (vocab_codes, 4): each code's mean particle (pT, η_rel, φ_rel, E), the kinematics known
+            # when sampling; saved with the weights so generation needs nothing else.
+            table = torch.zeros(config.vocab_codes, 4)
+        self.register_buffer("code_kinematics", table)  # None (not saved) without interactions
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -121,18 +137,34 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.wte = value
 
+    def set_code_kinematics(self, table: torch.Tensor) -> None:
+        """Store each code's mean particle kinematics (vocab_codes, 4): (pT, η_rel, φ_rel, E)."""
+        if self.code_kinematics is None:
+            raise ValueError("this model has no interaction attention (config.interaction_attention)")
+        self.code_kinematics.copy_(torch.as_tensor(table, dtype=self.code_kinematics.dtype))
+
+    def kinematics_of_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, 4) their codes' mean kinematics, zero for special tokens."""
+        if self.code_kinematics is None:
+            raise ValueError("this model has no interaction attention (config.interaction_attention)")
+        is_code = (input_ids < self.config.vocab_codes)[..., None]
+        return self.code_kinematics[input_ids.clamp(0, self.config.vocab_codes - 1)] * is_code
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, L)
         attention_mask: torch.Tensor | None = None,  # (B, L_past + L), True = real
         particle_features: torch.Tensor | None = None,  # (B, L, F), zero at start/stop/pad
+        # (B, L_past + L, 4) (pT, η_rel, φ_rel, E) per position, zero where no particle (interaction
+        # attention only); None: the codes' mean kinematics (needs the whole sequence, no cache)
+        particle_kinematics: torch.Tensor | None = None,
         causal: bool | None = None,
-        cache: list[KVCache] | None = None,
+        past_key_values: list[KVCache] | None = None,
         use_cache: bool = False,
-        **unused,
     ) -> JetModelOutput:
         if causal is None:
             causal = self.config.default_attention == "causal"
+        cache = past_key_values
         past_length = cache[0][0].shape[2] if cache else 0
         length = input_ids.shape[1]
         if past_length + length > self.config.max_sequence_length:
@@ -146,35 +178,54 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         x = self.drop(x)
         mask = attention_mask.bool() if attention_mask is not None else None
         attn = attention_mask_for(mask, length, causal=causal, past_length=past_length, device=input_ids.device)
+        if self.interaction is not None:
+            attn = with_attention_bias(attn, self._interaction_bias(input_ids, particle_kinematics, past_length), past_length)
         x, presents = self.stack(x, attn, cache, use_cache)
-        return JetModelOutput(last_hidden_state=x, cache=presents)
+        return JetModelOutput(last_hidden_state=x, past_key_values=presents)
+
+    def _interaction_bias(self, input_ids: torch.Tensor, kinematics: torch.Tensor | None, past_length: int) -> torch.Tensor:
+        """(B, H, L, L_past + L): the new positions' rows of the pairwise bias, against every key."""
+        if kinematics is None:
+            if past_length:
+                raise ValueError("with past_key_values, give particle_kinematics for the past and new positions")
+            kinematics = self.kinematics_of_tokens(input_ids)
+        total = past_length + input_ids.shape[1]
+        if kinematics.shape[:2] != (input_ids.shape[0], total):
+            raise ValueError(f"particle_kinematics {tuple(kinematics.shape)} must cover the {total} past and new positions")
+        return self.interaction(kinematics[:, past_length:], kinematics)  # (B, H, L, T)
 
 
 # ----------------------------------------------------------------------------- objectives
-def causal_objective(logits: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
-    """Next-token cross entropy over real targets. -> (mean loss, accuracy, nll per jet, targets per jet)."""
-    targets = input_ids[:, 1:]  # (B, L-1)
-    if attention_mask is None:
-        valid = torch.ones_like(targets, dtype=torch.bool)
-    else:
-        valid = attention_mask[:, 1:].bool()
+def language_model_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The pretraining targets of token sequences: their ids, IGNORE_INDEX at padding. (B, L)"""
+    return input_ids.masked_fill(~attention_mask.bool(), IGNORE_INDEX)
+
+
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-jet negative log-likelihood of the next tokens: position i predicts labels[i + 1].
+    -> (nll summed over each jet's targets (B,), targets per jet (B,))."""
+    targets = labels[:, 1:]  # (B, L-1)
+    valid = targets != IGNORE_INDEX
     pred = logits[:, :-1].float()  # (B, L-1, V)
-    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.reshape(-1), reduction="none").view_as(targets)
-    nll = nll * valid
-    count = valid.sum(1)  # (B,)
-    loss = nll.sum() / count.sum().clamp(min=1)
-    accuracy = ((pred.argmax(-1) == targets) & valid).sum() / count.sum().clamp(min=1)
-    return loss, accuracy, nll.sum(1), count
+    nll = F.cross_entropy(pred.reshape(-1, pred.shape[-1]), targets.clamp(min=0).reshape(-1), reduction="none")
+    nll = nll.view_as(targets) * valid
+    return nll.sum(1), valid.sum(1)
 
 
-def causal_loss_at_targets(hidden: torch.Tensor, head: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, accuracy: bool):
-    """causal_objective's mean loss (and accuracy, or None) from hidden states (B, L, D), with the head
-    applied only where a real token follows: no vocabulary-wide logits for padding."""
-    valid = attention_mask[:, 1:].bool()  # (B, L-1)
-    targets = input_ids[:, 1:][valid]  # (T,)
+def causal_objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Next-token cross entropy, averaged over every target token of the batch."""
+    nll, count = next_token_nll(logits, labels)
+    return nll.sum() / count.sum().clamp(min=1)
+
+
+def causal_loss_at_targets(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """causal_objective's mean loss from hidden states (B, L, D), with the head applied only where a
+    token is to be predicted: no vocabulary-wide logits for padding.
+    -> (loss, logits (T, V) of the targets labels[:, 1:][labels[:, 1:] != IGNORE_INDEX], in that order)."""
+    valid = labels[:, 1:] != IGNORE_INDEX  # (B, L-1)
+    targets = labels[:, 1:][valid]  # (T,)
     logits = head(hidden[:, :-1][valid]).float()  # (T, V)
-    loss = F.cross_entropy(logits, targets)
-    return loss, (logits.argmax(-1) == targets).float().mean() if accuracy else None
+    return F.cross_entropy(logits, targets), logits
 
 
 def choose_masked_particles(
@@ -196,9 +247,14 @@ def masked_objective(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     particle_features: torch.Tensor | None,
+    particle_kinematics: torch.Tensor | None,
+    labels: torch.Tensor | None,
     masked_positions: torch.Tensor | None = None,
     return_logits: bool = True,
 ) -> MaskedParticleModelingOutput:
+    """Masked particle modelling: a random mask_fraction of each jet's particles is replaced by the
+    mask token (chosen here, not by the collator, so evaluation can fix its masks), their
+    continuous features and kinematics removed, and their token ids predicted."""
     cfg = transformer.config
     if masked_positions is None:
         # Fixed masks in evaluation, so validation losses compare across steps.
@@ -209,30 +265,31 @@ def masked_objective(
     corrupted = torch.where(masked_positions, torch.full_like(input_ids, cfg.mask_token_id), input_ids)
     if particle_features is not None:
         particle_features = particle_features * (~masked_positions)[..., None]
-    hidden = transformer(corrupted, attention_mask, particle_features, causal=False).last_hidden_state
-    targets = input_ids[masked_positions]  # (M,)
+    if particle_kinematics is not None:  # a masked particle's kinematics would give its token away
+        particle_kinematics = particle_kinematics * (~masked_positions)[..., None]
+    hidden = transformer(corrupted, attention_mask, particle_features, particle_kinematics, causal=False).last_hidden_state
     if return_logits:
         logits = head(hidden)  # (B, L, vocab_codes)
         picked = logits[masked_positions].float()  # (M, vocab_codes)
     else:
         # Only the masked particles are scored: the head's vocabulary-wide matmul and softmax on the
         # other ~70% of the positions would be thrown away.
-        logits = None
-        picked = head(hidden[masked_positions]).float()  # (M, vocab_codes)
-    loss = F.cross_entropy(picked, targets)
-    accuracy = None if transformer.training else (picked.argmax(-1) == targets).float().mean()
-    return MaskedParticleModelingOutput(loss, logits, accuracy, masked_positions)
+        logits = picked = head(hidden[masked_positions]).float()  # (M, vocab_codes)
+    loss = None
+    if labels is not None:
+        loss = F.cross_entropy(picked, labels[masked_positions], ignore_index=IGNORE_INDEX)
+    return MaskedParticleModelingOutput(loss, logits, masked_positions)
 
 
-def conditioned_on_class(input_ids: torch.Tensor, labels: torch.Tensor | None, config: JetTransformerConfig, training: bool) -> torch.Tensor:
+def conditioned_on_class(input_ids: torch.Tensor, class_labels: torch.Tensor | None, config: JetTransformerConfig, training: bool) -> torch.Tensor:
     """Class start tokens in place of the generic one, for class-conditional generation.
     In training a fraction keeps the generic start, so the model also learns p(jet)."""
-    if labels is None or config.num_generation_classes == 0:
+    if class_labels is None or config.num_generation_classes == 0:
         return input_ids
-    class_tokens = config.vocab_codes + 4 + labels.clamp(0, config.num_generation_classes - 1)
-    use_class = torch.ones_like(labels, dtype=torch.bool)
+    class_tokens = config.vocab_codes + 4 + class_labels.clamp(0, config.num_generation_classes - 1)
+    use_class = torch.ones_like(class_labels, dtype=torch.bool)
     if training and config.unconditional_fraction > 0:
-        use_class = torch.rand(labels.shape, device=labels.device) >= config.unconditional_fraction
+        use_class = torch.rand(class_labels.shape, device=class_labels.device) >= config.unconditional_fraction
     first = torch.where(use_class, class_tokens, input_ids[:, 0])
     return torch.cat([first[:, None], input_ids[:, 1:]], dim=1)
 
@@ -290,21 +347,23 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        particle_features: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,  # jet classes: class-conditional start tokens when configured
-        cache: list[KVCache] | None = None,
+        input_ids: torch.Tensor,  # (B, L)
+        attention_mask: torch.Tensor | None = None,  # (B, L_past + L)
+        particle_features: torch.Tensor | None = None,  # (B, L, F)
+        particle_kinematics: torch.Tensor | None = None,  # (B, L_past + L, 4); None: the codes' means
+        class_labels: torch.Tensor | None = None,  # (B,) jet classes: class start tokens when configured
+        labels: torch.Tensor | None = None,  # (B, L) target ids (language_model_labels), shifted inside
+        past_key_values: list[KVCache] | None = None,
         use_cache: bool = False,
-        **unused,
     ) -> CausalJetModelingOutput:
-        input_ids = conditioned_on_class(input_ids, labels, self.config, self.training)
-        out = self.transformer(input_ids, attention_mask, particle_features, causal=True, cache=cache, use_cache=use_cache)
+        if past_key_values is None:  # with a cache the start token was fed already
+            input_ids = conditioned_on_class(input_ids, class_labels, self.config, self.training)
+        out = self.transformer(
+            input_ids, attention_mask, particle_features, particle_kinematics, causal=True, past_key_values=past_key_values, use_cache=use_cache
+        )
         logits = self.lm_head(out.last_hidden_state)  # (B, L, V)
-        loss = accuracy = nll = count = None
-        if input_ids.shape[1] > 1 and cache is None:
-            loss, accuracy, nll, count = causal_objective(logits, input_ids, attention_mask)
-        return CausalJetModelingOutput(loss, logits, out.cache, accuracy, nll, count)
+        loss = causal_objective(logits, labels) if labels is not None else None
+        return CausalJetModelingOutput(loss, logits, out.past_key_values)
 
     @torch.no_grad()
     def sample(
@@ -317,14 +376,19 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         max_particles: int | None = None,
         generator: torch.Generator | None = None,
         guidance: float = 1.0,
+        use_cache: bool = True,
     ) -> torch.Tensor:
         """Sample token sequences (num_jets, <= max_particles + 2) with a key/value cache:
         each new token costs one position. Sequences end at the stop token (pad after it).
+        use_cache False runs the whole sequence at every step instead (the same draws, slower).
 
         guidance (class-conditional models, with class_index): classifier-free guidance, next-token
         logits uncond + guidance * (cond - uncond), the unconditional ones from the generic start
         token the model also learnt (unconditional_fraction). 1 samples the class as learnt; above 1
         each token leans further towards what sets the class apart, at twice the cost per token.
+
+        With interaction attention, each new token's bias row against the cached positions comes
+        from the codes' mean kinematics of the whole sequence so far (config.interaction_attention).
         """
         cfg = self.config
         if cfg.num_particle_features:
@@ -336,6 +400,9 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
             raise ValueError(f"guidance {guidance} needs a class to generate and must be >= 0")
         if guided and cfg.unconditional_fraction == 0:
             raise ValueError("guidance needs the generic start token's predictions, which this model never learnt (unconditional_fraction 0)")
+        interactions = self.transformer.code_kinematics is not None
+        if interactions and not bool(self.transformer.code_kinematics.any()):
+            raise ValueError("the codes' mean kinematics were never measured (interaction attention needs them to sample)")
         limit = min(max_particles or cfg.max_particles, cfg.max_particles)
         device = self.lm_head.weight.device
         start = cfg.start_token_id if class_index is None else cfg.class_start_token_id(class_index)
@@ -344,13 +411,18 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
         allowed = torch.zeros(cfg.vocab_size, dtype=torch.bool, device=device)
         allowed[: cfg.vocab_codes] = True
         # Guided: rows B..2B-1 follow the same tokens from the generic start (one forward pass for both).
-        current = torch.cat([sequences, torch.full_like(sequences, cfg.start_token_id)]) if guided else sequences
+        generic_start = torch.full_like(sequences, cfg.start_token_id)
+        current = torch.cat([sequences, generic_start]) if guided else sequences
         past = None
         was_training = self.training
         self.eval()
         for position in range(limit + 1):
-            out = self(current, cache=past, use_cache=True)
-            past = out.cache
+            kinematics = None
+            if interactions:  # (B, T, 4) for the whole sequence; start tokens carry none
+                kinematics = self.transformer.kinematics_of_tokens(sequences)
+                kinematics = kinematics.repeat(2, 1, 1) if guided else kinematics
+            out = self(current, particle_kinematics=kinematics, past_key_values=past, use_cache=use_cache)
+            past = out.past_key_values
             logits = out.logits[:, -1].float()  # (B, V), or (2B, V) guided
             if guided:
                 conditional, unconditional = logits.chunk(2)
@@ -367,7 +439,10 @@ class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerP
             token = torch.where(finished, torch.full_like(token, cfg.pad_token_id), token)
             finished |= token == cfg.stop_token_id
             sequences = torch.cat([sequences, token[:, None]], dim=1)
-            current = token.repeat(2)[:, None] if guided else token[:, None]
+            if use_cache:  # the cache holds the rest
+                current = token.repeat(2)[:, None] if guided else token[:, None]
+            else:
+                current = torch.cat([sequences, torch.cat([generic_start, sequences[:, 1:]], 1)]) if guided else sequences
             if finished.all():
                 break
         self.train(was_training)
@@ -397,18 +472,25 @@ class JetTransformerForMaskedParticleModeling(JetTransformerPreTrainedModel):
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        particle_features: torch.Tensor | None = None,
-        masked_positions: torch.Tensor | None = None,
-        **unused,
+        input_ids: torch.Tensor,  # (B, L)
+        attention_mask: torch.Tensor,  # (B, L)
+        particle_features: torch.Tensor | None = None,  # (B, L, F)
+        particle_kinematics: torch.Tensor | None = None,  # (B, L, 4); None: the codes' means
+        masked_positions: torch.Tensor | None = None,  # (B, L) bool; None: drawn (mask_fraction)
+        labels: torch.Tensor | None = None,  # (B, L) target ids, read at the masked positions
     ) -> MaskedParticleModelingOutput:
-        return masked_objective(self.transformer, self.mpm_head, input_ids, attention_mask, particle_features, masked_positions)
+        return masked_objective(
+            self.transformer, self.mpm_head, input_ids, attention_mask, particle_features, particle_kinematics, labels, masked_positions
+        )
 
 
 class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     """Both pretraining objectives on one backbone: causal_loss_weight * next-token +
-    masked_loss_weight * masked-particle loss. Its checkpoint loads into either single head."""
+    masked_loss_weight * masked-particle loss. Its checkpoint loads into either single head.
+
+    With interaction attention the next-token pass takes the codes' mean kinematics (what sampling
+    knows), the masked pass the data's particle_kinematics (what tagging knows), when given.
+    """
 
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
 
@@ -421,26 +503,35 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        particle_features: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **unused,
+        input_ids: torch.Tensor,  # (B, L)
+        attention_mask: torch.Tensor,  # (B, L)
+        particle_features: torch.Tensor | None = None,  # (B, L, F)
+        particle_kinematics: torch.Tensor | None = None,  # (B, L, 4) of the data: masked objective
+        class_labels: torch.Tensor | None = None,  # (B,) jet classes (class-conditional models)
+        labels: torch.Tensor | None = None,  # (B, L) target ids of both objectives (language_model_labels)
     ) -> JetPretrainingOutput:
         cfg = self.config
-        loss = input_ids.new_zeros((), dtype=torch.float32)
         out = JetPretrainingOutput()
+        losses = []
         if cfg.causal_loss_weight > 0:
-            ids = conditioned_on_class(input_ids, labels, cfg, self.training)
+            ids = conditioned_on_class(input_ids, class_labels, cfg, self.training)
             hidden = self.transformer(ids, attention_mask, particle_features, causal=True).last_hidden_state
-            # Accuracies are measured in evaluation only: their argmax over the vocabulary costs ~5% of a CPU step.
-            out.causal_loss, out.token_accuracy = causal_loss_at_targets(hidden, self.lm_head, ids, attention_mask, accuracy=not self.training)
-            loss = loss + cfg.causal_loss_weight * out.causal_loss
+            out.causal_loss, target_logits = causal_loss_at_targets(hidden, self.lm_head, labels) if labels is not None else (None, None)
+            if out.causal_loss is not None:
+                losses.append(cfg.causal_loss_weight * out.causal_loss)
         if cfg.masked_loss_weight > 0:
-            masked = masked_objective(self.transformer, self.mpm_head, input_ids, attention_mask, particle_features, return_logits=False)
-            out.masked_loss, out.masked_accuracy = masked.loss, masked.masked_accuracy
-            loss = loss + cfg.masked_loss_weight * masked.loss
-        out.loss = loss
+            masked = masked_objective(
+                self.transformer, self.mpm_head, input_ids, attention_mask, particle_features, particle_kinematics, labels, return_logits=False
+            )
+            out.masked_positions, out.masked_loss, masked_logits = masked.masked_positions, masked.loss, masked.logits
+            if masked.loss is not None:
+                losses.append(cfg.masked_loss_weight * masked.loss)
+        if losses:
+            out.loss = torch.stack(losses).sum()
+        if not self.training:
+            # For metrics computed outside (accuracies); in training no vocabulary-wide tensor outlives the step.
+            out.target_logits = target_logits if cfg.causal_loss_weight > 0 else None
+            out.masked_logits = masked_logits if cfg.masked_loss_weight > 0 else None
         return out
 
 
@@ -482,25 +573,22 @@ class JetTransformerForJetClassification(JetTransformerPreTrainedModel):
         )
         self.post_init()
 
-    def pool(self, input_ids, attention_mask, particle_features=None) -> torch.Tensor:
+    def pool(self, input_ids, attention_mask, particle_features=None, particle_kinematics=None) -> torch.Tensor:
         causal = self.config.default_attention == "causal"
-        hidden = self.transformer(input_ids, attention_mask, particle_features, causal=causal).last_hidden_state
+        hidden = self.transformer(input_ids, attention_mask, particle_features, particle_kinematics, causal=causal).last_hidden_state
         if self.pooling is not None:
             return self.pooling(hidden, attention_mask)
         return mean_pool(hidden, attention_mask)
 
     def forward(
         self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
-        particle_features: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        **unused,
+        input_ids: torch.Tensor,  # (B, L)
+        attention_mask: torch.Tensor,  # (B, L)
+        particle_features: torch.Tensor | None = None,  # (B, L, F)
+        particle_kinematics: torch.Tensor | None = None,  # (B, L, 4); None: the codes' means
+        labels: torch.Tensor | None = None,  # (B,) jet classes
     ) -> JetClassificationOutput:
-        pooled = self.pool(input_ids, attention_mask, particle_features)
+        pooled = self.pool(input_ids, attention_mask, particle_features, particle_kinematics)
         logits = self.classifier(pooled)  # (B, C)
-        loss = accuracy = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels)
-            accuracy = (logits.argmax(-1) == labels).float().mean()
-        return JetClassificationOutput(loss, logits, pooled, accuracy)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return JetClassificationOutput(loss, logits, pooled)

@@ -12,6 +12,7 @@ import torch
 from foundation.data.dataset import JetDataset
 from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
+from foundation.models.modeling_jet_transformer import language_model_labels, next_token_nll
 from foundation.pipelines.common import write_json
 from foundation.pipelines.generate import teacher_forced
 from foundation.pipelines.inference import bundle_inputs
@@ -38,8 +39,9 @@ def likelihood_scores(
     _, dataset, outputs = teacher_forced(model, data, batch_size, limit, progress=progress, desc="scoring", revision=revision)
     nll, per_token, labels, index = [], [], [], []
     for batch, out in outputs:
-        nll.append(out.nll_per_jet.cpu().numpy())
-        per_token.append((out.nll_per_jet / out.tokens_per_jet.clamp(min=1)).cpu().numpy())
+        jet_nll, tokens = next_token_nll(out.logits, language_model_labels(batch["input_ids"], batch["attention_mask"]))  # (B,), (B,)
+        nll.append(jet_nll.cpu().numpy())
+        per_token.append((jet_nll / tokens.clamp(min=1)).cpu().numpy())
         labels.append(batch["labels"].cpu().numpy())
         index.append(batch["index"].cpu().numpy())
     return {

@@ -79,7 +79,7 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     bundle = load_bundle(model, model_class=JetTransformerModel, revision=revision)
     device = inference_device()
     backbone = bundle.model.eval().to(device)
-    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config, kinematics=backbone.config.interaction_attention)
     dataset = jet_dataset(data, inputs, limit=limit)
     n = inputs.max_particles
     meta = {
@@ -94,7 +94,9 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     sink = sink_class(out, backbone.config.hidden_size, n if per_particle else None, meta)
     try:
         for batch in iterate_batches(dataset, inputs, batch_size, progress, desc="embedding", device=device):
-            hidden = backbone(batch["input_ids"], batch["attention_mask"], batch.get("particle_features")).last_hidden_state.float().cpu()
+            hidden = backbone(
+                batch["input_ids"], batch["attention_mask"], batch.get("particle_features"), batch.get("particle_kinematics")
+            ).last_hidden_state.float().cpu()
             batch = {k: v.cpu() for k, v in batch.items()}
             mask = None
             if per_particle:

@@ -18,6 +18,7 @@ from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
+from foundation.models.inputs import ModelInputs
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
 from foundation.pipelines.inference import bundle_inputs, jet_dataset, predict
@@ -26,7 +27,9 @@ from foundation.training.loop import default_param_groups
 
 logger = logging.getLogger(__name__)
 
-HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout")
+# Model config fields a fine-tuning recipe may set (`head:`); interaction attention may be added to a
+# backbone pretrained without it (its bias starts at zero, so the backbone starts unchanged).
+HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "interaction_attention", "interaction_hidden_size")
 
 
 @dataclass
@@ -39,7 +42,7 @@ class FinetuneRecipe:
     mode: Literal["full", "frozen", "layerwise"] = "full"  # train everything, the head only, or with layer-wise rates
     layerwise_lr_decay: float = 0.75  # mode layerwise: lr x decay^(depth from the top)
     particle_features: list[str] | None = None  # None: as pretrained; a list adds inputs (zero-initialised)
-    head: dict = field(default_factory=dict)  # classifier_pooling, classifier_dropout, classifier_attention, dropout
+    head: dict = field(default_factory=dict)  # model config overrides, one of HEAD_FIELDS
     signal_class: str | None = None  # for binary metrics (e.g. top); default: the last class
     background_class: str | None = None  # default: the other of two classes; else all other classes
     data: DataConfig = field(default_factory=DataConfig)  # labelled jets (features come from the bundle)
@@ -99,7 +102,7 @@ class ValidationAUC:
         self.labels: list[np.ndarray] = []
 
     def update(self, batch: dict, output, accelerator) -> None:
-        gathered = accelerator.gather_for_metrics({"logits": output["logits"].float(), "labels": batch["labels"]})
+        gathered = accelerator.gather_for_metrics({"logits": output.logits.float(), "labels": batch["labels"]})
         self.logits.append(gathered["logits"].cpu().numpy())
         self.labels.append(gathered["labels"].cpu().numpy())
 
@@ -109,11 +112,12 @@ class ValidationAUC:
         probs = softmax(np.concatenate(self.logits), axis=-1)
         labels = np.concatenate(self.labels)
         signal, background = self.signal, self.background
+        accuracy = float(np.mean(probs.argmax(1) == labels))
         if probs.shape[1] == 2:
-            return {"auc": tagging_metrics(labels == signal, probs[:, signal])["auc"]}
+            return {"auc": tagging_metrics(labels == signal, probs[:, signal])["auc"], "accuracy": accuracy}
         keep = np.isin(labels, [signal, background]) if background is not None else np.ones(len(labels), bool)
         score = probs[:, signal] / (probs[:, signal] + (probs[:, background] if background is not None else 1 - probs[:, signal]))
-        return {"auc": tagging_metrics(labels[keep] == signal, score[keep])["auc"]}
+        return {"auc": tagging_metrics(labels[keep] == signal, score[keep])["auc"], "accuracy": accuracy}
 
 
 def signal_and_background(class_names: list[str], signal_class: str | None, background_class: str | None, source=None) -> tuple[int, int | None]:
@@ -153,7 +157,8 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     features = pretrained_features if recipe.particle_features is None else list(recipe.particle_features)
     if pretrained_features and features != pretrained_features:
         raise ConfigError(source, "particle_features", f"the pretrained model takes {pretrained_features}; keep them (or leave the key out)")
-    names = bundle_inputs(base.tokenizer, base.data_config, features).feature_names
+    interactions = bool(recipe.head.get("interaction_attention", base.model.config.interaction_attention))
+    names = bundle_inputs(base.tokenizer, base.data_config, features, kinematics=interactions).feature_names
     data = DataConfig(**{**vars(recipe.data), "features": names, "max_particles": base.tokenizer.config.max_particles})
     splits = build_splits(data, data_root=data_root)
     class_names = splits.class_names
@@ -167,7 +172,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
         cols = [data.features.index(n) for n in features]
         m, s = feature_statistics(splits.train, seed=recipe.training.seed)
         mean, std = m[cols].tolist(), np.maximum(s[cols], 1e-3).tolist()
-    inputs = bundle_inputs(tokenizer, base_data_config, features, mean, std)
+    inputs = bundle_inputs(tokenizer, base_data_config, features, mean, std, kinematics=model.config.interaction_attention)
 
     if recipe.mode == "frozen":
         for name, param in model.named_parameters():
@@ -186,7 +191,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     )
     trainer = Trainer.from_recipe(
         model, recipe, splits.train, splits.validation, data=data,
-        collate_fn=inputs.collator, param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
+        collate_fn=ModelInputs(inputs.collator, model), param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
     )
     result = trainer.train(resume=resume)
 
@@ -276,7 +281,7 @@ def evaluate_tagger(
 
     bundle = load_bundle(model, model_class=JetTransformerForJetClassification, revision=revision)
     model_classes = [bundle.model.config.id2label[i] for i in range(bundle.model.config.num_labels)]
-    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config)
+    inputs = bundle_inputs(bundle.tokenizer, bundle.data_config, kinematics=bundle.model.config.interaction_attention)
     dataset = jet_dataset(data, inputs, limit=limit)
     file_classes = dataset.class_names
     mapping = class_map or {c: c for c in file_classes if c in model_classes}

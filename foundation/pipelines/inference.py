@@ -12,7 +12,12 @@ from tqdm.auto import tqdm
 
 from foundation.data.dataset import JetDataset
 from foundation.data.sources import JetCollection
-from foundation.models.inputs import JetSequenceCollator, dataset_feature_names
+from foundation.models.inputs import (
+    JetSequenceCollator,
+    dataset_feature_names,
+    model_input_names,
+    select_model_inputs,
+)
 
 
 @dataclass
@@ -24,12 +29,15 @@ class BundleInputs:
     max_particles: int
 
 
-def bundle_inputs(tokenizer, data_config: dict, particle_features: list[str] | None = None, mean=None, std=None) -> BundleInputs:
+def bundle_inputs(
+    tokenizer, data_config: dict, particle_features: list[str] | None = None, mean=None, std=None, kinematics: bool = False
+) -> BundleInputs:
+    """kinematics: batches also hold particle_kinematics, for a model with interaction attention."""
     particle_features = list(data_config.get("particle_features") or []) if particle_features is None else particle_features
     if mean is None and particle_features:
         mean, std = data_config.get("particle_feature_mean"), data_config.get("particle_feature_std")
-    names = dataset_feature_names(tokenizer.config.feature_names, particle_features)
-    collator = JetSequenceCollator(tokenizer, names, particle_features, mean, std)
+    names = dataset_feature_names(tokenizer.config.feature_names, particle_features, kinematics)
+    collator = JetSequenceCollator(tokenizer, names, particle_features, mean, std, kinematics=kinematics)
     return BundleInputs(names, collator, tokenizer.config.max_particles)
 
 
@@ -64,9 +72,10 @@ def to_device(batch: dict, device) -> dict:
 def predict(model, loader, accelerator, keys=("logits",)) -> dict[str, np.ndarray]:
     """Run a prepared model over a prepared loader; gather outputs, labels and indices (every jet once)."""
     model.eval()
+    names = model_input_names(model)
     out: dict[str, list] = {k: [] for k in (*keys, "labels", "index")}
     for batch in loader:
-        result = model(**batch)
+        result = model(**select_model_inputs(batch, names))
         gathered = accelerator.gather_for_metrics({**{k: result[k].float() for k in keys}, "labels": batch["labels"], "index": batch["index"]})
         for k, v in gathered.items():
             out[k].append(v.cpu().numpy())

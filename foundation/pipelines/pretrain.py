@@ -23,7 +23,15 @@ from foundation.data.tokens import TokenDataset, TokenFile
 from foundation.errors import InputError
 from foundation.hub import save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining, add_generation_classes
-from foundation.models.inputs import JetSequenceCollator, collate_sequences, dataset_feature_names
+from foundation.models.inputs import (
+    JetSequenceCollator,
+    LanguageModelingInputs,
+    ModelInputs,
+    collate_sequences,
+    dataset_feature_names,
+)
+from foundation.models.interaction import measure_code_kinematics
+from foundation.models.modeling_jet_transformer import IGNORE_INDEX
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
 from foundation.pipelines.tokenizer import load_tokenizer
@@ -44,6 +52,9 @@ class PretrainRecipe:
     data: DataConfig = field(default_factory=DataConfig)  # the jets (features come from the tokenizer)
     model: dict = field(default_factory=dict)  # JetTransformerConfig fields (models/configuration_jet_transformer.py)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    # model.interaction_attention: the codes' mean particle kinematics (what generation knows of a
+    # token) are measured on this many training jets before training, and stored in the model
+    code_kinematics_jets: int = 20000
 
     def __post_init__(self):
         unknown = [f for f in self.particle_features if f not in FEATURES]
@@ -51,6 +62,10 @@ class PretrainRecipe:
             raise InputError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
         if self.tokens and self.particle_features:
             raise InputError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
+        if self.tokens and self.model.get("interaction_attention"):
+            raise InputError("model.interaction_attention needs the jets' kinematics, not a token file: drop `tokens` to tokenise on the fly")
+        if self.code_kinematics_jets < 1:
+            raise InputError(f"code_kinematics_jets must be >= 1, got {self.code_kinematics_jets}")
 
 
 # Fields of the model config that come from elsewhere in the recipe or from the tokenizer.
@@ -80,7 +95,10 @@ class SequenceData:
     data_config: dict  # saved into the bundle: what a user must feed the model
 
 
-def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: list[str], tokens: str | None, seed: int, data_root=None) -> SequenceData:
+def build_sequence_data(
+    recipe_data: DataConfig, tokenizer, particle_features: list[str], tokens: str | None, seed: int, data_root=None, kinematics: bool = False
+) -> SequenceData:
+    """kinematics: batches also hold particle_kinematics (interaction attention)."""
     tok_cfg = tokenizer.config
     if tokens:
         token_file = TokenFile(tokens)
@@ -91,14 +109,15 @@ def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: l
             tr = np.sort(np.random.default_rng(recipe_data.split_seed + 1).choice(tr, min(recipe_data.train_limit, len(tr)), replace=False))
         info = {"token_file": str(tokens), "tokenizer_features": list(tok_cfg.feature_names), "particle_features": [], "max_particles": tok_cfg.max_particles, "class_names": token_file.class_names}
         return SequenceData(TokenDataset(token_file, tr), TokenDataset(token_file, va), TokenDataset(token_file, te), collate_sequences, token_file.class_names, info)
-    data = DataConfig(**{**vars(recipe_data), "features": dataset_feature_names(tok_cfg.feature_names, particle_features), "max_particles": tok_cfg.max_particles})
+    features = dataset_feature_names(tok_cfg.feature_names, particle_features, kinematics)
+    data = DataConfig(**{**vars(recipe_data), "features": features, "max_particles": tok_cfg.max_particles})
     splits = build_splits(data, data_root=data_root)
     mean = std = None
     if particle_features:
         cols = [data.features.index(n) for n in particle_features]
         m, s = feature_statistics(splits.train, seed=seed)
         mean, std = m[cols].tolist(), np.maximum(s[cols], 1e-3).tolist()
-    collate = JetSequenceCollator(tokenizer, data.features, particle_features, mean, std)
+    collate = JetSequenceCollator(tokenizer, data.features, particle_features, mean, std, kinematics=kinematics)
     info = {
         "tokenizer_features": list(tok_cfg.feature_names),
         "particle_features": list(particle_features),
@@ -109,6 +128,35 @@ def build_sequence_data(recipe_data: DataConfig, tokenizer, particle_features: l
         "data": to_dict(data),
     }
     return SequenceData(splits.train, splits.validation, splits.test, collate, splits.class_names, info)
+
+
+class PretrainingAccuracy:
+    """eval/token_accuracy (next token) and eval/masked_accuracy (masked particles), computed from
+    the model's logits during the trainer's validation pass."""
+
+    def __init__(self):
+        self.correct: dict[str, torch.Tensor] = {}
+        self.count: dict[str, torch.Tensor] = {}
+
+    def _add(self, name: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        hits = (logits.argmax(-1) == targets).sum().float()
+        self.correct[name] = self.correct.get(name, 0) + hits
+        self.count[name] = self.count.get(name, 0) + torch.tensor(float(targets.numel()), device=hits.device)
+
+    def update(self, batch: dict, output, accelerator) -> None:
+        labels = batch["labels"]  # (B, L)
+        if output.get("target_logits") is not None:  # (T, V) at the tokens to predict, in order
+            targets = labels[:, 1:]  # position i predicts token i + 1
+            self._add("token_accuracy", output.target_logits, targets[targets != IGNORE_INDEX])
+        if output.get("masked_logits") is not None:  # (M, vocab_codes) at the masked positions
+            self._add("masked_accuracy", output.masked_logits, labels[output.masked_positions])
+
+    def compute(self, accelerator) -> dict:
+        names = sorted(self.correct)
+        if not names:
+            return {}
+        totals = accelerator.reduce(torch.stack([self.correct[n] for n in names] + [self.count[n] for n in names]), reduction="sum")
+        return {n: (totals[i] / totals[len(names) + i].clamp(min=1)).item() for i, n in enumerate(names)}
 
 
 def _perplexity(metrics: dict) -> dict:
@@ -150,7 +198,10 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     torch.manual_seed(recipe.training.seed)
     if recipe.init_from:
         model, tokenizer, features, bundle_data = _continued_model(recipe)
-        seq = build_sequence_data(recipe.data, tokenizer, features, recipe.tokens, recipe.training.seed, data_root)
+        kinematics = model.config.interaction_attention
+        if kinematics and recipe.tokens:
+            raise ConfigError(getattr(recipe, "source", None), "tokens", f"{recipe.init_from} has interaction attention, which needs the jets' kinematics, not a token file")
+        seq = build_sequence_data(recipe.data, tokenizer, features, recipe.tokens, recipe.training.seed, data_root, kinematics)
         if recipe.model.get("num_generation_classes"):
             _check_generation_classes(recipe, seq.class_names)
             try:
@@ -163,7 +214,8 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
             seq.data_config.update({k: bundle_data[k] for k in ("particle_feature_mean", "particle_feature_std")})
         return _pretraining(recipe, model, seq, tokenizer)
     tokenizer = load_tokenizer(recipe.tokenizer)
-    seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root)
+    kinematics = bool(recipe.model.get("interaction_attention"))
+    seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root, kinematics)
     model_fields = dict(recipe.model)
     if model_fields.get("num_generation_classes"):
         _check_generation_classes(recipe, seq.class_names)
@@ -176,7 +228,23 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
         max_particles=tokenizer.config.max_particles,
         particle_feature_names=recipe.particle_features,
     )
-    return _pretraining(recipe, JetTransformerForPretraining(config), seq, tokenizer)
+    model = JetTransformerForPretraining(config)
+    if config.interaction_attention:
+        _measure_code_kinematics(model, seq, recipe.code_kinematics_jets, recipe.training.seed)
+    return _pretraining(recipe, model, seq, tokenizer)
+
+
+def _measure_code_kinematics(model: JetTransformerForPretraining, seq: SequenceData, jets: int, seed: int) -> None:
+    """Store each code's mean particle kinematics in the model (interaction attention), measured on
+    up to `jets` training jets, so that next-token modelling and sampling see what they will know."""
+    from torch.utils.data import DataLoader, Subset
+
+    n = min(jets, len(seq.train))
+    chosen = np.sort(np.random.default_rng(seed).choice(len(seq.train), n, replace=False))
+    loader = DataLoader(Subset(seq.train, chosen.tolist()), batch_size=256, collate_fn=seq.collate_fn)
+    table = measure_code_kinematics(loader, model.config.vocab_codes)
+    model.transformer.set_code_kinematics(table)
+    logger.info("measured the mean kinematics of %d codes on %d jets", model.config.vocab_codes, n)
 
 
 def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) -> None:
@@ -186,7 +254,10 @@ def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) ->
 
 def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
-    trainer = Trainer.from_recipe(model, recipe, seq.train, seq.validation, collate_fn=seq.collate_fn, derive_metrics=_perplexity)
+    collate = ModelInputs(LanguageModelingInputs(seq.collate_fn), model)
+    trainer = Trainer.from_recipe(
+        model, recipe, seq.train, seq.validation, collate_fn=collate, eval_metrics=PretrainingAccuracy, derive_metrics=_perplexity
+    )
     return Pretraining(trainer, seq, model.config, tokenizer)
 
 

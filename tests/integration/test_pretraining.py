@@ -125,8 +125,8 @@ def test_stop_calibration_sums_the_stop_probabilities_up_to_each_true_end(tiny_b
             assert sequence[-1] == cfg.stop_token_id
             past, total = None, 0.0
             for token in sequence[:-1]:  # every position before the stop token could have stopped the jet
-                out = net(token.view(1, 1), cache=past, use_cache=True)
-                past = out.cache
+                out = net(token.view(1, 1), past_key_values=past, use_cache=True)
+                past = out.past_key_values
                 total += torch.softmax(out.logits[0, -1].float(), -1)[cfg.stop_token_id].item()
             sums.append(total)
             lengths.append(len(sequence) - 2)

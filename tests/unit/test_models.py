@@ -13,7 +13,7 @@ from foundation.models import (
     JetTransformerModel,
     add_generation_classes,
 )
-from foundation.models.modeling_jet_transformer import choose_masked_particles
+from foundation.models.modeling_jet_transformer import choose_masked_particles, language_model_labels
 
 
 def config(**kw):
@@ -53,8 +53,8 @@ def test_key_value_cache_gives_the_full_forward_logits():
     full = model(ids).logits
     past, steps = None, []
     for t in range(ids.shape[1]):
-        out = model(ids[:, t : t + 1], cache=past, use_cache=True)
-        past = out.cache
+        out = model(ids[:, t : t + 1], past_key_values=past, use_cache=True)
+        past = out.past_key_values
         steps.append(out.logits)
     assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
 
@@ -66,7 +66,7 @@ def test_only_masked_positions_enter_the_masked_loss():
     chosen = choose_masked_particles(ids, mask, cfg.vocab_codes, 0.3, torch.Generator().manual_seed(1))
     assert not chosen[:, 0].any() and not chosen[~mask].any(), "start, stop and pad are never masked"
     assert chosen.any(1).all(), "every jet has a masked particle"
-    out = model(ids, mask, masked_positions=chosen)
+    out = model(ids, mask, masked_positions=chosen, labels=ids)
     # Changing the target of an unmasked particle must not change the loss...
     other = ids.clone()
     unmasked = (~chosen) & mask & (ids < cfg.vocab_codes)
@@ -116,7 +116,7 @@ def test_class_start_tokens_added_to_a_trained_model_start_as_the_generic_one(tm
     hidden = model.transformer(ids.clone().index_fill_(1, torch.tensor([0]), cfg.class_start_token_id(1)), mask, causal=True).last_hidden_state
     # Same predictions for the old vocabulary as from the generic start: training begins from p(jet).
     assert torch.allclose(model.lm_head(hidden)[..., : before.shape[-1]], before, atol=1e-5)
-    assert model(ids, mask, labels=labels).loss > 0
+    assert model(ids, mask, class_labels=labels, labels=language_model_labels(ids, mask)).loss > 0
     add_generation_classes(model, ["qcd", "top"])  # already there: unchanged
     with pytest.raises(ValueError, match="generates classes"):
         add_generation_classes(model, ["quark", "gluon"])
@@ -169,8 +169,9 @@ def test_pretraining_checkpoint_loads_everywhere(tmp_path):
     cfg = config(masked_loss_weight=0.5)
     model = JetTransformerForPretraining(cfg)
     ids, mask = sequences(cfg)
-    out = model(ids, mask)
+    out = model(ids, mask, labels=language_model_labels(ids, mask))
     assert out.loss > 0 and out.causal_loss is not None and out.masked_loss is not None
+    assert model(ids, mask).loss is None, "no labels, no loss (as in transformers)"
     model.save_pretrained(tmp_path)
     assert (tmp_path / "model.safetensors").exists()
     backbone = AutoModel.from_pretrained(tmp_path)
