@@ -45,13 +45,13 @@ def test_gradient_checkpointing_gives_the_same_loss(tmp_path):
     ids[:, 0] = cfg.start_token_id
     mask = torch.ones_like(ids, dtype=torch.bool)
     torch.manual_seed(1)
-    plain = model(ids, mask).loss
+    plain = model(ids, mask, labels=ids).loss
     plain.backward()
     grad = model.transformer.wte.weight.grad.clone()
     model.zero_grad()
     model.gradient_checkpointing_enable()
     torch.manual_seed(1)
-    checkpointed = model(ids, mask).loss
+    checkpointed = model(ids, mask, labels=ids).loss
     checkpointed.backward()
     assert torch.allclose(plain, checkpointed, atol=1e-5)
     assert torch.allclose(grad, model.transformer.wte.weight.grad, atol=1e-5)
@@ -95,3 +95,33 @@ def test_inference_commands_run_on_the_gpu(jet_files, tiny_bundle, tmp_path):
     path = embed(tiny_bundle, jet_files, tmp_path / "emb.h5", limit=50, progress=False)
     with h5py.File(path) as f:
         assert f["embedding"].shape[0] == 50 and np.isfinite(f["embedding"][:]).all()
+
+
+def test_interaction_attention_on_the_gpu():
+    """The float bias goes through SDPA's CUDA kernels in bf16 (forward and backward, bias
+    gradients included), and cached sampling draws what uncached sampling draws."""
+    from benchmarks.model_sizes import random_kinematics
+    from foundation.models import (
+        JetTransformerConfig,
+        JetTransformerForCausalJetModeling,
+        JetTransformerForPretraining,
+    )
+
+    cfg = JetTransformerConfig(vocab_codes=64, max_particles=30, hidden_size=64, num_layers=3, num_heads=4, intermediate_size=128, masked_loss_weight=0.5, interaction_attention=True)
+    torch.manual_seed(0)
+    model = JetTransformerForPretraining(cfg).cuda()
+    torch.nn.init.normal_(model.transformer.interaction.mlp[-1].weight)
+    model.transformer.set_code_kinematics(random_kinematics((64,), "cuda"))
+    ids = torch.randint(0, 64, (8, 32), device="cuda")
+    ids[:, 0] = cfg.start_token_id
+    mask = torch.arange(32, device="cuda")[None] < torch.randint(5, 33, (8, 1), device="cuda")
+    kinematics = random_kinematics((8, 32), "cuda") * (mask & (ids < 64))[..., None]
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(ids, mask, particle_kinematics=kinematics, labels=ids.masked_fill(~mask, -100)).loss
+    loss.backward()
+    grad = model.transformer.interaction.mlp[0].weight.grad
+    assert torch.isfinite(loss) and grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+    causal = JetTransformerForCausalJetModeling(cfg).cuda().eval()
+    causal.load_state_dict(model.state_dict(), strict=False)
+    cached = causal.sample(16, generator=torch.Generator("cuda").manual_seed(0))
+    assert torch.equal(cached, causal.sample(16, generator=torch.Generator("cuda").manual_seed(0), use_cache=False))

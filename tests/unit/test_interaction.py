@@ -224,3 +224,20 @@ def test_pretraining_and_finetuning_with_interactions_learn(jet_files, tiny_toke
     losses = _losses(tuned)
     assert losses[-1] < losses[0], losses
     assert 0 <= json.loads((tuned / "metrics.json").read_text())["auc"] <= 1
+
+
+def test_interaction_recipes_load_and_fine_tuning_can_add_interactions_to_an_old_backbone():
+    from foundation.pipelines.finetune import load_finetune_recipe
+    from foundation.pipelines.pretrain import load_pretrain_recipe
+
+    assert load_pretrain_recipe("pretrain/small_interaction.yaml").model["interaction_attention"] is True
+    assert load_finetune_recipe("finetune/top_tagging_interaction.yaml").model.endswith("pretrain-small-interaction/model")
+    load_finetune_recipe("finetune/top_tagging_tiny.yaml", {"head": {"interaction_attention": True}})
+    old = JetTransformerForCausalJetModeling.from_pretrained(OLD_BUNDLE / "pretraining").eval()
+    added = JetTransformerForJetClassification.from_pretrained(OLD_BUNDLE / "pretraining", num_labels=2, interaction_attention=True).eval()
+    ids, mask = torch.as_tensor(np.load(OLD_BUNDLE / "expected.npz")["input_ids"]), None
+    kin = torch.rand(*ids.shape, 4) + 0.1
+    with torch.no_grad():
+        before = old.transformer(ids, mask, causal=False).last_hidden_state
+        after = added.transformer(ids, mask, particle_kinematics=kin, causal=False).last_hidden_state
+    assert torch.allclose(before, after, atol=1e-6), "the new bias starts at zero: the backbone starts unchanged"
