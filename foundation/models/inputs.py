@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -34,33 +33,6 @@ def dataset_feature_names(tokenizer_features: Sequence[str], particle_features: 
     names = list(tokenizer_features)
     names += [n for n in (*particle_features, *(KINEMATIC_FEATURES if kinematics else ())) if n not in names]
     return names
-
-
-def model_input_names(model: torch.nn.Module) -> frozenset[str] | None:
-    """The arguments of a model's forward (of the model inside a DDP / DeepSpeed wrapper);
-    None when it takes any keyword."""
-    inner = getattr(model, "module", model)
-    parameters = inspect.signature(inner.forward).parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return None
-    return frozenset(p.name for p in parameters)
-
-
-def select_model_inputs(batch: dict, names: frozenset[str] | None) -> dict:
-    """The columns of `batch` a model takes (model_input_names): the caller drops the others (jet
-    index, ...), as transformers' Trainer drops unused dataset columns."""
-    return dict(batch) if names is None else {k: v for k, v in batch.items() if k in names}
-
-
-class ModelInputs:
-    """A collate function whose batches hold only what `model` takes (select_model_inputs)."""
-
-    def __init__(self, collate_fn: Callable, model: torch.nn.Module):
-        self.collate_fn = collate_fn
-        self.names = model_input_names(model)
-
-    def __call__(self, batch) -> dict[str, torch.Tensor]:
-        return select_model_inputs(self.collate_fn(batch), self.names)
 
 
 class LanguageModelingInputs:

@@ -141,9 +141,11 @@ def cwola(recipe, fractions: tuple[float, float] = (0.3, 0.05), plots_dir: str |
     from foundation.training import Trainer
     from foundation.training.loop import default_param_groups
 
+
     base = load_bundle(recipe.model, revision=recipe.revision)
     features = list(base.data_config.get("particle_features") or [])
-    inputs = bundle_inputs(base.tokenizer, base.data_config, features)
+    interactions = bool(recipe.head.get("interaction_attention", base.model.config.interaction_attention))
+    inputs = bundle_inputs(base.tokenizer, base.data_config, features, kinematics=interactions)
     data = DataConfig(**{**vars(recipe.data), "features": inputs.feature_names, "max_particles": base.tokenizer.config.max_particles})
     splits = build_splits(data, data_root=data_root)
     names = splits.class_names

@@ -18,7 +18,6 @@ from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
-from foundation.models.inputs import ModelInputs
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
 from foundation.pipelines.inference import bundle_inputs, jet_dataset, predict
@@ -191,7 +190,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     )
     trainer = Trainer.from_recipe(
         model, recipe, splits.train, splits.validation, data=data,
-        collate_fn=ModelInputs(inputs.collator, model), param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
+        collate_fn=inputs.collator, param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
     )
     result = trainer.train(resume=resume)
 

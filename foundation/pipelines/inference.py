@@ -12,12 +12,8 @@ from tqdm.auto import tqdm
 
 from foundation.data.dataset import JetDataset
 from foundation.data.sources import JetCollection
-from foundation.models.inputs import (
-    JetSequenceCollator,
-    dataset_feature_names,
-    model_input_names,
-    select_model_inputs,
-)
+from foundation.models.inputs import JetSequenceCollator, dataset_feature_names
+from foundation.training.inputs import model_inputs
 
 
 @dataclass
@@ -72,10 +68,9 @@ def to_device(batch: dict, device) -> dict:
 def predict(model, loader, accelerator, keys=("logits",)) -> dict[str, np.ndarray]:
     """Run a prepared model over a prepared loader; gather outputs, labels and indices (every jet once)."""
     model.eval()
-    names = model_input_names(model)
     out: dict[str, list] = {k: [] for k in (*keys, "labels", "index")}
     for batch in loader:
-        result = model(**select_model_inputs(batch, names))
+        result = model(**model_inputs(model, batch))
         gathered = accelerator.gather_for_metrics({**{k: result[k].float() for k in keys}, "labels": batch["labels"], "index": batch["index"]})
         for k, v in gathered.items():
             out[k].append(v.cpu().numpy())

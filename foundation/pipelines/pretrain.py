@@ -26,7 +26,6 @@ from foundation.models import JetTransformerConfig, JetTransformerForPretraining
 from foundation.models.inputs import (
     JetSequenceCollator,
     LanguageModelingInputs,
-    ModelInputs,
     collate_sequences,
     dataset_feature_names,
 )
@@ -254,7 +253,7 @@ def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) ->
 
 def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
-    collate = ModelInputs(LanguageModelingInputs(seq.collate_fn), model)
+    collate = LanguageModelingInputs(seq.collate_fn)
     trainer = Trainer.from_recipe(
         model, recipe, seq.train, seq.validation, collate_fn=collate, eval_metrics=PretrainingAccuracy, derive_metrics=_perplexity
     )

@@ -29,6 +29,7 @@ from foundation.errors import ConfigError, TrainingInterrupted
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
+from foundation.training.inputs import model_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +347,7 @@ class Trainer:
         for i, batch in enumerate(self.eval_loader):
             if self.config.eval_batches is not None and i >= self.config.eval_batches:
                 break
-            output = self.model(**batch)
+            output = self.model(**model_inputs(self.model, batch))
             if extra is not None:
                 extra.update(batch, output, acc)
             n = torch.tensor(float(next(iter(batch.values())).shape[0]), device=acc.device)
@@ -383,7 +384,7 @@ class Trainer:
         of an accumulation), clipping and the optimizer step. Returns the detached loss."""
         acc, cfg = self.accelerator, self.config
         with acc.accumulate(self.model):
-            output = self.model(**batch)
+            output = self.model(**model_inputs(self.model, batch))
             acc.backward(output.loss)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
