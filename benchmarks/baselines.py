@@ -27,16 +27,13 @@ class ParTTagger(nn.Module):
         kwargs = {**PART_DEFAULT, **part_kwargs}
         self.part = ParticleTransformer(input_dim=num_features, num_classes=num_classes, pair_input_dim=4, fc_params=[], **kwargs)
 
-    def forward(self, features, mask, momenta, labels=None, **unused) -> JetClassificationOutput:
+    def forward(self, features, mask, momenta, labels=None) -> JetClassificationOutput:
         x = features.transpose(1, 2)  # (B, F, N)
         v = momenta.transpose(1, 2)  # (B, 4, N): px, py, pz, E
         m = mask[:, None].to(features.dtype)  # (B, 1, N)
         logits = self.part(x, v, m)  # (B, C)
-        loss = accuracy = None
-        if labels is not None:
-            loss = F.cross_entropy(logits.float(), labels)
-            accuracy = (logits.argmax(-1) == labels).float().mean()
-        return JetClassificationOutput(loss, logits, None, accuracy)
+        loss = F.cross_entropy(logits.float(), labels) if labels is not None else None
+        return JetClassificationOutput(loss, logits, None)
 
 
 def part_inputs(train_dataset, features: list[str], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
