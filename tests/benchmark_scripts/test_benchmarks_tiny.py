@@ -8,11 +8,11 @@ import pytest
 from benchmarks import anomaly, generation, label_efficiency, model_sizes, render, speed, tagging, tokenizer
 
 
-def _page(out, name):
+def _page(out, name, script=None):
     """A --tiny run writes results.json and its page beside its results (never into docs/), the page
-    being what that results.json renders to."""
+    being what that results.json renders to; its command is the script that ran (default: the page's name)."""
     saved = json.loads((out / "docs" / name / "results.json").read_text())
-    assert saved["benchmark"] == name and saved["command"].startswith(f"python -m benchmarks.{name} --tiny")
+    assert saved["benchmark"] == name and saved["command"].startswith(f"python -m benchmarks.{script or name} --tiny")
     assert (out / "docs" / f"{name}.md").read_text() == render.render_page(saved)
     assert all((out / "docs" / name / plot).exists() for plot in saved["plots"])
     return saved
@@ -175,11 +175,24 @@ def test_anomaly(jet_files, tiny_bundle, tmp_path):
 
 
 def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
-    result = speed.main(["--tiny", "--tokenizer", str(tiny_tokenizer), "--model", str(tiny_bundle), "--recipe", "pretrain/tiny.yaml", "--data", *_files(jet_files), "--out", str(tmp_path)])
+    result = speed.main(["--tiny", "--tokenizer", str(tiny_tokenizer), "--model", str(tiny_bundle), "--recipes", "pretrain/tiny.yaml", "--data", *_files(jet_files), "--out", str(tmp_path)])
     assert result["speedup"] > 0
+    timed = [r for r in result["rows"] if "precision" in r]
+    assert {r["world_size"] for r in timed} == {1, 2} and timed[0]["precision"] == "no"
+    for row in timed:  # throughput against the matmul peak measured in the same process
+        assert row["tokens_per_second"] > row["jets_per_second"] > 0
+        assert 0 < row["flops_per_second"] < row["peak_flops_per_second"] and 0 < row["mfu"] < 1
     loader_rows = [r for r in result["rows"] if r["what"].startswith("streaming loader")]
     assert len(loader_rows) == 2 and all(r["peak_memory_mb"] > 0 for r in loader_rows)
     _page(tmp_path, "speed")
+
+
+def test_speed_loss_parity(jet_files, tiny_tokenizer, tmp_path):
+    """--loss-parity: the recipe in fp32 and in its own precision (tiny.yaml trains in fp32: one set of runs)."""
+    result = speed.main(["--tiny", "--loss-parity", "--tokenizer", str(tiny_tokenizer), "--recipes", "pretrain/tiny.yaml", "--seeds", "0", "1", "--data", *_files(jet_files), "--out", str(tmp_path)])
+    assert [r["what"] for r in result["rows"]] == ["tiny, no, seed 0", "tiny, no, seed 1"]
+    assert all(r["validation_loss"] > 0 and r["jets"] == 4 * 32 for r in result["rows"])
+    _page(tmp_path, "speed_loss_parity", script="speed")
 
 
 def test_model_sizes(tmp_path):
