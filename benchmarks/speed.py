@@ -104,8 +104,8 @@ def loss_parity(args, data: list[str]) -> list[dict]:
 
     rows = []
     for recipe_path in args.recipes:
-        for precision in ("no", None):
-            for seed in args.seeds:
+        for seed in args.seeds:  # seed by seed, so the first pair to compare comes early
+            for precision in ("no", None):
                 out_dir = args.out / f"parity-{Path(recipe_path).stem}-{precision or 'recipe'}-seed{seed}"
                 overrides = {"tokenizer": args.tokenizer, "training.output_dir": str(out_dir), "training.seed": seed, "training.progress": False, "training.tensorboard": False, "training.threads_per_process": 1}
                 if precision:
@@ -113,6 +113,8 @@ def loss_parity(args, data: list[str]) -> list[dict]:
                 if args.tiny:
                     overrides.update({"training.max_steps": 4, "training.eval_every": 4, "training.save_every": 4})
                 recipe = load_pretrain_recipe(recipe_path, overrides)
+                if precision is None and resolve_mixed_precision(recipe.training.mixed_precision) == "no":
+                    continue  # the recipe trains in fp32: the run above is its run
                 recipe.data.files = data
                 summary_file = out_dir / "train_summary.json"
                 if not summary_file.exists():
@@ -124,8 +126,6 @@ def loss_parity(args, data: list[str]) -> list[dict]:
                     "validation_loss": summary["final"].get("eval/loss"),
                     "jets_per_second": summary["jets_per_second"],
                 })
-            if precision is None and resolve_mixed_precision(recipe.training.mixed_precision) == "no":
-                rows = rows[: -len(args.seeds)]  # the recipe is fp32: those runs are the ones above
     return rows
 
 
