@@ -36,13 +36,16 @@ def pair_features(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor,
     -> features (B, Q, T, 4): ln ΔR, ln kT, ln z, ln m², finite everywhere;
        valid (B, Q, T) bool: both positions hold particles and the pair is not collinear.
     kT = min(pT_a, pT_b)·ΔR, z = min(pT_a, pT_b) / (pT_a + pT_b), m² = (E_a + E_b)² − |p_a + p_b|².
-    ΔR uses η (the inputs are relative pseudorapidities), with Δφ wrapped into [-π, π), so the
+    ΔR uses η (the inputs are relative pseudorapidities), with Δφ wrapped into [-π, π], so the
     features are symmetric and invariant under a rotation of the whole jet in φ.
     """
     query, key = query.float(), key.float()  # logs and squared sums need float32 under bf16
     pt_a, eta_a, phi_a, e_a = (t[:, :, None] for t in query.unbind(-1))  # (B, Q, 1)
     pt_b, eta_b, phi_b, e_b = (t[:, None, :] for t in key.unbind(-1))  # (B, 1, T)
-    delta_phi = torch.remainder(phi_a - phi_b + math.pi, 2 * math.pi) - math.pi
+    # Wrapped into [-π, π] as d − 2π·round(d / 2π): exactly odd in d, so every feature below is
+    # bitwise symmetric in (a, b) and the bias of a cached row equals the full pass's.
+    delta_phi = phi_a - phi_b
+    delta_phi = delta_phi - 2 * math.pi * torch.round(delta_phi / (2 * math.pi))
     delta_r = torch.sqrt((eta_a - eta_b) ** 2 + delta_phi**2)  # (B, Q, T)
     pt_min = torch.minimum(pt_a, pt_b)
     kt = pt_min * delta_r
@@ -64,8 +67,8 @@ def _pair_mass_squared(pt_a, eta_a, e_a, pt_b, eta_b, e_b, delta_eta, delta_phi)
     p_a, p_b = pt_a * torch.cosh(eta_a), pt_b * torch.cosh(eta_b)  # |p|
     d_a, d_b = (e_a - p_a).clamp(min=0), (e_b - p_b).clamp(min=0)
     separation = 2 * torch.sinh(delta_eta / 2) ** 2 + 2 * torch.sin(delta_phi / 2) ** 2
-    # E_a E_b − p_a·p_b = pT_a pT_b (cosh Δη − cos Δφ) + |p_a| d_b + d_a |p_b| + d_a d_b
-    dot = pt_a * pt_b * separation + p_a * d_b + d_a * (p_b + d_b)
+    # E_a E_b − p_a·p_b = pT_a pT_b (cosh Δη − cos Δφ) + |p_a| d_b + d_a |p_b| + d_a d_b (symmetric in a, b)
+    dot = pt_a * pt_b * separation + (p_a * d_b + d_a * p_b) + d_a * d_b
     return d_a * (e_a + p_a) + d_b * (e_b + p_b) + 2 * dot
 
 
@@ -73,7 +76,9 @@ class PairInteractionEmbedding(nn.Module):
     """Pair features -> one additive attention bias per head, (B, H, Q, T).
 
     A pointwise MLP (ParT's 1x1 convolutions) applied to the valid pairs only: padded pairs cost
-    nothing, so memory follows the jets' real multiplicities rather than the padded length.
+    nothing, so memory follows the jets' real multiplicities rather than the padded length; when
+    queries and keys are the same positions (no cache) only the pairs i < j are embedded and the
+    bias mirrored (the features are symmetric), half the work.
     Its last layer starts at zero, so a model starts as it would without interactions.
     """
 
@@ -91,9 +96,14 @@ class PairInteractionEmbedding(nn.Module):
 
     def forward(self, query: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
         features, valid = pair_features(query, key)  # (B, Q, T, 4), (B, Q, T)
+        square = query is key
+        if square:  # the diagonal is collinear (masked): the pairs i < j determine the rest
+            valid = valid & torch.ones(valid.shape[1:], dtype=torch.bool, device=valid.device).triu(1)
         per_pair = self.mlp(features[valid])  # (P, 4) -> (P, H), P valid pairs
         bias = per_pair.new_zeros(*valid.shape, self.num_heads)  # (B, Q, T, H)
         bias[valid] = per_pair
+        if square:
+            bias = bias + bias.transpose(1, 2)
         return bias.permute(0, 3, 1, 2)  # (B, H, Q, T)
 
 

@@ -192,7 +192,8 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         total = past_length + input_ids.shape[1]
         if kinematics.shape[:2] != (input_ids.shape[0], total):
             raise ValueError(f"particle_kinematics {tuple(kinematics.shape)} must cover the {total} past and new positions")
-        return self.interaction(kinematics[:, past_length:], kinematics)  # (B, H, L, T)
+        queries = kinematics[:, past_length:] if past_length else kinematics  # the same tensor: a symmetric bias
+        return self.interaction(queries, kinematics)  # (B, H, L, T)
 
 
 # ----------------------------------------------------------------------------- objectives

@@ -69,7 +69,7 @@ def test_pair_features_are_finite_masked_symmetric_and_match_their_definitions()
     kin[0, 2] = kin[0, 1]  # a collinear pair: the same particle twice
     features, valid = pair_features(kin, kin)  # (B, T, T, 4), (B, T, T)
     assert torch.isfinite(features).all(), "padded and collinear pairs are clamped, never NaN or inf"
-    assert torch.allclose(features, features.transpose(1, 2), atol=1e-5) and torch.equal(valid, valid.transpose(1, 2))
+    assert torch.equal(features, features.transpose(1, 2)) and torch.equal(valid, valid.transpose(1, 2))
     real = kin[..., 0] > 0
     assert not valid[~(real[:, :, None] & real[:, None, :])].any(), "pairs with a non-particle are masked"
     assert not valid.diagonal(dim1=1, dim2=2).any() and not valid[0, 1, 2], "collinear pairs are masked"
@@ -241,3 +241,20 @@ def test_interaction_recipes_load_and_fine_tuning_can_add_interactions_to_an_old
         before = old.transformer(ids, mask, causal=False).last_hidden_state
         after = added.transformer(ids, mask, particle_kinematics=kin, causal=False).last_hidden_state
     assert torch.allclose(before, after, atol=1e-6), "the new bias starts at zero: the backbone starts unchanged"
+
+
+def test_key_value_cache_with_interactions_gives_the_full_forward_logits():
+    model = with_code_table(JetTransformerForCausalJetModeling(config())).eval()
+    torch.nn.init.normal_(model.transformer.interaction.mlp[-1].weight)
+    ids, _ = sequences(model.config, torch.tensor([9, 4]))
+    full = model(ids).logits
+    past, steps = None, []
+    kinematics = model.transformer.kinematics_of_tokens(ids)  # (B, L, 4)
+    for t in range(ids.shape[1]):
+        out = model(ids[:, t : t + 1], particle_kinematics=kinematics[:, : t + 1], past_key_values=past, use_cache=True)
+        past = out.past_key_values
+        steps.append(out.logits)
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    first = model(ids[:, :3], use_cache=True).past_key_values
+    with pytest.raises(ValueError, match="with past_key_values, give particle_kinematics"):
+        model(ids[:, 3:4], past_key_values=first)
