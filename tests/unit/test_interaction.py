@@ -82,6 +82,21 @@ def test_pair_features_are_finite_masked_symmetric_and_match_their_definitions()
     assert valid[1, 1, 3] and torch.allclose(features[1, 1, 3], torch.tensor(expected), rtol=1e-4)
 
 
+def test_pair_features_equal_weaver_particle_transformers():
+    """The same numbers as ParT's own pairwise_lv_fts_pp (weaver-core, the benchmark's peer) for
+    massless particles, where its rapidity is our η (its order: ln kT, ln z, ln ΔR, ln m²)."""
+    weaver = pytest.importorskip("weaver.nn.model.ParticleTransformer")
+    kin, _ = jet_kinematics(batch=2, n=8)
+    pt, eta, phi, _ = kin[:, 1:9].double().unbind(-1)  # the particles of two jets
+    e = pt * torch.cosh(eta)  # massless in double precision, as both sides then read it
+    ours, valid = pair_features(torch.stack([pt, eta, phi, e], -1), torch.stack([pt, eta, phi, e], -1))
+    p4 = torch.stack([pt * torch.cos(phi), pt * torch.sin(phi), pt * torch.sinh(eta), e], dim=1)  # (B, 4, N)
+    theirs = weaver.pairwise_lv_fts_pp(p4[:, :, :, None], p4[:, :, None, :], num_outputs=4)  # (B, 4, N, N)
+    theirs = theirs[:, [2, 0, 1, 3]].permute(0, 2, 3, 1)  # -> ln ΔR, ln kT, ln z, ln m²
+    assert valid.sum() == 8 * 7 + 4 * 3  # jets of 8 and 4 particles: every ordered pair of distinct particles
+    assert torch.allclose(ours[valid].double(), theirs[valid].float().double(), rtol=1e-4, atol=1e-4)
+
+
 def test_pair_features_do_not_change_under_a_rotation_of_the_jet_in_phi():
     kin, _ = jet_kinematics()
     features, valid = pair_features(kin, kin)
