@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -227,6 +228,17 @@ def test_pretraining_and_finetuning_with_interactions_learn(jet_files, tiny_toke
     assert 0 < final["eval/token_accuracy"] <= 1 and 0 < final["eval/masked_accuracy"] <= 1
     model = load_bundle(bundle).model
     assert model.config.interaction_attention and model.transformer.code_kinematics.any(), "code table measured and saved"
+    # The bundle alone generates (cached sampling on the stored code table), scores and embeds jets.
+    from foundation.data.sources import JetCollection
+    from foundation.pipelines.anomaly import likelihood_scores
+    from foundation.pipelines.embed import embed
+    from foundation.pipelines.generate import generate_jets
+
+    generated = JetCollection.open(generate_jets(bundle, 6, tmp_path / "generated.h5", progress=False)).read_all()
+    assert len(generated) == 6 and generated.mask.sum(1).min() >= 1
+    assert np.isfinite(likelihood_scores(bundle, files, limit=4, progress=False)["nll_per_token"]).all()
+    with h5py.File(embed(bundle, files, tmp_path / "embedding.h5", limit=4, progress=False), "r") as f:
+        assert f["embedding"].shape == (4, model.config.hidden_size) and np.isfinite(f["embedding"][:]).all()
 
     tuned = tmp_path / "finetune"
     ft = load_finetune_recipe(
