@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import base_parser, print_table, write_results
+from benchmarks.common import base_parser, default_files, print_table, write_results
 
 
 def main(argv=None) -> list[dict]:
@@ -30,7 +30,6 @@ def main(argv=None) -> list[dict]:
 
     from scipy.special import softmax
 
-    from benchmarks.tagging import default_files
     from foundation.data.canonical import write_jets
     from foundation.data.dataset import DataConfig, build_splits
     from foundation.evaluation.anomaly import anomaly_metrics

@@ -193,3 +193,11 @@ def mean_and_spread(values: list[float]) -> tuple[float, float]:
 
     arr = np.asarray(values, dtype=float)
     return float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else None  # no spread from one seed
+
+
+def default_files() -> list[str]:
+    """The main job's data set (generated on first use): what pretrain/small.yaml trains on."""
+    from foundation.data.dataset import GeneratedDataConfig
+    from foundation.data.defaults import default_jet_files
+
+    return [str(p) for p in default_jet_files(GeneratedDataConfig(jets_per_class=10_000, seed=1, max_particles=128))]

@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import base_parser, print_table, write_results
+from benchmarks.common import base_parser, default_files, print_table, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -243,14 +243,6 @@ def _headline(rows: list[dict]) -> dict | None:
         "ours": f"{best['jets_per_second']:.0f}",
         "peer": f"{fp32['jets_per_second']:.0f} in fp32" if fp32 and fp32 is not best else None,
     }
-
-
-def default_files() -> list[str]:
-    """The main job's data set (generated on first use): what pretrain/small.yaml trains on."""
-    from foundation.data.dataset import GeneratedDataConfig
-    from foundation.data.defaults import default_jet_files
-
-    return [str(p) for p in default_jet_files(GeneratedDataConfig(jets_per_class=10_000, seed=1, max_particles=128))]
 
 
 def argparse_hidden() -> str:

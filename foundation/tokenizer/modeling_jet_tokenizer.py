@@ -251,7 +251,7 @@ class JetTokenizer(PreTrainedModel):
             jet_term = (torch.log(m_rec) - torch.log(m_true)) ** 2 + (torch.log(pt_rec) - torch.log(pt_true)) ** 2
         return per_entry, jet_term
 
-    def forward(self, features: torch.Tensor, mask: torch.Tensor, **unused) -> JetTokenizerOutput:
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> JetTokenizerOutput:
         """features (B, N, F) in physical units, mask (B, N)."""
         mask = mask.bool()
         # each particle's share of its jet, for the loss weight and the codebook update (computed once)
