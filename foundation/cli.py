@@ -12,6 +12,7 @@ from rich.console import Console
 
 from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted
 from foundation.hub import BundleError
+from foundation.outputs import check_new_output, prepare_run_folder
 
 app = typer.Typer(help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Generate, convert and inspect jet data.", no_args_is_help=True)
@@ -33,6 +34,8 @@ def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
     setup_logging(verbose)
 
 
+OVERWRITE_FILE_HELP = "replace the output if it exists (without it an existing output is refused)"
+OVERWRITE_RUN_HELP = "remove an existing run in the run folder first (without --resume or this, an existing run is refused)"
 SET_HELP = "recipe override KEY=VALUE (dotted key, YAML value), repeatable: --set training.max_steps=3000"
 
 
@@ -67,10 +70,12 @@ def data_generate(
     pt_min: float = typer.Option(550.0, help="jet pT window, lower edge [GeV]"),
     pt_max: float = typer.Option(650.0, help="jet pT window, upper edge [GeV]"),
     chunk_jets: int = typer.Option(250, help="jets per work unit (each has its own seed)"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
 ):
     """Generate jets with Pythia 8 + FastJet (top tagging landscape recipe, particle level)."""
     from foundation.data.generation import GeneratorConfig, generate
 
+    check_new_output(out, overwrite)
     config = GeneratorConfig(process=process, max_particles=max_particles, jet_pt_min=pt_min, jet_pt_max=pt_max)
     path = generate(config, jets, out, seed=seed, workers=workers or os.cpu_count() or 1, chunk_jets=chunk_jets)
     console.print(f"[green]wrote {jets} {process} jets to {path}")
@@ -82,10 +87,15 @@ def data_convert(
     out: Path = typer.Option(..., help="output .h5 file, or a folder when --shard-jets is given"),
     max_particles: int | None = typer.Option(None, help="constituents kept per jet (default: as in the input)"),
     shard_jets: int | None = typer.Option(None, help="write shards of this many jets into the folder OUT"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP + "; a shard folder is emptied of its shards first"),
 ):
     """Convert public formats to the canonical layout."""
     from foundation.data.convert import convert
 
+    check_new_output(out, overwrite)
+    if overwrite and shard_jets is not None and out.is_dir():
+        for old in out.glob("shard-*.h5"):
+            old.unlink()  # no shard of the old conversion stays beside the new ones
     paths = convert([str(p) for p in inputs], out, max_particles=max_particles, shard_jets=shard_jets)
     console.print(f"[green]wrote {', '.join(str(p) for p in paths)}")
 
@@ -133,6 +143,7 @@ def tokenizer_train(
     config: Path = typer.Option(..., help="recipe, e.g. tokenizers/vqvae_8k.yaml"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Train the VQ-VAE tokenizer (on generated jets unless the recipe names files)."""
@@ -142,6 +153,7 @@ def tokenizer_train(
     if output:
         overrides["training.output_dir"] = str(output)
     recipe, model_config = load_tokenizer_recipe(config, overrides)
+    prepare_run_folder(recipe.training.output_dir, resume, overwrite)
     path = train_tokenizer(recipe, model_config, resume=resume)
     console.print(f"[green]tokenizer saved to {path}")
 
@@ -172,6 +184,7 @@ def tokenizer_encode(
     tokenizer: Path = typer.Option(..., help="tokenizer folder"),
     data: list[Path] = typer.Option(..., help="jet file(s), any supported format"),
     out: Path = typer.Option(..., help="token file to write (.h5)"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
     batch_size: int = typer.Option(512, help="jets per batch"),
     search_candidates: int | None = typer.Option(None, help=SEARCH_HELP),
     search_particles: int | None = typer.Option(None, help=SEARCH_PARTICLES_HELP),
@@ -179,6 +192,7 @@ def tokenizer_encode(
     """Write the token sequences of a whole data set (pretraining reads this file)."""
     from foundation.pipelines.tokenizer import encode_to_file, load_tokenizer
 
+    check_new_output(out, overwrite)
     path = encode_to_file(load_tokenizer(tokenizer, search_candidates, search_particles), [str(d) for d in data], out, batch_size=batch_size)
     console.print(f"[green]wrote token sequences to {path}")
 
@@ -192,6 +206,7 @@ def pretrain_command(
     from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder or hub id) to continue training; its tokenizer and shape are kept"),
     deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON, e.g. launch/deepspeed/zero2.json"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Pretrain the jet transformer (next-token and/or masked particle modelling).
@@ -212,7 +227,9 @@ def pretrain_command(
         overrides["tokenizer"] = str(tokenizer)
     if deepspeed:
         overrides["training.deepspeed"] = str(deepspeed)
-    bundle = pretrain(load_pretrain_recipe(config, overrides), resume=resume)
+    recipe = load_pretrain_recipe(config, overrides)
+    prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    bundle = pretrain(recipe, resume=resume)
     console.print(f"[green]model bundle saved to {bundle}")
 
 
@@ -225,6 +242,7 @@ def finetune_command(
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     train_limit: int | None = typer.Option(None, help="use only this many labelled training jets"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
     set_: list[str] | None = typer.Option(None, "--set", help=SET_HELP),
 ):
     """Fine-tune a tagging head on a pretrained model; writes a bundle, metrics.json and roc.png."""
@@ -241,7 +259,9 @@ def finetune_command(
         overrides["training.output_dir"] = str(output)
     if train_limit:
         overrides["data.train_limit"] = train_limit
-    bundle = finetune(load_finetune_recipe(config, overrides), resume=resume)
+    recipe = load_finetune_recipe(config, overrides)
+    prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    bundle = finetune(recipe, resume=resume)
     console.print(f"[green]fine-tuned model saved to {bundle}")
     metrics = json.loads((bundle.parent / "metrics.json").read_text())
     console.print({k: metrics[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5") if k in metrics})
@@ -277,6 +297,7 @@ def generate_command(
     model: str = typer.Option(..., help="pretrained bundle with a next-token head"),
     jets: int = typer.Option(..., help="number of jets"),
     out: Path = typer.Option(..., help="output file (canonical .h5)"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
     class_name: list[str] | None = typer.Option(None, "--class", help="class to generate (class-conditional models); repeat for an even mix, or give fractions: --class qcd=0.7 --class top=0.3"),
     temperature: float = typer.Option(1.0, help="sampling temperature"),
     top_k: int | None = typer.Option(None, help="sample among the k most likely tokens"),
@@ -291,6 +312,7 @@ def generate_command(
     """Sample jets autoregressively (key/value cache) and decode them into particles."""
     from foundation.pipelines.generate import generate_jets
 
+    check_new_output(out, overwrite)
     path = generate_jets(model, jets, out, _class_mix(class_name), temperature, top_k, top_p, batch_size, seed, guidance=guidance, jet_pt_range=jet_pt_range)
     console.print(f"[green]wrote {jets} generated jets to {path}")
 
@@ -343,10 +365,12 @@ def anomaly_score_command(
     plots: Path | None = typer.Option(None, help="folder for ROC and SIC plots"),
     limit: int | None = typer.Option(None, help="score at most this many jets"),
     reference: str | None = typer.Option(None, help="model pretrained on the unlabelled data: also score the likelihood ratio to it"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
 ):
     """Unsupervised: each jet's negative log-likelihood under the background model (and the ratio to a reference)."""
     from foundation.pipelines.anomaly import score_file
 
+    check_new_output(out, overwrite)
     _print_json(score_file(model, [str(d) for d in data], out, signal_class, plots, limit=limit, reference=reference))
 
 
@@ -357,6 +381,7 @@ def anomaly_cwola_command(
     from_: str | None = typer.Option(None, "--from", help="pretrained bundle (or 'scratch')"),
     output: Path | None = typer.Option(None, help="run folder"),
     plots: Path | None = typer.Option(None, help="folder for the SIC plot"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
 ):
     """Weakly supervised: learn sample A vs B (different, unknown signal fractions); score true labels."""
     from foundation.pipelines.anomaly import cwola
@@ -369,7 +394,9 @@ def anomaly_cwola_command(
         overrides["model"] = from_
     if output:
         overrides["training.output_dir"] = str(output)
-    _print_json(cwola(load_finetune_recipe(config, overrides), tuple(fractions), plots))
+    recipe = load_finetune_recipe(config, overrides)
+    prepare_run_folder(recipe.training.output_dir, False, overwrite)
+    _print_json(cwola(recipe, tuple(fractions), plots))
 
 
 # ---------------------------------------------------------------- embeddings and the hub
@@ -378,6 +405,7 @@ def embed_command(
     model: str = typer.Option(..., help="bundle (folder or hub repo id)"),
     data: list[Path] = typer.Option(..., help="jets to embed"),
     out: Path = typer.Option(..., help="output .h5 or .parquet"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
     per_particle: bool = typer.Option(False, help="token-level embeddings instead of one per jet"),
     batch_size: int = typer.Option(256, help="jets per batch"),
     limit: int | None = typer.Option(None, help="embed at most this many jets"),
@@ -386,6 +414,7 @@ def embed_command(
     """Per-jet embeddings (mean-pooled backbone output) with labels and jet indices, for numpy/h5py/pandas/awkward."""
     from foundation.pipelines.embed import embed
 
+    check_new_output(out, overwrite)
     path = embed(model, [str(d) for d in data], out, per_particle, batch_size, limit, revision)
     console.print(f"[green]wrote embeddings to {path}")
 
@@ -430,6 +459,7 @@ def anomaly_background_command(
     from_: str | None = typer.Option(None, "--from", help="pretrained bundle to continue from"),
     output: Path | None = typer.Option(None, help="run folder"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
 ):
     """Train the background model for `anomaly score`: next-token training on background jets only."""
     from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
@@ -439,7 +469,9 @@ def anomaly_background_command(
         overrides["init_from"] = from_
     if output:
         overrides["training.output_dir"] = str(output)
-    bundle = pretrain(load_pretrain_recipe(config, overrides), resume=resume)
+    recipe = load_pretrain_recipe(config, overrides)
+    prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    bundle = pretrain(recipe, resume=resume)
     console.print(f"[green]background model saved to {bundle}")
 
 

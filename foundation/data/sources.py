@@ -14,6 +14,7 @@ import numpy as np
 
 from foundation.data.jets import JetArrays
 from foundation.errors import DataFormatError
+from foundation.outputs import temporary_path
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ROOT_MAGIC = b"root"
@@ -28,7 +29,8 @@ class AtomicH5Writer:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._tmp = temporary_path(self.path)
+        self._tmp.unlink(missing_ok=True)  # a stale one from a killed process is replaced, not an obstacle
         self._file = h5py.File(self._tmp, "w")
         self.num_jets = 0
 

@@ -13,6 +13,7 @@ from foundation.data.dataset import JetDataset
 from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.models.modeling_jet_transformer import language_model_labels, next_token_nll
+from foundation.outputs import atomic_output
 from foundation.pipelines.common import write_json
 from foundation.pipelines.generate import teacher_forced
 from foundation.pipelines.inference import bundle_inputs
@@ -71,8 +72,7 @@ def score_file(
     scores = likelihood_scores(model, data, batch_size, limit, reference=reference)
     keys = [k for k in ("nll", "nll_per_token", "llr", "llr_per_token") if k in scores]
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(out, "w") as f:
+    with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
         for key in (*keys, "label", "index"):
             f[key] = scores[key]
         f.attrs["class_names"] = str(scores["class_names"])

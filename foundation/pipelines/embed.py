@@ -13,6 +13,7 @@ from foundation.errors import InputError
 from foundation.hub import load_bundle
 from foundation.models import JetTransformerModel
 from foundation.models.modeling_jet_transformer import mean_pool
+from foundation.outputs import temporary_path
 from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
 
@@ -45,7 +46,8 @@ class _ParquetSink:
         )
         import pyarrow.parquet as pq
 
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = temporary_path(path)
+        self.tmp.unlink(missing_ok=True)  # a stale one from a killed process
         self.writer = pq.ParquetWriter(str(self.tmp), self.schema)
 
     def write(self, emb, mask, label, index):

@@ -96,5 +96,5 @@ def test_cwola_and_cli(jet_files, tiny_bundle, tmp_path):
     out = tmp_path / "gen.h5"
     result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(out), "--top-k", "20"])
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(out), "--class", "top"])
+    result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(tmp_path / "gen-top.h5"), "--class", "top"])
     assert result.exit_code != 0 and "class-conditionally" in str(result.exception)

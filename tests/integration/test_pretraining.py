@@ -63,6 +63,15 @@ def test_pretrain_cli_and_bad_recipe(jet_files, tiny_tokenizer, tmp_path):
     result = CliRunner().invoke(app, ["pretrain", "--config", str(recipe), "--output", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "model" / "manifest.json").exists()
+    # the finished run is not replaced by accident, and --overwrite leaves nothing of it to mix with the new one
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(recipe), "--output", str(tmp_path / "run")])
+    assert result.exit_code != 0 and "--overwrite" in str(result.exception)
+    (tmp_path / "run" / "checkpoints" / "step-000099").mkdir()  # a later checkpoint of the old run
+    result = CliRunner().invoke(app, ["pretrain", "--config", str(recipe), "--output", str(tmp_path / "run"), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "run" / "checkpoints" / "step-000099").exists()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps and steps == sorted(set(steps))  # one run's rows, not two
     recipe.write_text("model:\n  vocab_codes: 12\n")
     result = CliRunner().invoke(app, ["pretrain", "--config", str(recipe)])
     assert result.exit_code != 0 and "model.vocab_codes" in str(result.exception)
