@@ -70,15 +70,24 @@ def data_generate(
     pt_min: float = typer.Option(550.0, help="jet pT window, lower edge [GeV]"),
     pt_max: float = typer.Option(650.0, help="jet pT window, upper edge [GeV]"),
     chunk_jets: int = typer.Option(250, help="jets per work unit (each has its own seed)"),
+    shard: int | None = typer.Option(None, help="write only shard I of --num-shards (0-based) of the --jets jets: disjoint seeds, the shards together equal the unsharded file"),
+    num_shards: int | None = typer.Option(None, help="number of shards the run is split into (one per SLURM array task or worker)"),
     overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
 ):
     """Generate jets with Pythia 8 + FastJet (top tagging landscape recipe, particle level)."""
     from foundation.data.generation import GeneratorConfig, generate
 
+    if (shard is None) != (num_shards is None):
+        raise InputError("--shard and --num-shards go together")
+    if num_shards is not None and not 0 <= shard < num_shards:
+        raise InputError(f"--shard {shard}: must be in 0..{num_shards - 1} for --num-shards {num_shards}")
+    if num_shards is not None and num_shards > -(-jets // chunk_jets):
+        raise InputError(f"--num-shards {num_shards}: more shards than chunks of --chunk-jets {chunk_jets} in --jets {jets}; lower --chunk-jets")
     check_new_output(out, overwrite)
     config = GeneratorConfig(process=process, max_particles=max_particles, jet_pt_min=pt_min, jet_pt_max=pt_max)
-    path = generate(config, jets, out, seed=seed, workers=workers or os.cpu_count() or 1, chunk_jets=chunk_jets)
-    console.print(f"[green]wrote {jets} {process} jets to {path}")
+    sharding = None if num_shards is None else (shard, num_shards)
+    path = generate(config, jets, out, seed=seed, workers=workers or os.cpu_count() or 1, chunk_jets=chunk_jets, shard=sharding)
+    console.print(f"[green]wrote {process} jets{'' if sharding is None else f' (shard {shard} of {num_shards})'} to {path}")
 
 
 @data_app.command("convert")

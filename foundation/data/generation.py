@@ -208,6 +208,17 @@ def chunk_seeds(seed: int, process: str, num_chunks: int) -> list[int]:
     return [int(s % 900_000_000) + 1 for s in states]
 
 
+def shard_chunks(shard: tuple[int, int], num_chunks: int) -> tuple[int, int]:
+    """[first, last) chunk indices of shard (i, n): n contiguous, nearly equal ranges."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"shard index must be in 0..{count - 1}, got {index}")
+    if count > num_chunks:
+        raise ValueError(f"{count} shards need at least as many chunks; the run has {num_chunks} (lower chunk_jets)")
+    bounds = np.linspace(0, num_chunks, count + 1).round().astype(int)
+    return int(bounds[index]), int(bounds[index + 1])
+
+
 def package_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -228,8 +239,14 @@ def generate(
     workers: int = 1,
     chunk_jets: int = 250,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
 ) -> Path:
-    """Generate `num_jets` jets into the canonical HDF5 file `out`, in parallel over `workers`."""
+    """Generate `num_jets` jets into the canonical HDF5 file `out`, in parallel over `workers`.
+
+    shard=(i, n): only the i-th of n contiguous ranges of the run's chunks (each chunk keeps its
+    own seed), so n jobs (SLURM array tasks, nodes) make disjoint files whose concatenation in
+    shard order is exactly the file one job would write.
+    """
     from foundation.data.canonical import CanonicalWriter
 
     if num_jets <= 0:
@@ -238,6 +255,10 @@ def generate(
         raise ValueError(f"number of workers must be positive, got {workers}")
     sizes = [chunk_jets] * (num_jets // chunk_jets) + ([num_jets % chunk_jets] if num_jets % chunk_jets else [])
     seeds = chunk_seeds(seed, config.process, len(sizes))
+    if shard is not None:
+        first, last = shard_chunks(shard, len(sizes))
+        sizes, seeds = sizes[first:last], seeds[first:last]
+        num_jets = sum(sizes)
     metadata = {
         "source": "pythia8mc + fastjet (foundation data generate)",
         "generator": asdict(config),
@@ -246,6 +267,7 @@ def generate(
         "chunk_jets": chunk_jets,
         "chunk_seeds": seeds,
         "workers": workers,
+        "shard": None if shard is None else {"index": shard[0], "num_shards": shard[1], "chunks": [first, last]},
         "versions": package_versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pretraining on one node with torchrun: GPUs if present, else CPU processes over gloo.
 #   launch/torchrun/pretrain.sh NPROC RECIPE [more foundation pretrain options]
+# pretrain/base.yaml and large.yaml read pre-generated shards: make them first with launch/generate_data.sh.
 # e.g. launch/torchrun/pretrain.sh 2 pretrain/small.yaml --resume                      (2 CPU processes)
 #      launch/torchrun/pretrain.sh 8 pretrain/large.yaml --deepspeed launch/deepspeed/zero2.json
 set -euo pipefail

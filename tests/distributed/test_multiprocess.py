@@ -97,3 +97,19 @@ def test_resume_with_another_number_of_processes(ddp_run, jet_files, tiny_tokeni
     assert one["losses"][-1] == pytest.approx(two["losses"][-1], rel=0.02)
     state = json.loads((out / "checkpoints" / "step-000020" / "trainer_state.json").read_text())
     assert state["step"] == 20 and state["world_size"] == 1
+
+
+def test_launch_script_in_a_fresh_home_makes_the_default_data_once(tiny_tokenizer, tmp_path):
+    """`launch/torchrun/pretrain.sh 2 pretrain/tiny.yaml` with no data yet: rank 0 generates the
+    built-in data set, rank 1 waits for the completed files (no race on one temporary file)."""
+    home = tmp_path / "home"
+    env = dict(os.environ, FOUNDATION_HOME=str(home), PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    args = ["--tokenizer", str(tiny_tokenizer), "--output", str(tmp_path / "run"), "--set", "data.generated.jets_per_class=40",
+            "--set", "training.max_steps=4", "--set", "training.save_every=4", "--set", "training.eval_every=4", "--set", "training.progress=false"]
+    proc = subprocess.run(["bash", str(ROOT / "launch/torchrun/pretrain.sh"), "2", "pretrain/tiny.yaml", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert sorted(p.name for p in (home / "data").iterdir()) == ["qcd-40-n64-seed1.h5", "top-40-n64-seed1.h5"]  # no .tmp left
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+    state = json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "trainer_state.json").read_text())
+    assert state["step"] == 4

@@ -61,3 +61,41 @@ def test_file_records_settings_seed_and_versions(jet_files):
     assert meta["generator"]["jet_radius"] == 0.8
     assert "pythia8mc" in meta["versions"] and "fastjet" in meta["versions"]
     assert any("Top:gg2ttbar" in s for s in meta["pythia_settings"])
+
+
+def test_shards_are_disjoint_and_together_equal_the_unsharded_file(tmp_path):
+    """`data generate --shard I --num-shards N`: each shard runs its own chunks (own seeds); in shard
+    order they are exactly the file one job writes, so SLURM array tasks can make a large set."""
+    config = GeneratorConfig(process="qcd", max_particles=16)
+    whole = CanonicalSource(generate(config, 12, tmp_path / "whole.h5", seed=5, chunk_jets=4, progress=False)).read(0, 12)
+    parts = [CanonicalSource(generate(config, 12, tmp_path / f"s{i}.h5", seed=5, chunk_jets=4, progress=False, shard=(i, 2))) for i in range(2)]
+    assert [len(p) for p in parts] == [8, 4]  # chunks [0, 2) and [2, 3)
+    joined = np.concatenate([parts[0].read(0, 8).constituents, parts[1].read(0, 4).constituents])
+    np.testing.assert_array_equal(joined, whole.constituents)
+    assert not np.array_equal(parts[0].read(0, 4).constituents, parts[1].read(0, 4).constituents)
+
+
+def test_other_ranks_wait_for_the_default_data_and_time_out_clearly(tmp_path, monkeypatch):
+    """Only rank 0 generates the default data; rank 1 waits for the completed file (never
+    generates into the same temporary file), and says what to do when it does not come."""
+    import threading
+
+    import pytest
+
+    from foundation.data.dataset import GeneratedDataConfig
+    from foundation.data.defaults import WAIT_ENV, default_jet_files
+    from foundation.errors import InputError
+
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv(WAIT_ENV, "1.5")
+    config = GeneratedDataConfig(jets_per_class=7, seed=3, max_particles=16)
+    with pytest.raises(InputError, match="rank 1 waited .* for rank 0 to generate .*foundation data generate"):
+        default_jet_files(config, root=tmp_path)
+    assert not list(tmp_path.iterdir())  # rank 1 wrote nothing
+
+    monkeypatch.setenv(WAIT_ENV, "30")
+    names = ("qcd-7-n16-seed3.h5", "top-7-n16-seed3.h5")
+    timer = threading.Timer(1.0, lambda: [(tmp_path / n).write_bytes(b"made by rank 0") for n in names])
+    timer.start()  # rank 0 finishing its files while rank 1 waits
+    assert default_jet_files(config, root=tmp_path) == [tmp_path / n for n in names]
+    timer.join()
