@@ -47,14 +47,14 @@ class DataConfig:
     RENAMED_KEYS: ClassVar[dict[str, str]] = {"block_size": "shuffle_block_jets"}  # old recipes still load
 
     files: str | list[str] | None = None  # any supported format; None: the generated default set
-    validation_files: str | list[str] | None = None  # if given, used instead of a random split
-    test_files: str | list[str] | None = None
+    validation_files: str | list[str] | None = None  # the validation jets; None: validation_fraction split off `files`
+    test_files: str | list[str] | None = None  # the test jets; None: test_fraction split off `files` (or validation_files if given)
     generated: GeneratedDataConfig = field(default_factory=GeneratedDataConfig)  # the default set, when files is None
     # Particle features by name (foundation/data/features.py, FEATURES); the tokenizer's inputs.
     # Pretraining and fine-tuning take them from the tokenizer instead.
     features: list[str] = field(default_factory=lambda: ["log_pt", "eta_rel", "phi_rel"])
     max_particles: int = 128  # constituents per jet, hardest first (longer jets are cut)
-    validation_fraction: float = 0.1  # of the jets, when validation_files is not given
+    validation_fraction: float = 0.1  # of the jets, when validation_files is not given (also with test_files alone)
     test_fraction: float = 0.1  # of the jets, when test_files is not given
     split_seed: int = 0  # seed of the random split (independent of training.seed, so splits agree)
     train_limit: int | None = None  # use only this many training jets (label budgets)
@@ -282,10 +282,19 @@ def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits
     files = config.files if config.files is not None else default_jet_files(config.generated, root=data_root)
     collection = JetCollection.open(files, max_particles=config.max_particles)
     names, n = config.features, config.max_particles
-    if config.validation_files is not None or config.test_files is not None:
+    if config.validation_files is None and config.test_files is not None:
+        # Validation (model selection) is split off the training files: never the training jets
+        # themselves, never the test jets.
+        tr, va, _ = _split_indices(len(collection), config.validation_fraction, 0.0, config.split_seed)
+        train, validation = (JetDataset(collection, idx, names, n) for idx in (tr, va))
+        test_c = JetCollection.open(config.test_files, max_particles=n)
+        test = JetDataset(test_c, np.arange(len(test_c)), names, n)
+        logger.info("validation: %d jets split off the training files (data.validation_fraction %g, data.split_seed %d); test: data.test_files",
+                    len(va), config.validation_fraction, config.split_seed)
+    elif config.validation_files is not None:
         train = JetDataset(collection, np.arange(len(collection)), names, n)
-        val_c = JetCollection.open(config.validation_files or files, max_particles=n)
-        test_c = JetCollection.open(config.test_files or config.validation_files or files, max_particles=n)
+        val_c = JetCollection.open(config.validation_files, max_particles=n)
+        test_c = JetCollection.open(config.test_files or config.validation_files, max_particles=n)
         validation = JetDataset(val_c, np.arange(len(val_c)), names, n)
         test = JetDataset(test_c, np.arange(len(test_c)), names, n)
     else:

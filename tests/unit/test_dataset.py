@@ -73,3 +73,17 @@ def test_jets_read_into_memory_give_the_same_batches(jet_files):
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_test_files_alone_split_validation_off_the_training_files(jet_files, caplog):
+    """With data.test_files but no validation_files, model selection must not run on the training
+    jets (nor on the test jets): validation is split off the training files, and the log says so."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="foundation.data.dataset"):
+        splits = build_splits(DataConfig(files=[str(jet_files[0])], test_files=[str(jet_files[1])], max_particles=64, validation_fraction=0.2))
+    train, validation = set(splits.train.indices), set(splits.validation.indices)
+    assert splits.validation.collection is splits.train.collection and not train & validation
+    assert len(validation) == 30 and len(train) == 120  # 20% of the 150 training-file jets
+    assert splits.test.collection is not splits.train.collection and len(splits.test) == 150
+    assert "validation: 30 jets split off the training files" in caplog.text
