@@ -420,12 +420,30 @@ def embed_command(
     limit: int | None = typer.Option(None, help="embed at most this many jets"),
     revision: str | None = typer.Option(None, help="hub revision to pin"),
 ):
-    """Per-jet embeddings (mean-pooled backbone output) with labels and jet indices, for numpy/h5py/pandas/awkward."""
+    """Per-jet embeddings (mean-pooled backbone output) with labels, source_file and row, for numpy/h5py/pandas/awkward."""
     from foundation.pipelines.embed import embed
 
     check_new_output(out, overwrite)
     path = embed(model, [str(d) for d in data], out, per_particle, batch_size, limit, revision)
     console.print(f"[green]wrote embeddings to {path}")
+
+
+@app.command("predict")
+def predict_command(
+    model: str = typer.Option(..., help="fine-tuned tagger bundle (folder or hub repo id)"),
+    data: list[Path] = typer.Option(..., help="jets to score (labels, if any, are not used)"),
+    out: Path = typer.Option(..., help="output .h5, .parquet or .csv"),
+    overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
+    batch_size: int = typer.Option(256, help="jets per batch"),
+    limit: int | None = typer.Option(None, help="score at most this many jets"),
+    revision: str | None = typer.Option(None, help="hub revision to pin"),
+):
+    """Per-jet class scores of a tagger: one row per jet with source_file, row and score_<class>."""
+    from foundation.pipelines.predict import predict_file
+
+    check_new_output(out, overwrite)
+    path = predict_file(model, [str(d) for d in data], out, batch_size, limit, revision)
+    console.print(f"[green]wrote per-jet scores to {path}")
 
 
 @app.command("push")

@@ -179,6 +179,24 @@ def expand_paths(spec: str | Path | Sequence[str | Path]) -> list[Path]:
     return files
 
 
+class ArraySource:
+    """Jets held in memory (a JetArrays) seen as one file: the Python API feeds arrays through the
+    same datasets and collators as files. Its `path` names it in outputs (source_file)."""
+
+    format_name = "memory"
+
+    def __init__(self, jets: JetArrays, name: str = "<memory>"):
+        self.jets = jets.sorted_by_pt()  # file readers give pT-ordered constituents; so do arrays
+        self.path = Path(name)
+        self.class_names = list(jets.class_names)
+
+    def __len__(self) -> int:
+        return len(self.jets)
+
+    def read(self, start: int, stop: int) -> JetArrays:
+        return self.jets.subset(slice(start, stop))
+
+
 class JetCollection:
     """Several sources (shards) seen as one indexable set of jets."""
 
@@ -207,6 +225,13 @@ class JetCollection:
     def _locate(self, index: int) -> tuple[int, int]:
         shard = bisect_right(self.offsets, index) - 1
         return shard, index - int(self.offsets[shard])
+
+    def locate(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(file path as str, row in that file) of each jet index of the whole set: (J,), (J,)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        shard = np.searchsorted(self.offsets, indices, side="right") - 1
+        paths = np.array([str(p) for p in self.paths], dtype=object)
+        return paths[shard], indices - self.offsets[shard]
 
     def read(self, start: int, stop: int) -> JetArrays:
         """Jets [start, stop) of the whole set, across shard boundaries."""

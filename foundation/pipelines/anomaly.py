@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from foundation.data.dataset import JetDataset
+from foundation.data.sources import JetCollection
 from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.models.modeling_jet_transformer import language_model_labels, next_token_nll
@@ -72,9 +73,12 @@ def score_file(
     scores = likelihood_scores(model, data, batch_size, limit, reference=reference)
     keys = [k for k in ("nll", "nll_per_token", "llr", "llr_per_token") if k in scores]
     out = Path(out)
+    source_file, row = JetCollection.open(data).locate(scores["index"])  # the columns embeddings have too
     with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
-        for key in (*keys, "label", "index"):
+        for key in (*keys, "label"):
             f[key] = scores[key]
+        f["source_file"] = source_file.astype(str).astype(object)
+        f["row"] = row
         f.attrs["class_names"] = str(scores["class_names"])
         f.attrs["files"] = str(scores["files"])
         f.attrs["model"] = str(model)

@@ -38,9 +38,9 @@ def bundle_inputs(
 
 
 def jet_dataset(data, inputs: BundleInputs, limit: int | None = None, spread: bool = False) -> JetDataset:
-    """The first `limit` jets of `data`, or with `spread` that many spaced evenly through it
+    """`data`: file(s) or a JetCollection (arrays in memory). The first `limit` jets of `data`, or with `spread` that many spaced evenly through it
     (a file written class by class then gives every class its share)."""
-    collection = JetCollection.open(data, max_particles=inputs.max_particles)
+    collection = data if isinstance(data, JetCollection) else JetCollection.open(data, max_particles=inputs.max_particles)
     n = len(collection) if limit is None else min(limit, len(collection))
     indices = np.linspace(0, len(collection) - 1, n).round().astype(int) if spread else np.arange(n)
     return JetDataset(collection, indices, inputs.feature_names, inputs.max_particles)

@@ -296,6 +296,18 @@ def tokenizer_info(tokenizer: JetTokenizer, path: str | Path | None = None) -> d
 
 
 @torch.no_grad()
+def encode_jets(tokenizer: JetTokenizer, jets, device=None) -> tuple[np.ndarray, np.ndarray]:
+    """Token sequences of a JetArrays: ids (J, N + 2) int32 (start, codes, stop, padding) and their
+    attention mask (J, N + 2) bool, N the tokenizer's max_particles (longer jets are cut)."""
+    cfg = tokenizer.config
+    jets = jets.padded_to(cfg.max_particles)
+    feats = torch.as_tensor(compute_features(jets, cfg.feature_names), device=device)
+    mask = torch.as_tensor(jets.mask, device=device)
+    seq, attn = tokenizer.to_sequence(tokenizer.encode(feats, mask), mask)
+    return seq.cpu().numpy().astype(np.int32), attn.cpu().numpy().astype(bool)
+
+
+@torch.no_grad()
 def encode_to_file(
     tokenizer: JetTokenizer,
     data,
@@ -315,11 +327,9 @@ def encode_to_file(
     bar = tqdm(total=len(collection), unit="jet", desc="encoding", disable=not progress)
     with TokenWriter(out, length, collection.class_names, tokenizer_info(tokenizer), source) as writer:
         for start in range(0, len(collection), batch_size):
-            jets = collection.read(start, start + batch_size).padded_to(cfg.max_particles)
-            feats = torch.as_tensor(compute_features(jets, cfg.feature_names), device=device)
-            mask = torch.as_tensor(jets.mask, device=device)
-            seq, attn = tokenizer.to_sequence(tokenizer.encode(feats, mask), mask)
-            writer.append(seq.cpu().numpy().astype(np.int32), attn.sum(1).cpu().numpy().astype(np.int32), jets.label)
+            jets = collection.read(start, start + batch_size)
+            seq, attn = encode_jets(tokenizer, jets, device)
+            writer.append(seq, attn.sum(1).astype(np.int32), jets.label)
             bar.update(len(jets))
     bar.close()
     return Path(out)

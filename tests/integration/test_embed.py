@@ -15,7 +15,10 @@ def test_parquet_rows_join_back_to_the_jets(tiny_bundle, jet_files, tmp_path):
     table = pd.read_parquet(path)
     labels = JetCollection.open(jet_files).labels()
     assert len(table) == len(labels)
-    assert np.array_equal(table["label"].to_numpy(), labels[table["jet_index"].to_numpy()])
+    # source_file + row name each jet: QCD's 150 first, then top's.
+    offset = np.where(table["source_file"].to_numpy() == str(jet_files[1]), 150, 0)
+    assert set(table["source_file"]) == {str(p) for p in jet_files}
+    assert np.array_equal(table["label"].to_numpy(), labels[offset + table["row"].to_numpy()])
     assert set(table["class_name"]) == {"qcd", "top"}
     assert np.isfinite(np.stack(table["embedding"].to_numpy())).all()
 
@@ -24,7 +27,8 @@ def test_per_particle_embeddings_cover_exactly_the_real_particles(tiny_bundle, j
     path = embed(tiny_bundle, jet_files, tmp_path / "emb.h5", per_particle=True, limit=40, progress=False)
     multiplicity = JetCollection.open(jet_files).multiplicities()
     with h5py.File(path) as f:
-        mask, emb, index = f["mask"][:], f["embedding"][:], f["jet_index"][:]
+        mask, emb, index = f["mask"][:], f["embedding"][:], f["row"][:]
+        assert set(f["source_file"].asstr()[:]) == {str(jet_files[0])}  # the first 40 jets: all in qcd.h5
     assert np.array_equal(mask.sum(1), np.minimum(multiplicity[index], mask.shape[1]))
     assert np.all(emb[~mask] == 0) and np.abs(emb[mask]).sum(-1).min() > 0
 

@@ -68,7 +68,8 @@ def test_anomaly_scores_and_embeddings(quick_job, tmp_path):
     again = embed(state["pretrain"]["bundle"], state["data"]["test_file"], tmp_path / "again.h5", progress=False)
     with h5py.File(state["embeddings"]["file"]) as a, h5py.File(again) as b:
         assert np.array_equal(a["embedding"][:], b["embedding"][:]), "embeddings are deterministic"
-        assert np.array_equal(a["jet_index"][:], np.arange(len(a["jet_index"])))
+        assert np.array_equal(a["row"][:], np.arange(len(a["row"])))  # one test file, row by row
+        assert set(a["source_file"].asstr()[:]) == {str(state["data"]["test_file"])}
 
 
 def test_a_second_run_skips_finished_stages(quick_job):
