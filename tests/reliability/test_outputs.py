@@ -29,6 +29,7 @@ FILE_COMMANDS = {
     "generate": ["generate", "--model", "missing-bundle", "--jets", "5"],
     "anomaly score": ["anomaly", "score", "--model", "missing-bundle", "--data", "missing.h5"],
     "embed": ["embed", "--model", "missing-bundle", "--data", "missing.h5"],
+    "predict": ["predict", "--model", "missing-bundle", "--data", "missing.h5"],
 }
 
 
