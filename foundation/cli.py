@@ -452,7 +452,7 @@ def push_command(
     repo: str = typer.Option(..., help="hub repo id, owner/name"),
     private: bool = typer.Option(False, help="create the repo private"),
 ):
-    """Upload a verified model bundle to the Hugging Face hub (needs HF_TOKEN or huggingface-cli login)."""
+    """Upload a verified model bundle to the Hugging Face hub (needs HF_TOKEN or `hf auth login`)."""
     from foundation.hub import push_bundle
 
     console.print(f"[green]uploaded: {push_bundle(model, repo, private)}")

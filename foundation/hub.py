@@ -137,12 +137,46 @@ def load_bundle(
 
 
 def push_bundle(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
-    """Upload a verified bundle to the hub (needs a token: `huggingface-cli login` or HF_TOKEN)."""
-    from huggingface_hub import HfApi
+    """Upload a verified bundle to the hub (needs a token: `hf auth login` or HF_TOKEN).
 
+    The repo id is checked locally first; no network, no or a wrong token, or a refusal by the hub
+    is one BundleError line, not the HTTP client's traceback."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HFValidationError, LocalTokenNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise BundleError(f"--repo {repo_id}: not a hub repo id, expected owner/name ({_first_line(err)})") from None
     verify_bundle(folder)
     api = HfApi()
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message="Upload foundation model bundle")
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, revision=revision, commit_message="Upload foundation model bundle")
+    except LocalTokenNotFoundError:
+        raise BundleError(f"pushing to {repo_id}: no hub token; run `hf auth login` or set HF_TOKEN") from None
+    except (HfHubHTTPError, OSError, *_network_errors()) as err:
+        raise BundleError(
+            f"pushing to {repo_id}: {type(err).__name__}: {_first_line(err)} (network reachable? token valid: `hf auth whoami`?)"
+        ) from None
     return str(getattr(info, "commit_url", info))
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """Error classes of the HTTP library the installed hub client uses (httpx2 in huggingface_hub 2,
+    httpx in 1, requests before): a refused connection is one of these, not an OSError."""
+    import importlib
+
+    found = []
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except ImportError:
+            pass
+    return tuple(found)
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
 

@@ -7,9 +7,10 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
-from foundation.cli import app
+from foundation.cli import app, main
 
 
 def _foundation(*args, cwd=None):
@@ -140,3 +141,18 @@ def test_generation_keeps_only_jets_in_the_pt_window(tiny_conditional_bundle, tm
     result = _foundation("generate", "--model", str(tiny_conditional_bundle), "--jets", "4", "--jet-pt-range", "650", "550", "--out", str(tmp_path / "never.h5"))
     assert result.returncode == 2 and "jet pT range must be 0 <= low < high GeV, got (650.0, 550.0)" in result.stderr
     assert not (tmp_path / "never.h5").exists()
+
+
+def test_push_without_a_network_or_a_valid_repo_id_is_one_line(tiny_bundle, tmp_path, monkeypatch, capsys):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there: like no network
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    for repo, expected in (("me/jets", "pushing to me/jets"), ("me/not a repo!", "--repo me/not a repo!: not a hub repo id")):
+        monkeypatch.setattr(sys, "argv", ["foundation", "push", "--model", str(tiny_bundle), "--repo", repo])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    help_text = " ".join(CliRunner().invoke(app, ["push", "--help"]).output.split())
+    assert "hf auth login" in help_text  # the installed hub client's command
