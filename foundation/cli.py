@@ -246,7 +246,7 @@ def pretrain_command(
 @app.command("finetune")
 def finetune_command(
     config: Path = typer.Option(..., help="recipe, e.g. finetune/top_tagging.yaml"),
-    from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder or hub repo id), or 'scratch' for the same architecture with random weights"),
+    from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder, registered name or hub repo id), or 'scratch' for the same architecture with random weights"),
     mode: str | None = typer.Option(None, help="full | frozen | layerwise (default: the recipe's)"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     train_limit: int | None = typer.Option(None, help="use only this many labelled training jets"),
@@ -278,7 +278,7 @@ def finetune_command(
 
 @app.command("evaluate")
 def evaluate_command(
-    model: str = typer.Option(..., help="fine-tuned bundle (folder or hub repo id)"),
+    model: str = typer.Option(..., help="fine-tuned bundle (folder, registered name or hub repo id)"),
     data: list[Path] = typer.Option(..., help="jet file(s): canonical, top tagging landscape HDF5 or JetClass ROOT"),
     out: Path | None = typer.Option(None, help="folder for metrics.json and roc.png"),
     signal_class: str | None = typer.Option(None, help="signal class for the ROC (default: the last class)"),
@@ -411,7 +411,7 @@ def anomaly_cwola_command(
 # ---------------------------------------------------------------- embeddings and the hub
 @app.command("embed")
 def embed_command(
-    model: str = typer.Option(..., help="bundle (folder or hub repo id)"),
+    model: str = typer.Option(..., help="bundle (folder, registered name or hub repo id)"),
     data: list[Path] = typer.Option(..., help="jets to embed"),
     out: Path = typer.Option(..., help="output .h5 or .parquet"),
     overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
@@ -430,7 +430,7 @@ def embed_command(
 
 @app.command("predict")
 def predict_command(
-    model: str = typer.Option(..., help="fine-tuned tagger bundle (folder or hub repo id)"),
+    model: str = typer.Option(..., help="fine-tuned tagger bundle (folder, registered name or hub repo id)"),
     data: list[Path] = typer.Option(..., help="jets to score (labels, if any, are not used)"),
     out: Path = typer.Option(..., help="output .h5, .parquet or .csv"),
     overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP),
@@ -444,6 +444,23 @@ def predict_command(
     check_new_output(out, overwrite)
     path = predict_file(model, [str(d) for d in data], out, batch_size, limit, revision)
     console.print(f"[green]wrote per-jet scores to {path}")
+
+
+@app.command("models")
+def models_command(as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table")):
+    """Registered model names (--model NAME, --from NAME, load_bundle(NAME)): version, whether here, and where."""
+    from foundation.registry import listing
+
+    rows = listing()
+    if as_json:
+        _print_json({"models": rows})
+        return
+    from rich.table import Table
+
+    table = Table("name", "version", "here", "where")
+    for row in rows:
+        table.add_row(row["name"], f"v{row['version']}", "yes" if row["local"] else "no", row["where"])
+    Console(soft_wrap=True).print(table)
 
 
 @app.command("push")

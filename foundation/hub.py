@@ -6,7 +6,7 @@
     README.md                        model card: data, size, objective, metrics
     manifest.json                    sha256 of every other file; verified on every load
 
-Loading takes a local folder or a hub repo id (downloaded with huggingface_hub into the usual
+Loading takes a registered name (foundation.registry), a local folder or a hub repo id (downloaded with huggingface_hub into the usual
 cache, revision pinned if asked; HF_HUB_OFFLINE=1 works from the cache). Only safetensors
 weights are read, never pickles.
 """
@@ -77,23 +77,40 @@ def verify_bundle(folder: str | Path) -> None:
 
 
 def resolve(model: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
-    """A local folder, or the snapshot folder of a hub repo id (downloaded or from the cache)."""
+    """A registered name (foundation.registry), a local folder, or the snapshot folder of a hub
+    repo id (downloaded or from the cache)."""
+    from foundation.registry import locate, lookup
+
+    registered = lookup(model)
+    if registered is not None:
+        return locate(registered, revision, cache_dir)
     local = Path(model)
     if local.exists():
         if not local.is_dir():
             raise BundleError(f"{local}: expected a model folder, got a file")
         return local
     if str(model).count("/") != 1 or str(model).startswith((".", "/")):
-        raise BundleError(f"{model}: no such folder, and not a hub repo id of the form 'owner/name'")
+        raise BundleError(f"{model}: no such folder, no registered model (`foundation models`), and not a hub repo id of the form 'owner/name'")
+    return download(str(model), revision, cache_dir)
+
+
+def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The snapshot folder of a hub repo (from the cache when it is there and pinned, or offline)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    name = f"{repo_id}@{revision}" if revision else repo_id
     try:
-        return Path(snapshot_download(repo_id=str(model), revision=revision, cache_dir=cache_dir))
+        return Path(snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir))
     except LocalEntryNotFoundError as err:
-        raise BundleError(f"{model}: not in the local hub cache and the hub cannot be reached ({err})") from None
+        raise BundleError(f"{name}: not in the local hub cache and the hub cannot be reached ({_first_line(err)})") from None
     except HfHubHTTPError as err:
-        raise BundleError(f"{model}: hub download failed ({err})") from None
+        raise BundleError(f"{name}: hub download failed ({_first_line(err)})") from None
+
+
+def _first_line(err: Exception) -> str:
+    """The hub's messages run over several lines; errors here stay one line."""
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:300]
 
 
 def read_data_config(folder: str | Path) -> dict:
