@@ -149,7 +149,7 @@ SEARCH_PARTICLES_HELP = "how many of each jet's hardest particles the search tri
 
 @tokenizer_app.command("train")
 def tokenizer_train(
-    config: Path = typer.Option(..., help="recipe, e.g. tokenizers/vqvae_8k.yaml"),
+    config: Path = typer.Option(..., help="recipe: a file, or a name such as small (tokenizers/small.yaml, installed)"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     resume: bool = typer.Option(False, help="continue from the latest checkpoint in the run folder"),
     overwrite: bool = typer.Option(False, help=OVERWRITE_RUN_HELP),
@@ -209,7 +209,7 @@ def tokenizer_encode(
 # ---------------------------------------------------------------- pretraining
 @app.command("pretrain")
 def pretrain_command(
-    config: Path = typer.Option(..., help="recipe, e.g. pretrain/small.yaml"),
+    config: Path = typer.Option(..., help="recipe: a file, or a name such as small (pretrain/small.yaml, installed)"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
     tokenizer: Path | None = typer.Option(None, help="tokenizer folder (default: the recipe's `tokenizer`)"),
     from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder or hub id) to continue training; its tokenizer and shape are kept"),
@@ -245,7 +245,7 @@ def pretrain_command(
 # ---------------------------------------------------------------- fine-tuning and evaluation
 @app.command("finetune")
 def finetune_command(
-    config: Path = typer.Option(..., help="recipe, e.g. finetune/top_tagging.yaml"),
+    config: Path = typer.Option(..., help="recipe: a file, or a name such as top_tagging (finetune/top_tagging.yaml, installed)"),
     from_: str | None = typer.Option(None, "--from", help="pretrained bundle (folder, registered name or hub repo id), or 'scratch' for the same architecture with random weights"),
     mode: str | None = typer.Option(None, help="full | frozen | layerwise (default: the recipe's)"),
     output: Path | None = typer.Option(None, help="run folder (default: the recipe's training.output_dir)"),
@@ -479,16 +479,19 @@ def push_command(
 @app.command("run")
 def run_command(
     quick: bool = typer.Option(False, help="tiny recipes and a few hundred jets: a few minutes"),
-    output: Path | None = typer.Option(None, help="job folder (default: checkpoints/main or checkpoints/main-quick)"),
-    recipes: Path = typer.Option(Path("."), help="folder holding tokenizers/, pretrain/ and finetune/"),
+    output: Path | None = typer.Option(None, help="job folder (default: $FOUNDATION_HOME/main or main-quick; FOUNDATION_HOME defaults to ./checkpoints)"),
+    recipes: Path | None = typer.Option(None, help="folder holding tokenizers/, pretrain/ and finetune/ (default: the installed recipes)"),
     restart: bool = typer.Option(False, help="forget finished stages and run everything again"),
 ):
     """The whole chain on generated jets: data, tokenizer, pretraining, tagging, generation, anomaly scores, embeddings."""
     import shutil
 
+    from foundation.data.defaults import foundation_home
     from foundation.pipelines.main_job import FULL, QUICK, MainJob
+    from foundation.recipes import recipe_roots
 
-    output = output or Path("checkpoints") / ("main-quick" if quick else "main")
+    output = output or foundation_home() / ("main-quick" if quick else "main")
+    recipes = recipes or next(iter(recipe_roots()), Path("."))
     if restart and output.exists():
         shutil.rmtree(output)
     job = MainJob(QUICK if quick else FULL, output, recipes)

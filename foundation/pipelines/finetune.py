@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention
 class FinetuneRecipe:
     """A fine-tuning recipe (finetune/*.yaml), for `foundation finetune` and `foundation anomaly cwola`."""
 
+    RECIPE_FOLDER: ClassVar[str] = "finetune"  # where --config NAME looks first (foundation.recipes)
     model: str = "checkpoints/pretrain-small/model"  # pretrained bundle (folder or hub repo id)
     revision: str | None = None  # hub revision (tag, branch or commit) to pin
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights

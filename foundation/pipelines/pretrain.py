@@ -6,6 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -44,6 +45,7 @@ class PretrainRecipe:
     """A pretraining recipe (pretrain/*.yaml, finetune/anomaly_background.yaml), for `foundation pretrain`
     and `foundation anomaly background`."""
 
+    RECIPE_FOLDER: ClassVar[str] = "pretrain"  # where --config NAME looks first (foundation.recipes)
     tokenizer: str = "checkpoints/tokenizer-small/tokenizer"  # a trained tokenizer folder
     init_from: str | None = None  # continue from a pretrained bundle (its tokenizer and architecture)
     tokens: str | None = None  # a token file (foundation tokenizer encode); else tokenise jets on the fly

@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ class CodebookRefineConfig:
 class TokenizerRecipe:
     """A tokenizer recipe (tokenizers/*.yaml), for `foundation tokenizer train`."""
 
+    RECIPE_FOLDER: ClassVar[str] = "tokenizers"  # where --config NAME looks first (foundation.recipes)
     data: DataConfig = field(default_factory=DataConfig)  # the jets, and data.features: the tokenizer's inputs
     model: dict = field(default_factory=dict)  # JetTokenizerConfig fields (feature_names/max_particles come from data)
     training: TrainingConfig = field(default_factory=TrainingConfig)
