@@ -501,6 +501,9 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.mpm_head = _masked_head(config)
         self.post_init()
+        if config.masked_loss_weight == 0:
+            # Its loss is off, so it never gets a gradient: frozen, or DDP would wait for one forever.
+            self.mpm_head.requires_grad_(False)
 
     def forward(
         self,

@@ -69,12 +69,16 @@ def test_deepspeed_zero2_two_processes(jet_files, tiny_tokenizer, tmp_path, ddp_
     assert (out / "model" / "model.safetensors").exists()
 
 
-def test_deepspeed_zero3_export_is_whole(jet_files, tiny_tokenizer, tmp_path):
-    """ZeRO-3 shards the parameters; the exported bundle must still hold the full weights."""
+def test_deepspeed_zero3_matches_ddp_and_its_export_is_whole(jet_files, tiny_tokenizer, tmp_path, ddp_run):
+    """ZeRO-3 shards the parameters: training must still follow the DDP run step for step, and the
+    exported bundle must hold the full weights."""
     out = tmp_path / "zero3"
-    _torchrun(["--tokenizer", str(tiny_tokenizer), "--data", *map(str, jet_files), "--out", str(out), "--steps", "10", "--deepspeed", str(ROOT / "launch/deepspeed/zero3.json")], deepspeed=True)
+    _torchrun(["--tokenizer", str(tiny_tokenizer), "--data", *map(str, jet_files), "--out", str(out), "--deepspeed", str(ROOT / "launch/deepspeed/zero3.json")], deepspeed=True)
     reports = _reports(out)
     assert [r["world_size"] for r in reports] == [2, 2] and all("DEEPSPEED" in r["distributed_type"] for r in reports)
+    ddp = _reports(ddp_run)[0]
+    assert len(reports[0]["losses"]) == len(ddp["losses"]) == 10
+    assert reports[0]["losses"] == pytest.approx(ddp["losses"], rel=1e-4)
     from foundation.models import JetTransformerForPretraining
 
     model = JetTransformerForPretraining.from_pretrained(out / "model")
@@ -113,3 +117,23 @@ def test_launch_script_in_a_fresh_home_makes_the_default_data_once(tiny_tokenize
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
     state = json.loads((tmp_path / "run" / "checkpoints" / "step-000004" / "trainer_state.json").read_text())
     assert state["step"] == 4
+
+
+def test_two_processes_equal_one_at_the_same_global_batch(jet_files, tiny_tokenizer, tmp_path):
+    """Global batch 32 as 2 processes x 16 jets, or 1 process x 16 jets x 2 accumulation steps: the
+    same jets in each optimizer step, so the same losses up to fp32 reduction order. (Next-token loss
+    only, no dropout: masked modelling draws its masks from each rank's RNG.)"""
+    common = ["--tokenizer", str(tiny_tokenizer), "--data", *map(str, jet_files), "--steps", "10",
+              "--set", "model.masked_loss_weight=0", "--set", "training.tensorboard=false",
+              # 256 training jets of the 300: 8 whole global batches an epoch (at an epoch's end 2 processes
+              # pad their last micro-batches, 1 process carries the accumulation over, so the jets differ)
+              "--set", "data.validation_fraction=0.08", "--set", "data.test_fraction=0.0667"]
+    _torchrun([*common, "--out", str(tmp_path / "two")])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/distributed/worker.py"), *common, "--out", str(tmp_path / "one")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    one, two = _reports(tmp_path / "one", nproc=1)[0], _reports(tmp_path / "two")[0]
+    assert one["world_size"] == 1 and two["world_size"] == 2 and one["train_size"] == 256
+    assert len(one["losses"]) == 5 and one["losses"] != pytest.approx([one["losses"][0]] * 5)  # training moved
+    assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)

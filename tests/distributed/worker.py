@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--mixed-precision", default="no")
+    parser.add_argument("--set", action="append", default=[], help="extra recipe override KEY=VALUE (YAML value)")
     args = parser.parse_args()
 
     from foundation.pipelines.pretrain import build_pretraining, load_pretrain_recipe
@@ -45,6 +46,11 @@ def main() -> None:
     }
     if args.deepspeed:
         overrides["training.deepspeed"] = args.deepspeed
+    import yaml
+
+    for pair in args.set:
+        key, _, value = pair.partition("=")
+        overrides[key] = yaml.safe_load(value)
     recipe = load_pretrain_recipe("pretrain/tiny.yaml", overrides)
     recipe.data.files = args.data
     run = build_pretraining(recipe)
