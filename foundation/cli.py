@@ -9,15 +9,53 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted
 from foundation.hub import BundleError
 from foundation.outputs import check_new_output, prepare_run_folder
 
-app = typer.Typer(help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Generate, convert and inspect jet data.", no_args_is_help=True)
-tokenizer_app = typer.Typer(help="Train, evaluate and apply the VQ-VAE particle tokenizer.", no_args_is_help=True)
-anomaly_app = typer.Typer(help="Anomaly detection: likelihood scores (unsupervised) and CWoLa (weakly supervised).", no_args_is_help=True)
+
+def spread_values(args: list[str], flags: set[str]) -> list[str]:
+    """--data a.h5 b.h5 --out x -> --data a.h5 --data b.h5 --out x, for the repeatable options `flags`
+    (typer has no nargs for options); repeated flags pass through unchanged."""
+    out: list[str] = []
+    flag, taken = None, 0  # the repeatable option being read, and how many values it has had
+    for arg in args:
+        if arg.startswith("-"):
+            name, has_value, _ = arg.partition("=")
+            flag, taken = (name, int(bool(has_value))) if name in flags else (None, 0)
+        elif flag is not None:
+            if taken:
+                out.append(flag)
+            taken += 1
+        out.append(arg)
+    return out
+
+
+class SeveralValuesGroup(TyperGroup):
+    """Commands whose repeatable options also take several values after one flag (spread_values).
+    Commands with positional arguments keep click's parsing, where the two would be ambiguous."""
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        if command is None or isinstance(command, TyperGroup) or getattr(command, "_spreads_values", False):
+            return command
+        # (typer ships its own copy of click: parameters are told apart by param_type_name)
+        flags = {opt for p in command.params if p.param_type_name == "option" and p.multiple for opt in p.opts}
+        if flags and not any(p.param_type_name == "argument" for p in command.params):
+            parse_args = command.parse_args
+            command.parse_args = lambda ctx, args: parse_args(ctx, spread_values(list(args), flags))
+        command._spreads_values = True
+        return command
+
+
+app = typer.Typer(
+    cls=SeveralValuesGroup, help="Foundation models for particle jets: data, tokenizer, pretraining, fine-tuning.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+data_app = typer.Typer(cls=SeveralValuesGroup, help="Generate, convert and inspect jet data.", no_args_is_help=True)
+tokenizer_app = typer.Typer(cls=SeveralValuesGroup, help="Train, evaluate and apply the VQ-VAE particle tokenizer.", no_args_is_help=True)
+anomaly_app = typer.Typer(cls=SeveralValuesGroup, help="Anomaly detection: likelihood scores (unsupervised) and CWoLa (weakly supervised).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 app.add_typer(anomaly_app, name="anomaly")

@@ -29,7 +29,7 @@ def recipe_roots() -> list[Path]:
     """Folders holding tokenizers/, pretrain/, finetune/: the checkout this package runs from, then
     the copy installed with it."""
     roots = [Path(__file__).resolve().parents[1], Path(sys.prefix) / "share" / "foundation"]
-    return [r for r in roots if any((r / f).is_dir() for f in FOLDERS)]
+    return [r for r in roots if all((r / f).is_dir() for f in FOLDERS)]  # not site-packages (it has tokenizers/)
 
 
 def find_recipe(spec: str | Path, folder: str | None = None) -> Path:

@@ -75,7 +75,8 @@ def test_tag_on_numpy_and_awkward_matches_predict(tiny_tagger, sample, tmp_path)
 @pytest.mark.parametrize("suffix", [".h5", ".parquet"])
 def test_predict_writes_source_file_and_row_in_every_format(tiny_tagger, jet_files, tmp_path, suffix):
     out = tmp_path / f"scores{suffix}"
-    _cli("predict", "--model", tiny_tagger, "--data", jet_files[0], "--data", jet_files[1], "--out", out, "--limit", 160)
+    files = ["--data", jet_files[0], jet_files[1]] if suffix == ".h5" else ["--data", jet_files[0], "--data", jet_files[1]]
+    _cli("predict", "--model", tiny_tagger, *files, "--out", out, "--limit", 160)
     if suffix == ".h5":
         with h5py.File(out) as f:
             files, rows, top = f["source_file"].asstr()[:], f["row"][:], f["score_top"][:]
