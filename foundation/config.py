@@ -168,11 +168,12 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
 def load_recipe(path: str | Path, cls: type[T], overrides: dict | None = None) -> T:
     """Read a YAML recipe (a path, or a name such as `small`: foundation.recipes) into `cls`; paths
     in the file resolve relative to it (or FOUNDATION_HOME); `overrides` (dotted keys) win over the file."""
-    from foundation.recipes import find_recipe, resolve_recipe_paths
+    from foundation.recipes import find_recipe, resolve_default_paths, resolve_recipe_paths
 
     path = find_recipe(path, getattr(cls, "RECIPE_FOLDER", None))
     data = resolve_recipe_paths(load_yaml(path), path)
     recipe = from_dict(cls, apply_overrides(data, overrides), source=path)
+    resolve_default_paths(recipe, overrides)
     if hasattr(recipe, "__dict__"):
         recipe.source = str(path)  # for messages about keys derived later
     return recipe

@@ -50,10 +50,30 @@ def find_recipe(spec: str | Path, folder: str | None = None) -> Path:
     raise ConfigError(path, None, f"no such recipe file, nor a recipe of that name (installed: {', '.join(known) or 'none'})")
 
 
-def resolve_recipe_paths(data: dict, recipe: str | Path) -> dict:
-    """The recipe's own path values made absolute (see the module docstring); a copy."""
+def under_home(value: str) -> str:
+    """checkpoints/X -> $FOUNDATION_HOME/X (absolute; FOUNDATION_HOME defaults to ./checkpoints)."""
     from foundation.data.defaults import foundation_home
 
+    return str(foundation_home().resolve().joinpath(*Path(value).parts[1:]))
+
+
+def resolve_default_paths(recipe, overrides: dict | None) -> None:
+    """Defaults of the recipe's dataclasses (training.output_dir: checkpoints/run) land under
+    FOUNDATION_HOME too; values the file or the command line gave are left alone."""
+    for key in PATH_KEYS:
+        if key in (overrides or {}):
+            continue
+        *parents, leaf = key.split(".")
+        holder = recipe
+        for name in parents:
+            holder = getattr(holder, name, None)
+        value = getattr(holder, leaf, None)
+        if isinstance(value, str) and Path(value).parts[:1] == (CHECKPOINTS,):
+            setattr(holder, leaf, under_home(value))
+
+
+def resolve_recipe_paths(data: dict, recipe: str | Path) -> dict:
+    """The recipe's own path values made absolute (see the module docstring); a copy."""
     root = Path(recipe).resolve().parent.parent  # the layout the recipe sits in
 
     def resolve(value):
@@ -61,9 +81,8 @@ def resolve_recipe_paths(data: dict, recipe: str | Path) -> dict:
             return [resolve(v) for v in value]
         if not isinstance(value, str) or not value or Path(value).is_absolute():
             return value
-        parts = Path(value).parts
-        if parts[0] == CHECKPOINTS:
-            return str(foundation_home().resolve().joinpath(*parts[1:]))
+        if Path(value).parts[0] == CHECKPOINTS:
+            return under_home(value)
         if (root / value).exists():
             return str(root / value)
         return value  # a hub repo id, a registered name, or a file the run will make

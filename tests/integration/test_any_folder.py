@@ -31,6 +31,11 @@ def test_recipes_by_name_and_their_paths(tmp_path, monkeypatch):
     assert recipe.training.deepspeed == str(REPOSITORY / "launch" / "deepspeed" / "zero2.json")  # beside the recipe
     assert recipe.tokenizer.startswith(str(tmp_path / "home"))  # checkpoints/... -> FOUNDATION_HOME
     assert recipe.training.output_dir == "mine"  # the command line's own value: relative to the working folder
+    bare = tmp_path / "recipes" / "pretrain" / "bare.yaml"  # no output_dir: the default lands under FOUNDATION_HOME
+    bare.parent.mkdir(parents=True)
+    bare.write_text("tokenizer: checkpoints/tok\n")
+    recipe = load_pretrain_recipe(bare)
+    assert recipe.training.output_dir == str(tmp_path / "home" / "run") and recipe.tokenizer == str(tmp_path / "home" / "tok")
     with pytest.raises(ConfigError, match="nor a recipe of that name"):
         find_recipe("no_such_recipe", "pretrain")
 
