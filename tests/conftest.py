@@ -85,3 +85,17 @@ def tiny_conditional_bundle(jet_files, tiny_bundle, tmp_path_factory):
     )
     recipe.data.files = [str(p) for p in jet_files]
     return pretrain(recipe)
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger(jet_files, tiny_bundle, tmp_path_factory):
+    """tiny_bundle fine-tuned a few steps as a top/QCD tagger (finetune/top_tagging_tiny.yaml): its bundle folder."""
+    from foundation.pipelines.finetune import finetune, load_finetune_recipe
+
+    out = tmp_path_factory.mktemp("tagger") / "run"
+    recipe = load_finetune_recipe(
+        "finetune/top_tagging_tiny.yaml",
+        {"model": str(tiny_bundle), "training.output_dir": str(out), "training.progress": False, "training.max_steps": 4, "training.save_every": 4, "training.eval_every": 4},
+    )
+    recipe.data.files = [str(p) for p in jet_files]
+    return finetune(recipe)

@@ -16,7 +16,6 @@ from foundation.data.canonical import write_jets
 from foundation.data.tokens import TokenFile
 from foundation.errors import InputError
 from foundation.hub import load_bundle
-from foundation.pipelines.finetune import finetune, load_finetune_recipe
 
 JETS = 60  # 30 QCD, 30 top: a few batches with batch_size=16
 
@@ -30,15 +29,6 @@ def sample(jets, tmp_path_factory):
     flat = picked.constituents[picked.mask]  # (P, 4)
     records = ak.unflatten(ak.zip({name: flat[:, i] for i, name in enumerate(("E", "px", "py", "pz"))}), n)
     return picked.constituents, picked.mask, records, path
-
-
-@pytest.fixture(scope="module")
-def tiny_tagger(jet_files, tiny_bundle, tmp_path_factory):
-    values = {"model": str(tiny_bundle), "training.output_dir": str(tmp_path_factory.mktemp("tagger") / "run"), "training.progress": False,
-              "training.max_steps": 4, "training.save_every": 4, "training.eval_every": 4}
-    recipe = load_finetune_recipe("finetune/top_tagging_tiny.yaml", values)
-    recipe.data.files = [str(p) for p in jet_files]
-    return finetune(recipe)
 
 
 def _cli(*args):

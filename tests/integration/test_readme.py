@@ -17,17 +17,10 @@ def test_the_readme_python_quickstart_runs(tiny_bundle, jet_files, tmp_path, mon
     assert (tmp_path / "embeddings.h5").exists() and (tmp_path / "generated.h5").exists()
 
 
-def test_the_readme_python_api_block_runs(tiny_bundle, jet_files, tmp_path, monkeypatch, capsys):
-    from foundation.pipelines.finetune import finetune, load_finetune_recipe
-
-    values = {"model": str(tiny_bundle), "training.output_dir": str(tmp_path / "tagger"), "training.progress": False,
-              "training.max_steps": 2, "training.save_every": 2, "training.eval_every": 2}
-    recipe = load_finetune_recipe("finetune/top_tagging_tiny.yaml", values)
-    recipe.data.files = [str(p) for p in jet_files]
-    tagger = finetune(recipe)
+def test_the_readme_python_api_block_runs(tiny_bundle, tiny_tagger, jet_files, tmp_path, monkeypatch, capsys):
     section = (ROOT / "README.md").read_text().split("## Python API", 1)[1]
     block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    replacements = {"checkpoints/pretrain-small/model": tiny_bundle, "checkpoints/finetune-top/model": tagger, "jets/top.h5": jet_files[1]}
+    replacements = {"checkpoints/pretrain-small/model": tiny_bundle, "checkpoints/finetune-top/model": tiny_tagger, "jets/top.h5": jet_files[1]}
     for old, new in replacements.items():
         assert old in block
         block = block.replace(old, str(new))
