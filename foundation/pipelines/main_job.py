@@ -63,7 +63,7 @@ class MainJob:
         self.progress = progress
         for recipe in (config.tokenizer_recipe, config.pretrain_recipe, config.finetune_recipe, config.background_recipe):
             if not (self.root / recipe).exists():
-                raise FileNotFoundError(f"{self.root / recipe}: recipe not found; run from the repository root or pass --recipes DIR")
+                raise FileNotFoundError(f"{self.root / recipe}: recipe not found; pass --recipes DIR (the folder holding tokenizers/, pretrain/ and finetune/)")
         self.state_file = self.out / "stages.json"
         self.state = json.loads(self.state_file.read_text()) if self.state_file.exists() else {}
 
