@@ -84,10 +84,22 @@ def _overrides(pairs: list[str] | None) -> dict:
     out = {}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        out[key.strip()] = yaml.safe_load(value)
+        if not sep or not key.strip():
+            raise InputError(f"--set {pair}: expected KEY=VALUE (a dotted key, a YAML value)")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
+            raise InputError(f"--set {pair}: not a valid YAML value ({problem})") from None
     return out
+
+
+def _check_resume(resume: bool, recipe, config: Path) -> None:
+    """Before any data is read: the run to resume has a readable checkpoint of the same micro-batch size."""
+    if resume:
+        from foundation.training.checkpoint import check_resume
+
+        check_resume(recipe.training.output_dir, recipe.training.micro_batch_size, str(config))
 
 
 def _print_json(data: dict) -> None:
@@ -135,6 +147,7 @@ def data_convert(
     max_particles: int | None = typer.Option(None, help="constituents kept per jet (default: as in the input)"),
     shard_jets: int | None = typer.Option(None, help="write shards of this many jets into the folder OUT"),
     overwrite: bool = typer.Option(False, help=OVERWRITE_FILE_HELP + "; a shard folder is emptied of its shards first"),
+    drop_invalid: bool = typer.Option(False, help="drop jets that cannot be real (negative energy, mask against momenta, NaN or > 1e5 GeV momenta) and log how many, instead of refusing the input"),
 ):
     """Convert public formats to the canonical layout."""
     from foundation.data.convert import convert
@@ -143,7 +156,7 @@ def data_convert(
     if overwrite and shard_jets is not None and out.is_dir():
         for old in out.glob("shard-*.h5"):
             old.unlink()  # no shard of the old conversion stays beside the new ones
-    paths = convert([str(p) for p in inputs], out, max_particles=max_particles, shard_jets=shard_jets)
+    paths = convert([str(p) for p in inputs], out, max_particles=max_particles, shard_jets=shard_jets, drop_invalid=drop_invalid)
     console.print(f"[green]wrote {', '.join(str(p) for p in paths)}")
 
 
@@ -201,6 +214,7 @@ def tokenizer_train(
         overrides["training.output_dir"] = str(output)
     recipe, model_config = load_tokenizer_recipe(config, overrides)
     prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    _check_resume(resume, recipe, config)
     path = train_tokenizer(recipe, model_config, resume=resume)
     console.print(f"[green]tokenizer saved to {path}")
 
@@ -276,6 +290,7 @@ def pretrain_command(
         overrides["training.deepspeed"] = str(deepspeed)
     recipe = load_pretrain_recipe(config, overrides)
     prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    _check_resume(resume, recipe, config)
     bundle = pretrain(recipe, resume=resume)
     console.print(f"[green]model bundle saved to {bundle}")
 
@@ -304,10 +319,11 @@ def finetune_command(
         overrides["mode"] = mode
     if output:
         overrides["training.output_dir"] = str(output)
-    if train_limit:
+    if train_limit is not None:  # 0 is refused by the recipe's check, not taken as "no limit"
         overrides["data.train_limit"] = train_limit
     recipe = load_finetune_recipe(config, overrides)
     prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    _check_resume(resume, recipe, config)
     bundle = finetune(recipe, resume=resume)
     console.print(f"[green]fine-tuned model saved to {bundle}")
     metrics = json.loads((bundle.parent / "metrics.json").read_text())
@@ -556,14 +572,16 @@ def anomaly_background_command(
         overrides["training.output_dir"] = str(output)
     recipe = load_pretrain_recipe(config, overrides)
     prepare_run_folder(recipe.training.output_dir, resume, overwrite)
+    _check_resume(resume, recipe, config)
     bundle = pretrain(recipe, resume=resume)
     console.print(f"[green]background model saved to {bundle}")
 
 
-def main() -> None:
-    """Entry point: user errors become one clear line and exit code 2, not a traceback."""
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one clear line and exit code 2, not a traceback.
+    `argv` (default: sys.argv[1:]) lets tests run the command in-process."""
     try:
-        app()
+        app(args=argv, prog_name="foundation")
     except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError) as err:
         if VERBOSE["on"]:
             raise

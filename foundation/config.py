@@ -159,8 +159,11 @@ def apply_overrides(data: dict, overrides: dict | None) -> dict:
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, last = dotted.split(".")
-        for part in parents:
+        for depth, part in enumerate(parents):
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                section = ".".join(parents[: depth + 1])
+                raise ConfigError(None, dotted, f"{section} is a value ({node!r}), not a section with keys")
         node[last] = value
     return data
 
@@ -171,8 +174,11 @@ def load_recipe(path: str | Path, cls: type[T], overrides: dict | None = None) -
     from foundation.recipes import find_recipe, resolve_default_paths, resolve_recipe_paths
 
     path = find_recipe(path, getattr(cls, "RECIPE_FOLDER", None))
-    data = resolve_recipe_paths(load_yaml(path), path)
-    recipe = from_dict(cls, apply_overrides(data, overrides), source=path)
+    try:
+        data = apply_overrides(resolve_recipe_paths(load_yaml(path), path), overrides)
+    except ConfigError as err:
+        raise ConfigError(path, err.key, err.problem) from None
+    recipe = from_dict(cls, data, source=path)
     resolve_default_paths(recipe, overrides)
     if hasattr(recipe, "__dict__"):
         recipe.source = str(path)  # for messages about keys derived later

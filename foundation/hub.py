@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from foundation.errors import one_line
+
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
@@ -59,37 +61,90 @@ def write_manifest(folder: str | Path) -> Path:
     return folder / MANIFEST
 
 
-def verify_bundle(folder: str | Path) -> None:
-    """Every file in the manifest exists with its checksum; refuse pickled weights."""
-    folder = Path(folder)
-    manifest_path = folder / MANIFEST
-    if not manifest_path.exists():
+def _read_manifest(folder: Path) -> dict[str, dict]:
+    """{relative path: {"sha256", "bytes"}} from the bundle's manifest, refused unless well formed."""
+    path = folder / MANIFEST
+    if not path.exists():
+        if _model_type(folder / "config.json") == "jet_tokenizer":
+            raise BundleError(f"{folder}: is a tokenizer folder, not a model bundle (give it as the tokenizer: --tokenizer, or the recipe's `tokenizer`)")
         raise BundleError(f"{folder}: no {MANIFEST}; not a foundation model bundle (or an incomplete download)")
-    manifest = json.loads(manifest_path.read_text())
-    for name, entry in manifest["files"].items():
+    try:
+        files = json.loads(path.read_text())["files"]
+        if not isinstance(files, dict) or not all(isinstance(e, dict) and isinstance(e.get("sha256"), str) for e in files.values()):
+            raise TypeError("expected {'files': {name: {'sha256': ...}}}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BundleError(f"{path}: not valid JSON ({err}); the bundle is corrupted") from None
+    except (KeyError, TypeError) as err:
+        raise BundleError(f"{path}: not a bundle manifest ({err})") from None
+    return files
+
+
+def _model_type(config: Path) -> str | None:
+    try:
+        return json.loads(config.read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _loaded_files(folder: Path) -> list[Path]:
+    """Every file of the bundle that loading reads: configs, weights, tokenizer, data config (all
+    but the model card, the manifest itself and hub bookkeeping such as .gitattributes)."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.name not in (MANIFEST, "README.md") and not p.name.startswith(".") and not p.name.endswith(".tmp")
+    )
+
+
+# What loading a bundle reads; weights may be sharded (model.safetensors.index.json + shards).
+REQUIRED_FILES = ("config.json", "model.safetensors", f"{TOKENIZER_DIR}/config.json", f"{TOKENIZER_DIR}/model.safetensors", DATA_CONFIG)
+
+
+def verify_bundle(folder: str | Path) -> None:
+    """Every file loading reads is present and listed in the manifest, every file listed exists
+    with its checksum; pickled weights are refused."""
+    folder = Path(folder)
+    files = _read_manifest(folder)
+    for pickled in list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth")):
+        raise BundleError(f"{pickled}: pickled weights are never loaded; bundles hold safetensors only")
+    for needed in REQUIRED_FILES:
+        sharded = needed.endswith(".safetensors") and (folder / (needed + ".index.json")).exists()
+        if not (folder / needed).exists() and not sharded:
+            raise BundleError(f"{folder / needed}: missing; the bundle is incomplete")
+    for path in _loaded_files(folder):
+        if path.relative_to(folder).as_posix() not in files:
+            raise BundleError(f"{path}: not listed in {MANIFEST}; the bundle was changed after it was written (or its manifest is incomplete)")
+    for name, entry in files.items():
         path = folder / name
         if not path.exists():
             raise BundleError(f"{path}: listed in {MANIFEST} but missing")
         if _sha256(path) != entry["sha256"]:
             raise BundleError(f"{path}: checksum does not match {MANIFEST}; the file is corrupted or was changed")
-    for pickled in list(folder.glob("*.bin")) + list(folder.glob("*.pt")) + list(folder.glob("*.pth")):
-        raise BundleError(f"{pickled}: pickled weights are never loaded; bundles hold safetensors only")
+
+
+def looks_like_path(model: str) -> bool:
+    """A name that can only mean a local folder: ./x, ../x, /x, ~/x, more or less than one '/',
+    another separator, or an owner/name whose owner part is a local folder."""
+    text = str(model)
+    if text.startswith((".", "/", "~")) or text.count("/") != 1 or (os.sep != "/" and os.sep in text):
+        return True
+    return Path(text.split("/")[0]).is_dir()
 
 
 def resolve(model: str | Path, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """A registered name (foundation.registry), a local folder, or the snapshot folder of a hub
-    repo id (downloaded or from the cache)."""
+    repo id (downloaded or from the cache). A name that can only be a path (`looks_like_path`) and
+    does not exist is refused at once."""
     from foundation.registry import locate, lookup
 
     registered = lookup(model)
     if registered is not None:
         return locate(registered, revision, cache_dir)
-    local = Path(model)
+    local = Path(model).expanduser()
     if local.exists():
         if not local.is_dir():
             raise BundleError(f"{local}: expected a model folder, got a file")
         return local
-    if str(model).count("/") != 1 or str(model).startswith((".", "/")):
+    if looks_like_path(str(model)):
         raise BundleError(f"{model}: no such folder, no registered model (`foundation models`), and not a hub repo id of the form 'owner/name'")
     return download(str(model), revision, cache_dir)
 
@@ -103,14 +158,19 @@ def download(repo_id: str, revision: str | None = None, cache_dir: str | Path | 
     try:
         return Path(snapshot_download(repo_id=repo_id, revision=revision, cache_dir=cache_dir))
     except LocalEntryNotFoundError as err:
-        raise BundleError(f"{name}: not in the local hub cache and the hub cannot be reached ({_first_line(err)})") from None
+        raise BundleError(f"{name}: no such folder, not in the local hub cache, and the hub cannot be reached ({one_line(err)})") from None
     except HfHubHTTPError as err:
-        raise BundleError(f"{name}: hub download failed ({_first_line(err)})") from None
+        raise BundleError(f"{name}: no such folder, and the hub download failed ({one_line(err)})") from None
+    except ValueError as err:  # huggingface_hub's check of the repo id's characters
+        raise BundleError(f"{name}: no such folder, and not a valid hub repo id ({one_line(err)})") from None
 
 
-def _first_line(err: Exception) -> str:
-    """The hub's messages run over several lines; errors here stay one line."""
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)[:300]
+def bundle_folder(model: str | Path, revision: str | None = None) -> Path:
+    """The folder of a bundle, checked to be one (a manifest, not a tokenizer folder), without
+    reading its weights: for checks that should come before any long work."""
+    folder = resolve(model, revision=revision)
+    _read_manifest(folder)
+    return folder
 
 
 def read_data_config(folder: str | Path) -> dict:
@@ -145,12 +205,20 @@ def load_bundle(
     folder = resolve(model, revision=revision, cache_dir=cache_dir)
     verify_bundle(folder)
     model_class = model_class or JetTransformerForPretraining
-    try:
-        loaded = model_class.from_pretrained(folder, use_safetensors=True, **model_kwargs)
-        tokenizer = JetTokenizer.from_pretrained(folder / TOKENIZER_DIR, use_safetensors=True).eval()
-    except (OSError, ValueError) as err:
-        raise BundleError(f"{folder}: cannot load the model ({err})") from None
+    loaded = load_weights_folder(folder, lambda: model_class.from_pretrained(folder, use_safetensors=True, **model_kwargs))
+    tokenizer = load_weights_folder(folder / TOKENIZER_DIR, lambda: JetTokenizer.from_pretrained(folder / TOKENIZER_DIR, use_safetensors=True).eval())
     return Bundle(folder, loaded, tokenizer, read_data_config(folder))
+
+
+def load_weights_folder(folder: Path, load):
+    """load() of the model or tokenizer saved in `folder`; a file that cannot be read (written
+    truncated, a config of another model) gets one line naming the folder, not a traceback."""
+    from safetensors import SafetensorError
+
+    try:
+        return load()
+    except (OSError, ValueError, SafetensorError) as err:
+        raise BundleError(f"{folder}: config.json / model.safetensors cannot be loaded ({type(err).__name__}: {one_line(err)})") from None
 
 
 def push_bundle(folder: str | Path, repo_id: str, private: bool = False, revision: str | None = None) -> str:
@@ -165,7 +233,7 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = False, revisio
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
-        raise BundleError(f"--repo {repo_id}: not a hub repo id, expected owner/name ({_first_line(err)})") from None
+        raise BundleError(f"--repo {repo_id}: not a hub repo id, expected owner/name ({one_line(err)})") from None
     verify_bundle(folder)
     api = HfApi()
     try:
@@ -175,7 +243,7 @@ def push_bundle(folder: str | Path, repo_id: str, private: bool = False, revisio
         raise BundleError(f"pushing to {repo_id}: no hub token; run `hf auth login` or set HF_TOKEN") from None
     except (HfHubHTTPError, OSError, *_network_errors()) as err:
         raise BundleError(
-            f"pushing to {repo_id}: {type(err).__name__}: {_first_line(err)} (network reachable? token valid: `hf auth whoami`?)"
+            f"pushing to {repo_id}: {type(err).__name__}: {one_line(err)} (network reachable? token valid: `hf auth whoami`?)"
         ) from None
     return str(getattr(info, "commit_url", info))
 
@@ -192,8 +260,4 @@ def _network_errors() -> tuple[type[BaseException], ...]:
         except ImportError:
             pass
     return tuple(found)
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
 

@@ -24,7 +24,7 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import MOMENTUM_COLUMNS, JetArrays, jet_kinematics
-from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout
+from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout, one_line
 from foundation.errors import DataFormatError
 
 FORMAT_NAME = "foundation-jets"
@@ -115,7 +115,7 @@ class CanonicalSource(LazyFile):
         try:
             with h5py.File(self.path, "r") as f:
                 check_layout(f, self.path, FORMAT_NAME, (*_PER_PARTICLE, "label"))
-                self._num_jets = int(f["label"].shape[0])
+                self._num_jets = int(f["constituents"].shape[0])
                 self.max_particles = int(f["mask"].shape[1])
                 try:
                     self.class_names = list(json.loads(f.attrs["class_names"]))
@@ -130,8 +130,10 @@ class CanonicalSource(LazyFile):
                 for name in ("mask", "charge", "pid"):
                     if f[name].shape != cshape[:2]:
                         raise DataFormatError(self.path, name, f"expected shape {cshape[:2]}, got {f[name].shape}")
+                if f["label"].shape != cshape[:1]:
+                    raise DataFormatError(self.path, "label", f"expected one label per jet, shape {cshape[:1]}, got {f['label'].shape}")
         except OSError as err:
-            raise DataFormatError(self.path, None, f"cannot be read as HDF5 ({err})") from err
+            raise DataFormatError(self.path, None, f"cannot be read as HDF5, truncated or corrupted ({one_line(err)})") from err
 
     def __len__(self) -> int:
         return self._num_jets
@@ -152,15 +154,12 @@ class CanonicalSource(LazyFile):
         return f["mask"][:].sum(axis=1)
 
     def read(self, start: int, stop: int) -> JetArrays:
-        f = self.handle()
+        try:
+            f = self.handle()
+            arrays = {name: f[name][start:stop] for name in (*_PER_PARTICLE, "label")}
+        except OSError as err:  # h5py: a chunk beyond the end of a truncated file, a bad checksum
+            raise DataFormatError(self.path, None, f"jets {start}..{stop} cannot be read, truncated or corrupted file ({one_line(err)})") from err
         jets = JetArrays(
-            constituents=f["constituents"][start:stop],
-            mask=f["mask"][start:stop],
-            charge=f["charge"][start:stop],
-            pid=f["pid"][start:stop],
-            label=f["label"][start:stop],
-            class_names=list(self.class_names),
-            metadata=dict(self.metadata),
+            **arrays, class_names=list(self.class_names), metadata=dict(self.metadata)
         ).sorted_by_pt()  # files written elsewhere need not be ordered
-        jets.validate(f"{self.path} (jets {start}..{stop})")
-        return jets
+        return self.checked(jets, f"{self.path} (jets {start}..{stop})")

@@ -9,7 +9,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from foundation.data.canonical import CanonicalWriter
-from foundation.data.sources import JetCollection
+from foundation.data.sources import JetCollection, check_output
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,7 @@ def convert(
     chunk_jets: int = 4096,
     shard_jets: int | None = None,
     progress: bool = True,
+    drop_invalid: bool = False,
 ) -> list[Path]:
     """Read `inputs` (file, folder, glob or a list; any supported format) chunk by chunk and
     write them to the canonical layout.
@@ -34,6 +35,9 @@ def convert(
     out: the output .h5 file, or, when `shard_jets` is given, a folder that receives
     `shard-00000.h5`, `shard-00001.h5`, ... of `shard_jets` jets each.
     max_particles: constituents kept per jet (the hardest); default: as many as the input has.
+    drop_invalid: leave out jets that cannot be real (JetArrays.physics_problems: negative energy,
+    a mask that disagrees with the momenta, NaN or absurd momenta) and log how many, instead of
+    refusing the input at the first of them.
     Returns the paths written.
     """
     if chunk_jets < 1:
@@ -45,8 +49,11 @@ def convert(
         raise ValueError(f"{out}: with shard_jets the output must be a folder, not a .h5 file")
     if shard_jets is None and out.is_dir():
         raise ValueError(f"{out}: is a folder; give an output file, or shard_jets to write shards into it")
+    check_output(out, folder=shard_jets is not None)
 
     collection = JetCollection.open(inputs, max_particles=max_particles)
+    for source in collection.sources:
+        source.drop_invalid = drop_invalid
     if max_particles is None:
         counts = [n for n in map(_source_particles, collection.sources) if n is not None]
         max_particles = max(counts) if counts else collection.read(0, 1).max_particles
@@ -90,4 +97,7 @@ def convert(
                     w.append(collection.read(start, stop))
                     bar.update(stop - start)
             written.append(path)
+    dropped = sum(s.dropped for s in collection.sources)
+    if drop_invalid:
+        logger.info("dropped %d of %d jets that cannot be real (--drop-invalid)", dropped, total)
     return written

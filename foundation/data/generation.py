@@ -27,6 +27,8 @@ from tqdm.auto import tqdm
 
 from foundation.config import check
 from foundation.data.jets import JetArrays
+from foundation.data.sources import check_output
+from foundation.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +252,10 @@ def generate(
     from foundation.data.canonical import CanonicalWriter
 
     if num_jets <= 0:
-        raise ValueError(f"number of jets must be positive, got {num_jets}")
+        raise InputError(f"--jets: number of jets must be positive, got {num_jets}")
     if workers <= 0:
-        raise ValueError(f"number of workers must be positive, got {workers}")
+        raise InputError(f"--workers: number of workers must be positive, got {workers}")
+    check_output(out)
     sizes = [chunk_jets] * (num_jets // chunk_jets) + ([num_jets % chunk_jets] if num_jets % chunk_jets else [])
     seeds = chunk_seeds(seed, config.process, len(sizes))
     if shard is not None:

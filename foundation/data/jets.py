@@ -12,6 +12,9 @@ from foundation.errors import DataFormatError
 
 # Constituent 4-momentum columns, in the order of the last axis of `JetArrays.constituents`.
 MOMENTUM_COLUMNS = ("E", "px", "py", "pz")
+# Largest |E|, |px|, |py| or |pz| a constituent may have [GeV]: 100 TeV, the collision energy of the
+# FCC-hh, seven times the LHC's. Beyond it a value is a unit error or a corrupted file, not physics.
+MAX_MOMENTUM_GEV = 1e5
 
 
 @dataclass
@@ -130,7 +133,18 @@ class JetArrays:
         )
 
     def validate(self, source: str | Path) -> None:
-        """Raise DataFormatError naming `source` and the field if the arrays are unusable."""
+        """Raise DataFormatError naming `source`, the field and the jet if the arrays are unusable:
+        wrong shapes, labels outside the classes, or physically impossible jets (`physics_problems`)."""
+        self.check_shapes(source)
+        bad, first = self.physics_problems()
+        if first is not None:
+            index = int(np.flatnonzero(bad)[0])
+            field_name, problem = first
+            count = int(bad.sum())
+            raise DataFormatError(source, field_name, f"jet {index} {problem} ({count} of {len(self)} jets cannot be real; `foundation data convert --drop-invalid` drops them)")
+        self.check_labels(source)
+
+    def check_shapes(self, source: str | Path) -> None:
         j = len(self)
         c = self.constituents
         if c.ndim != 3 or c.shape[2] != 4:
@@ -140,21 +154,49 @@ class JetArrays:
                 raise DataFormatError(source, name, f"expected shape {c.shape[:2]}, got {arr.shape}")
         if self.label.shape != (j,):
             raise DataFormatError(source, "label", f"expected shape ({j},), got {self.label.shape}")
-        finite = np.isfinite(c).all(axis=(1, 2))
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise DataFormatError(source, "constituents", f"NaN or inf in jet {bad} ({int((~finite).sum())} jets affected)")
-        empty = ~self.mask.any(axis=1)
-        if empty.any():
-            bad = int(np.flatnonzero(empty)[0])
-            raise DataFormatError(source, "mask", f"jet {bad} has zero constituents ({int(empty.sum())} such jets)")
-        if j and (self.label.min() < 0 or self.label.max() >= len(self.class_names)):
+
+    def check_labels(self, source: str | Path) -> None:
+        if len(self) and (self.label.min() < 0 or self.label.max() >= len(self.class_names)):
             bad = int(np.flatnonzero((self.label < 0) | (self.label >= len(self.class_names)))[0])
             raise DataFormatError(
                 source,
                 "label",
                 f"label {int(self.label[bad])} of jet {bad} is outside the {len(self.class_names)} classes {self.class_names}",
             )
+
+    def physics_problems(self) -> tuple[np.ndarray, tuple[str, str] | None]:
+        """(J,) bool: jets that cannot be real; and (field, what is wrong) of the first of them.
+
+        Refused: NaN or inf momenta; a component beyond MAX_MOMENTUM_GEV; a real particle (mask
+        True) with negative energy or zero momentum; a particle with non-zero momentum that the mask
+        marks as padding (it would silently vanish from every feature); a jet with no particle.
+        """
+        c, mask = self.constituents, self.mask
+        nonzero = (c != 0).any(axis=2)  # (J, N)
+        with np.errstate(invalid="ignore"):
+            checks = (
+                ("constituents", ~np.isfinite(c).all(axis=2), "has NaN or inf momenta"),
+                ("constituents", (np.abs(c) > MAX_MOMENTUM_GEV).any(axis=2), f"has a momentum component beyond {MAX_MOMENTUM_GEV:.0e} GeV"),
+                ("constituents", mask & (c[..., 0] < 0), "has a particle with negative energy"),
+                ("mask", mask & ~nonzero, "has a particle marked real (mask True) with zero momentum"),
+                ("mask", ~mask & nonzero, "has a particle with non-zero momentum marked as padding (mask False)"),
+                ("mask", ~mask.any(axis=1, keepdims=True), "has zero constituents"),
+            )
+        bad = np.zeros(len(self), bool)
+        first: tuple[int, str, str] | None = None
+        for field_name, per_particle, problem in checks:
+            jets = per_particle.any(axis=1)  # (J,)
+            if jets.any():
+                i = int(np.flatnonzero(jets)[0])
+                if first is None or i < first[0]:
+                    first = (i, field_name, problem)
+                bad |= jets
+        return bad, (first[1], first[2]) if first else None
+
+    def without_invalid(self) -> tuple[JetArrays, int]:
+        """The jets that pass `physics_problems`, and how many were dropped."""
+        bad, _ = self.physics_problems()
+        return (self.subset(~bad) if bad.any() else self), int(bad.sum())
 
 
 def class_index(name: int | str, class_names: Sequence[str]) -> int:

@@ -13,12 +13,30 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import JetArrays
-from foundation.errors import DataFormatError
+from foundation.errors import DataFormatError, InputError
 from foundation.outputs import temporary_path
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ROOT_MAGIC = b"root"
 DATA_SUFFIXES = (".h5", ".hdf5", ".root")
+
+
+def check_output(path: str | Path, folder: bool = False) -> Path:
+    """Refuse, before any work, an output that cannot be written: a parent (or the path, for a
+    `folder`) that is a file, or a folder that is not writable. Returns the path."""
+    path = Path(path)
+    if folder and path.is_file():
+        raise InputError(f"{path}: is a file; expected an output folder")
+    if not folder and path.is_dir():
+        raise InputError(f"{path}: is a folder; expected an output file")
+    existing = path if folder and path.exists() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"{path}: cannot be written, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot be written, {existing} is not writable")
+    return path
 
 
 class AtomicH5Writer:
@@ -74,6 +92,21 @@ class LazyFile:
     the reader is pickled into DataLoader workers (each opens its own), closed with the reader."""
 
     _handle_object = None
+    # `data convert --drop-invalid`: physically impossible jets are dropped and counted, not refused.
+    drop_invalid = False
+    dropped = 0
+
+    def checked(self, jets: JetArrays, where: str) -> JetArrays:
+        """`jets` read from this file, validated (JetArrays.validate), or without the impossible
+        ones when drop_invalid is set."""
+        if not self.drop_invalid:
+            jets.validate(where)
+            return jets
+        jets.check_shapes(where)
+        jets.check_labels(where)
+        jets, dropped = jets.without_invalid()
+        self.dropped += dropped
+        return jets
 
     def _open(self):
         raise NotImplementedError
@@ -125,17 +158,26 @@ def detect_format(path: str | Path) -> str:
         return "jetclass"
     if head != _HDF5_MAGIC:
         raise DataFormatError(path, None, f"unknown format: neither HDF5 nor ROOT (first bytes {head!r})")
-    with h5py.File(path, "r") as f:
-        if f.attrs.get("format") == "foundation-jets":
-            return "canonical"
-        if f.attrs.get("format") == "foundation-tokens":
-            raise DataFormatError(path, "format", "is a token file; expected jets (use it where tokens are asked for)")
-        # pandas' HDFStore marks its groups with a pandas_type attribute.
-        if any("pandas_type" in f[k].attrs for k in f.keys() if isinstance(f[k], h5py.Group)):
-            return "toptagging"
+    try:
+        with h5py.File(path, "r") as f:
+            if f.attrs.get("format") == "foundation-jets":
+                return "canonical"
+            if f.attrs.get("format") == "foundation-tokens":
+                raise DataFormatError(path, "format", "is a token file; expected jets (use it where tokens are asked for)")
+            # pandas' HDFStore marks its groups with a pandas_type attribute.
+            if any("pandas_type" in f[k].attrs for k in f.keys() if isinstance(f[k], h5py.Group)):
+                return "toptagging"
+    except OSError as err:  # h5py: a truncated or corrupted file
+        raise DataFormatError(path, None, f"cannot be read as HDF5, truncated or corrupted ({one_line(err)})") from err
     raise DataFormatError(
         path, None, "unknown HDF5 layout: not a foundation-jets file nor a pandas table (top tagging landscape format)"
     )
+
+
+def one_line(err: BaseException) -> str:
+    """The first line of a library's error message (some span a paragraph)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 def open_source(path: str | Path, max_particles: int | None = None) -> JetSource:
@@ -212,8 +254,13 @@ class JetCollection:
         self.offsets = np.cumsum([0] + [len(s) for s in sources])  # (S+1,)
 
     @classmethod
-    def open(cls, spec: str | Path | Sequence[str | Path], max_particles: int | None = None) -> JetCollection:
-        return cls([open_source(p, max_particles) for p in expand_paths(spec)])
+    def open(cls, spec: str | Path | Sequence[str | Path], max_particles: int | None = None, allow_empty: bool = False) -> JetCollection:
+        """The jets of `spec`; refused when there are none (all files empty), unless `allow_empty`."""
+        collection = cls([open_source(p, max_particles) for p in expand_paths(spec)])
+        if not allow_empty and not len(collection):
+            names = ", ".join(str(p) for p in collection.paths)
+            raise DataFormatError(names, None, "holds no jets" if len(collection.sources) == 1 else "these files hold no jets")
+        return collection
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -243,7 +290,7 @@ class JetCollection:
             take = min(stop - pos, len(self.sources[shard]) - local)
             parts.append(self.sources[shard].read(local, local + take))
             pos += take
-        return JetArrays.concatenate(parts)
+        return JetArrays.concatenate(parts or [self.sources[0].read(0, 0)])  # none: an empty set
 
     def read_indices(self, indices: Iterable[int]) -> JetArrays:
         """Jets at arbitrary indices, in the order given; contiguous runs are read in one go."""

@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from foundation.data.dataset import JetDataset
-from foundation.data.sources import JetCollection
+from foundation.data.sources import JetCollection, check_output
 from foundation.errors import InputError
 from foundation.evaluation.anomaly import anomaly_metrics, sic_curve
 from foundation.models.modeling_jet_transformer import language_model_labels, next_token_nll
 from foundation.outputs import atomic_output
-from foundation.pipelines.common import write_json
+from foundation.pipelines.common import require_finite, write_json
 from foundation.pipelines.generate import teacher_forced
 from foundation.pipelines.inference import bundle_inputs
 
@@ -70,9 +70,11 @@ def score_file(
 
     `model` is the background model; a `reference` adds the likelihood ratio (likelihood_scores).
     """
+    out = check_output(out)
     scores = likelihood_scores(model, data, batch_size, limit, reference=reference)
     keys = [k for k in ("nll", "nll_per_token", "llr", "llr_per_token") if k in scores]
-    out = Path(out)
+    for key in keys:
+        require_finite(scores[key], f"anomaly scores ({key})", model)
     source_file, row = JetCollection.open(data).locate(scores["index"])  # the columns embeddings have too
     with atomic_output(out) as tmp, h5py.File(tmp, "w") as f:
         for key in (*keys, "label"):

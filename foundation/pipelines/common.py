@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from foundation.errors import InputError
 from foundation.training.checkpoint import write_atomic
 
 
@@ -36,6 +37,15 @@ def json_safe(value):
     if isinstance(value, Path):
         return str(value)
     return value
+
+
+def require_finite(values, what: str, source) -> None:
+    """Refuse results with NaN or inf before anything is written: they come from broken weights
+    (a diverged run) or broken inputs, and a file of them would pass for results."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        raise InputError(f"{source}: {what} contain NaN or inf ({int(bad.sum())} of {values.size} values); nothing written (a diverged or broken model?)")
 
 
 def write_json(path: str | Path, data: dict) -> Path:

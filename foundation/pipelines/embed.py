@@ -9,12 +9,13 @@ import h5py
 import numpy as np
 import torch
 
-from foundation.data.sources import AtomicH5Writer
+from foundation.data.sources import AtomicH5Writer, check_output
 from foundation.errors import InputError
 from foundation.hub import load_bundle
 from foundation.models import JetTransformerModel
 from foundation.models.modeling_jet_transformer import mean_pool
 from foundation.outputs import temporary_path
+from foundation.pipelines.common import require_finite
 from foundation.pipelines.inference import bundle_inputs, inference_device, iterate_batches, jet_dataset
 
 
@@ -102,6 +103,7 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5", ".parquet"):
         raise InputError(f"{out}: the output must end in .h5 or .parquet")
+    check_output(out)
     bundle = load_bundle(model, model_class=JetTransformerModel, revision=revision)
     device = inference_device()
     backbone = bundle.model.eval().to(device)
@@ -119,6 +121,7 @@ def embed(model, data, out: str | Path, per_particle: bool = False, batch_size: 
     sink = sink_class(out, backbone.config.hidden_size, inputs.max_particles if per_particle else None, meta)
     try:
         for emb, mask, label, index in embedding_batches(backbone, dataset, inputs, per_particle, batch_size, progress, device):
+            require_finite(emb, f"embeddings of jets {int(index[0])}..{int(index[-1])}", bundle.path)
             sink.write(emb, mask, label, *dataset.collection.locate(index))
     except BaseException:
         sink.abort()  # nothing half-written is left under the output name

@@ -14,12 +14,13 @@ from foundation.config import ConfigError, check, load_recipe, save_recipe, to_d
 from foundation.data.dataset import DataConfig, JetDataset, build_splits, feature_statistics
 from foundation.data.features import FEATURES
 from foundation.data.jets import class_index
+from foundation.data.sources import check_output
 from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
 from foundation.hub import load_bundle, save_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
 from foundation.pipelines.card import model_card
-from foundation.pipelines.common import write_json
+from foundation.pipelines.common import require_finite, write_json
 from foundation.pipelines.inference import bundle_inputs, jet_dataset, predict
 from foundation.training import Trainer, TrainingConfig
 from foundation.training.loop import default_param_groups
@@ -260,6 +261,18 @@ def classification_report(logits: np.ndarray, labels: np.ndarray, class_names, s
     return metrics
 
 
+def _check_both_classes(dataset: JetDataset, remap: np.ndarray, model_classes: list[str], signal: int, background: int | None) -> None:
+    """ROC metrics need jets of the signal and of the background class (any other, without one)."""
+    present = np.unique(remap[dataset.collection.labels()[dataset.indices]])
+    names = [model_classes[i] for i in present]
+    has_background = background in present if background is not None else bool(set(present) - {signal})
+    if signal not in present or not has_background:
+        files = ", ".join(str(p) for p in dataset.collection.paths)
+        only = f"only class {names[0]!r}" if len(names) == 1 else f"classes {names}"
+        wanted = model_classes[background] if background is not None else "any other class"
+        raise InputError(f"{files}: the jets evaluated have {only}; ROC metrics need signal {model_classes[signal]!r} and background {wanted!r} jets")
+
+
 def evaluate_tagger(
     model: str,
     data,
@@ -279,6 +292,8 @@ def evaluate_tagger(
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
 
+    if out_dir is not None:
+        check_output(out_dir, folder=True)
     bundle = load_bundle(model, model_class=JetTransformerForJetClassification, revision=revision)
     model_classes = [bundle.model.config.id2label[i] for i in range(bundle.model.config.num_labels)]
     inputs = bundle_inputs(bundle.tokenizer, bundle.data_config, kinematics=bundle.model.config.interaction_attention)
@@ -298,6 +313,7 @@ def evaluate_tagger(
     keep = remap[dataset.collection.labels()[dataset.indices]] >= 0
     dataset = JetDataset(dataset.collection, dataset.indices[keep], dataset.feature_names, dataset.max_particles)
     signal, background = signal_and_background(model_classes, signal_class, background_class)
+    _check_both_classes(dataset, remap, model_classes, signal, background)
     remap_t = torch.as_tensor(remap)
 
     def collate(batch):
@@ -309,6 +325,7 @@ def evaluate_tagger(
     loader = acc.prepare(DataLoader(dataset, batch_size=batch_size, collate_fn=collate))
     net = acc.prepare(bundle.model)
     out = predict(net, loader, acc)
+    require_finite(out["logits"], "the model's outputs (logits)", bundle.path)
     metrics = classification_report(out["logits"], out["labels"], model_classes, signal, background, out_dir)
     metrics["data"] = [str(p) for p in dataset.collection.paths]
     metrics["class_map"] = mapping

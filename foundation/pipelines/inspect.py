@@ -22,7 +22,7 @@ def _summary(values: np.ndarray) -> dict[str, float]:
 
 def inspect_jets(data, plots_dir: str | Path | None = None, limit: int | None = 50_000) -> dict:
     """Per-class counts and summaries of jet mass, pT and multiplicity (and plots)."""
-    collection = JetCollection.open(data)
+    collection = JetCollection.open(data, allow_empty=True)
     jets = collection.read_all(limit)
     kin = jet_kinematics(jets.constituents, jets.mask)
     report: dict = {

@@ -181,8 +181,9 @@ CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", 
 
 def _continued_model(recipe: PretrainRecipe):
     """Model, tokenizer and particle features of the bundle that training continues from."""
-    from foundation.hub import load_bundle
+    from foundation.hub import bundle_folder, load_bundle
 
+    bundle_folder(recipe.init_from)  # a tokenizer or a missing folder is named as such, before the keys below
     bad = [k for k in recipe.model if k not in CONTINUE_FIELDS]
     if bad:
         raise ConfigError(getattr(recipe, "source", None), f"model.{bad[0]}", f"cannot change when continuing from a bundle (init_from); only {', '.join(CONTINUE_FIELDS)}")

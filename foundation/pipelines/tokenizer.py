@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 from foundation.config import build_model_config, check, load_recipe, save_recipe
 from foundation.data.dataset import DataConfig, build_splits, feature_statistics
 from foundation.data.features import compute_features
-from foundation.data.sources import JetCollection
+from foundation.data.sources import JetCollection, check_output
 from foundation.data.tokens import TokenWriter
 from foundation.errors import ConfigError, InputError
+from foundation.hub import load_weights_folder
 from foundation.pipelines.common import write_json
 from foundation.tokenizer import JetTokenizer, JetTokenizerConfig
 from foundation.tokenizer.modeling_jet_tokenizer import jet_mass_and_pt
@@ -267,7 +268,7 @@ def load_tokenizer(path: str | Path, search_candidates: int | None = None, searc
             path = path / "tokenizer"
         else:
             raise FileNotFoundError(f"{path}: no tokenizer here (expected config.json and model.safetensors)")
-    tokenizer = JetTokenizer.from_pretrained(path).eval()  # its saved config is validated on loading
+    tokenizer = load_weights_folder(path, lambda: JetTokenizer.from_pretrained(path).eval())  # its saved config is validated on loading
     overrides = {"encode_search_candidates": search_candidates, "encode_search_particles": search_particles}
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if overrides:
@@ -319,6 +320,7 @@ def encode_to_file(
 ) -> Path:
     """Token sequences of every jet in `data` (any format), written as a token file."""
     cfg = tokenizer.config
+    check_output(out)
     collection = JetCollection.open(data, max_particles=cfg.max_particles)
     length = cfg.max_particles + 2
     source = {"files": [str(p) for p in collection.paths]}

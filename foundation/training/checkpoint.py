@@ -13,6 +13,8 @@ import re
 import shutil
 from pathlib import Path
 
+from foundation.errors import ConfigError, DataFormatError
+
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
 
@@ -70,7 +72,30 @@ def finalize(output_dir: str | Path, step: int, trainer_state: dict, keep: int) 
 
 
 def read_trainer_state(checkpoint: Path) -> dict:
-    return json.loads((checkpoint / TRAINER_STATE).read_text())
+    """The trainer's state saved with a checkpoint; a damaged file is refused by name."""
+    path = Path(checkpoint) / TRAINER_STATE
+    try:
+        state = json.loads(path.read_text())
+        if not isinstance(state, dict) or not isinstance(state.get("step"), int):
+            raise ValueError("no integer 'step'")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataFormatError(path, None, f"not a valid trainer state ({problem}); the checkpoint is damaged: remove {path.parent} to resume from an earlier one") from None
+    return state
+
+
+def check_resume(output_dir: str | Path, micro_batch_size: int, source: str | None = None) -> None:
+    """Before any data is read: the latest checkpoint of a run to resume can be read and was
+    written with this micro-batch size (the data position is counted in micro-batches)."""
+    path = latest_checkpoint(output_dir)
+    if path is None:
+        return
+    used = read_trainer_state(path).get("micro_batch_size")
+    if used != micro_batch_size:
+        raise ConfigError(
+            source, "training.micro_batch_size",
+            f"is {micro_batch_size}, but {path} was written with {used}; resume with the same micro_batch_size (change global_batch_size instead)",
+        )
 
 
 def clean_incomplete(output_dir: str | Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
 from foundation.config import check
 
+MAX_LEARNING_RATE = 1.0
 # Metrics whose better direction is known, so a keep_best_mode against it is refused.
 _KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max", "code_usage": "max", "jet_mass_relative_rms": "min"}
 
@@ -58,7 +61,10 @@ class TrainingConfig:
             "global_batch_size",
             f"must be at least micro_batch_size ({self.micro_batch_size}), got {self.global_batch_size}",
         )
-        check(self.learning_rate > 0, "learning_rate", f"must be positive, got {self.learning_rate}")
+        for name in ("learning_rate", "min_learning_rate_ratio", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm"):
+            check(math.isfinite(getattr(self, name)), name, f"must be a finite number, got {getattr(self, name)}")
+        # Above 1 no optimiser of these models trains (AdamW steps ~ lr per weight): a typo, caught now, not at step 5.
+        check(0 < self.learning_rate <= MAX_LEARNING_RATE, "learning_rate", f"must be in (0, {MAX_LEARNING_RATE}], got {self.learning_rate}")
         check(0 <= self.min_learning_rate_ratio <= 1, "min_learning_rate_ratio", "must be in [0, 1]")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
@@ -77,16 +83,19 @@ class TrainingConfig:
         check(self.early_stopping_patience is None or self.early_stopping_patience > 0, "early_stopping_patience", f"must be positive (or null), got {self.early_stopping_patience}")
         check(self.early_stopping_patience is None or self.keep_best is not None, "early_stopping_patience", "needs training.keep_best (the metric it watches)")
         check(self.threads_per_process is None or self.threads_per_process > 0, "threads_per_process", "must be positive")
+        # The launcher (torchrun, accelerate launch) sets WORLD_SIZE: the batch sizes must fit the
+        # processes before any data is read.
+        self.gradient_accumulation_steps(int(os.environ.get("WORLD_SIZE", "1")))
 
     def gradient_accumulation_steps(self, world_size: int) -> int:
         """Derived, never asked for: global batch = micro batch x processes x accumulation."""
         per_step = self.micro_batch_size * world_size
-        if self.global_batch_size % per_step:
-            raise ValueError(
-                f"training.global_batch_size {self.global_batch_size} is not a multiple of "
-                f"micro_batch_size {self.micro_batch_size} x {world_size} processes = {per_step} "
-                f"(e.g. --set training.global_batch_size={per_step * max(1, round(self.global_batch_size / per_step))})"
-            )
+        check(
+            self.global_batch_size % per_step == 0,
+            "global_batch_size",
+            f"{self.global_batch_size} is not a multiple of micro_batch_size {self.micro_batch_size} x {world_size} processes = {per_step} "
+            f"(e.g. --set training.global_batch_size={per_step * max(1, round(self.global_batch_size / per_step))})",
+        )
         return self.global_batch_size // per_step
 
     def learning_rate_factor(self, step: int) -> float:

@@ -21,11 +21,12 @@ from typing import Protocol
 
 import torch
 import yaml
+from safetensors import SafetensorError
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
-from foundation.errors import ConfigError, TrainingInterrupted
+from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
@@ -307,11 +308,14 @@ class Trainer:
             raise FileNotFoundError(f"{path} is not a complete checkpoint (no {ckpt.TRAINER_STATE})")
         state = ckpt.read_trainer_state(path)
         if state.get("micro_batch_size") != self.config.micro_batch_size:
-            raise ValueError(
-                f"{path}: checkpoint used micro_batch_size {state.get('micro_batch_size')}, "
-                f"the recipe asks for {self.config.micro_batch_size}; the data position would not match"
+            raise ConfigError(
+                None, "training.micro_batch_size",
+                f"is {self.config.micro_batch_size}, but {path} was written with {state.get('micro_batch_size')}; the data position would not match",
             )
-        self.accelerator.load_state(str(path))
+        try:
+            self.accelerator.load_state(str(path))
+        except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a truncated or damaged file of the checkpoint
+            raise DataFormatError(path, None, f"the checkpoint cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); remove it to resume from an earlier one") from None
         logger.info("resumed from %s (step %d)", path, state["step"])
         return state
 

@@ -283,7 +283,7 @@ def test_nan_in_jetclass_momenta(tmp_path):
     jets = jetclass_jets()
     jets.constituents[3, 0, 1] = np.inf
     path = write_jetclass_file(tmp_path / "jc.root", jets)
-    with pytest.raises(DataFormatError, match="NaN or inf in jet 3") as err:
+    with pytest.raises(DataFormatError, match="jet 3 has NaN or inf momenta") as err:
         JetClassSource(path).read(0, len(jets))
     assert_names(err, path, "field 'constituents'")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.data.jets import JetArrays
-from foundation.data.sources import LazyFile
+from foundation.data.sources import LazyFile, one_line
 from foundation.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -122,16 +122,24 @@ class JetClassSource(LazyFile):
     def read_labels(self) -> np.ndarray:
         """(J,) labels of all jets, without reading the particles."""
         start, stop = self._range(0, self._num_jets)
-        arrays = self._tree().arrays(LABEL_BRANCHES, entry_start=start, entry_stop=stop, library="np")
-        return self._labels(arrays, start)
+        return self._labels(self._arrays(LABEL_BRANCHES, start, stop, library="np"), start)
+
+    def _arrays(self, branches: list[str], start: int, stop: int, **kwargs):
+        """Entries [start, stop) of `branches`; a truncated or corrupted file gets one line."""
+        import uproot
+
+        try:
+            return self._tree().arrays(branches, entry_start=start, entry_stop=stop, **kwargs)
+        except (OSError, ValueError, KeyError, uproot.DeserializationError) as err:
+            raise DataFormatError(
+                self.path, None, f"entries {start}..{stop} cannot be read, truncated or corrupted file ({type(err).__name__}: {one_line(err)})"
+            ) from err
 
     def read(self, start: int, stop: int) -> JetArrays:
         import awkward as ak
 
         start, stop = self._range(start, stop)
-        arrays = self._tree().arrays(
-            [*PARTICLE_BRANCHES, *LABEL_BRANCHES], entry_start=start, entry_stop=stop
-        )
+        arrays = self._arrays([*PARTICLE_BRANCHES, *LABEL_BRANCHES], start, stop)
         label = self._labels({b: ak.to_numpy(arrays[b]) for b in LABEL_BRANCHES}, start)
         n = self.max_particles
         # pT order, hardest first (stable), then cut or pad to n particles.
@@ -157,5 +165,4 @@ class JetClassSource(LazyFile):
             class_names=list(self.class_names),
             metadata=dict(self.metadata),
         )
-        jets.validate(f"{self.path} (jets {start}..{stop})")
-        return jets
+        return self.checked(jets, f"{self.path} (jets {start}..{stop})")

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from foundation.data.jets import JetArrays
-from foundation.data.sources import LazyFile
+from foundation.data.sources import LazyFile, one_line
 from foundation.errors import DataFormatError
 
 logger = logging.getLogger(__name__)
@@ -139,22 +139,25 @@ class TopTaggingSource(LazyFile):
         return values.astype(np.int64)
 
     def read(self, start: int, stop: int) -> JetArrays:
-        df = self._select(start, stop)
+        try:
+            df = self._select(start, stop)
+        except (OSError, ValueError, KeyError) as err:  # PyTables / pandas on a truncated or corrupted file
+            raise DataFormatError(self.path, KEY, f"rows {start}..{stop} cannot be read, truncated or corrupted file ({one_line(err)})") from err
         start = max(0, int(start))
         j, n = len(df), self.max_particles
         p = df[self._momentum_columns].to_numpy(dtype=np.float32)  # (J, 4N)
         p = p.reshape(j, 4, n).transpose(0, 2, 1)  # (J, N, 4): E, px, py, pz
         label = self._labels_from(df[LABEL_COLUMN].to_numpy(), start)
         finite = np.isfinite(p)  # (J, N, 4)
-        if not finite.all():
+        if not finite.all() and not self.drop_invalid:
             row, i, k = (int(x[0]) for x in np.nonzero(~finite))
             raise DataFormatError(
                 self.path,
                 f"{MOMENTUM_PREFIXES[k]}_{i}",
                 f"NaN or inf in row {start + row} ({int((~finite).sum())} values)",
             )
-        mask = p[:, :, 0] > 0  # (J, N)
-        p = np.where(mask[..., None], p, np.float32(0))
+        # Padding is all zeros; anything else is a particle (one with E <= 0 is then refused as impossible).
+        mask = (p != 0).any(axis=2)  # (J, N)
         jets = JetArrays(
             constituents=np.ascontiguousarray(p, dtype=np.float32),
             mask=mask,
@@ -164,8 +167,7 @@ class TopTaggingSource(LazyFile):
             class_names=list(self.class_names),
             metadata=dict(self.metadata),
         ).sorted_by_pt()
-        jets.validate(f"{self.path} (jets {start}..{start + j})")
-        return jets
+        return self.checked(jets, f"{self.path} (jets {start}..{start + j})")
 
     def read_labels(self) -> np.ndarray:
         """(J,) labels of all jets, read in chunks (whole rows in fixed format)."""
