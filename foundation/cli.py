@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted
+from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted, one_line
 from foundation.hub import BundleError
 from foundation.outputs import check_new_output, prepare_run_folder
 
@@ -89,8 +89,7 @@ def _overrides(pairs: list[str] | None) -> dict:
         try:
             out[key.strip()] = yaml.safe_load(value)
         except yaml.YAMLError as err:
-            problem = str(getattr(err, "problem", None) or err).splitlines()[0]
-            raise InputError(f"--set {pair}: not a valid YAML value ({problem})") from None
+            raise InputError(f"--set {pair}: not a valid YAML value ({getattr(err, 'problem', None) or one_line(err)})") from None
     return out
 
 

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def one_line(err: BaseException) -> str:
+    """The first line of a library's error message (some span a paragraph), for one-line reports."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class DataFormatError(ValueError):
     """A data file cannot be used: names the file, the field and what is wrong."""
 

@@ -24,8 +24,8 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import MOMENTUM_COLUMNS, JetArrays, jet_kinematics
-from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout, one_line
-from foundation.errors import DataFormatError
+from foundation.data.sources import AtomicH5Writer, LazyFile, check_layout
+from foundation.errors import DataFormatError, one_line
 
 FORMAT_NAME = "foundation-jets"
 FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 
 from foundation.data.jets import JetArrays
-from foundation.errors import DataFormatError, InputError
+from foundation.errors import DataFormatError, InputError, one_line
 from foundation.outputs import temporary_path
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -172,12 +172,6 @@ def detect_format(path: str | Path) -> str:
     raise DataFormatError(
         path, None, "unknown HDF5 layout: not a foundation-jets file nor a pandas table (top tagging landscape format)"
     )
-
-
-def one_line(err: BaseException) -> str:
-    """The first line of a library's error message (some span a paragraph)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def open_source(path: str | Path, max_particles: int | None = None) -> JetSource:

@@ -202,6 +202,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     acc = trainer.accelerator
     test_loader = acc.prepare(DataLoader(splits.test, batch_size=recipe.training.micro_batch_size, collate_fn=inputs.collator))
     out = predict(trainer.model, test_loader, acc)
+    require_finite(out["logits"], "the fine-tuned model's outputs on the test jets (logits)", recipe.training.output_dir)
     out_dir = Path(recipe.training.output_dir)
     bundle = out_dir / "model"
     trainer.export(bundle)

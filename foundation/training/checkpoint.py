@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from foundation.errors import ConfigError, DataFormatError
+from foundation.errors import ConfigError, DataFormatError, one_line
 
 STEP_PATTERN = re.compile(r"^step-(\d+)$")
 TRAINER_STATE = "trainer_state.json"
@@ -79,8 +79,7 @@ def read_trainer_state(checkpoint: Path) -> dict:
         if not isinstance(state, dict) or not isinstance(state.get("step"), int):
             raise ValueError("no integer 'step'")
     except (OSError, UnicodeDecodeError, ValueError) as err:
-        problem = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataFormatError(path, None, f"not a valid trainer state ({problem}); the checkpoint is damaged: remove {path.parent} to resume from an earlier one") from None
+        raise DataFormatError(path, None, f"not a valid trainer state ({one_line(err)}); the checkpoint is damaged: remove {path.parent} to resume from an earlier one") from None
     return state
 
 

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
-from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted
+from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted, one_line
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
@@ -315,7 +315,7 @@ class Trainer:
         try:
             self.accelerator.load_state(str(path))
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a truncated or damaged file of the checkpoint
-            raise DataFormatError(path, None, f"the checkpoint cannot be loaded ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); remove it to resume from an earlier one") from None
+            raise DataFormatError(path, None, f"the checkpoint cannot be loaded ({type(err).__name__}: {one_line(err)}); remove it to resume from an earlier one") from None
         logger.info("resumed from %s (step %d)", path, state["step"])
         return state
 

@@ -8,6 +8,7 @@ that must not exist afterwards.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,3 +348,47 @@ def test_bad_input_gets_one_line_and_exit_code_2(name, tmp_path, jet_files, tiny
     assert "Traceback" not in err
     for path in outputs:
         assert not path.exists(), f"{path} was left behind"
+
+
+def test_verbose_shows_the_traceback(tmp_path):
+    from foundation.errors import DataFormatError
+
+    with pytest.raises(DataFormatError, match="file does not exist"):
+        main(["-v", "data", "inspect", str(tmp_path / "missing.h5")])
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_output_folder_is_refused_before_any_work(jet_files, tmp_path, capsys):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "convert", str(jet_files[0]), "--out", str(folder / "out.h5")])
+    assert exit_.value.code == 2 and "ro is not writable" in capsys.readouterr().err
+    assert not list(folder.iterdir())
+
+
+def test_a_file_without_jets_can_be_inspected(tmp_path, capsys):
+    with CanonicalWriter(tmp_path / "empty.h5", 16, ["qcd", "top"]):
+        pass
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "inspect", str(tmp_path / "empty.h5")])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert json.loads(out[out.index("{"):])["jets_total"] == 0
+
+
+def test_impossible_jets_are_dropped_with_a_count_when_asked(jet_files, tmp_path, capsys):
+    from foundation.data.sources import JetCollection
+
+    jets = CanonicalSource(jet_files[0]).read(0, 20)
+    jets.constituents[[3, 7], 0, 0] = -1.0  # negative energy in two jets
+    path = write_jets(tmp_path / "bad.h5", jets)
+    with h5py.File(path, "a") as f:
+        f["constituents"][...] = jets.constituents
+    with pytest.raises(SystemExit) as exit_:
+        main(["data", "convert", str(path), "--out", str(tmp_path / "good.h5"), "--drop-invalid"])
+    assert exit_.value.code == 0
+    assert "dropped 2 of 20 jets that cannot be real" in " ".join("".join(capsys.readouterr()).split())  # the log, however wrapped
+    kept = JetCollection.open(tmp_path / "good.h5").read_all()
+    assert len(kept) == 18 and (kept.constituents[..., 0][kept.mask] >= 0).all()

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from foundation.data.jets import JetArrays
-from foundation.data.sources import LazyFile, one_line
-from foundation.errors import DataFormatError
+from foundation.data.sources import LazyFile
+from foundation.errors import DataFormatError, one_line
 
 logger = logging.getLogger(__name__)
 
