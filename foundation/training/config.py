@@ -9,7 +9,10 @@ from typing import Literal
 
 from foundation.config import check
 
+# Largest learning rate accepted: above 1, AdamW (steps of about lr per weight) cannot train these
+# models; such a value is a typo, refused at loading rather than found as a NaN loss at step 5.
 MAX_LEARNING_RATE = 1.0
+
 # Metrics whose better direction is known, so a keep_best_mode against it is refused.
 _KNOWN_DIRECTIONS = {"loss": "min", "auc": "max", "accuracy": "max", "code_usage": "max", "jet_mass_relative_rms": "min"}
 
@@ -63,7 +66,6 @@ class TrainingConfig:
         )
         for name in ("learning_rate", "min_learning_rate_ratio", "weight_decay", "adam_beta1", "adam_beta2", "max_grad_norm"):
             check(math.isfinite(getattr(self, name)), name, f"must be a finite number, got {getattr(self, name)}")
-        # Above 1 no optimiser of these models trains (AdamW steps ~ lr per weight): a typo, caught now, not at step 5.
         check(0 < self.learning_rate <= MAX_LEARNING_RATE, "learning_rate", f"must be in (0, {MAX_LEARNING_RATE}], got {self.learning_rate}")
         check(0 <= self.min_learning_rate_ratio <= 1, "min_learning_rate_ratio", "must be in [0, 1]")
         check(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
