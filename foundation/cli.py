@@ -11,7 +11,14 @@ import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from foundation.errors import ConfigError, DataFormatError, InputError, TrainingInterrupted, one_line
+from foundation.errors import (
+    ConfigError,
+    DataFormatError,
+    InputError,
+    TrainingDiverged,
+    TrainingInterrupted,
+    one_line,
+)
 from foundation.hub import BundleError
 from foundation.outputs import check_new_output, prepare_run_folder
 
@@ -581,7 +588,7 @@ def main(argv: list[str] | None = None) -> None:
     `argv` (default: sys.argv[1:]) lets tests run the command in-process."""
     try:
         app(args=argv, prog_name="foundation")
-    except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError) as err:
+    except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError, TrainingDiverged) as err:
         if VERBOSE["on"]:
             raise
         console.print(f"[bold red]error:[/] {err}")

@@ -37,6 +37,19 @@ class TrainingInterrupted(RuntimeError):
         super().__init__(f"{self.output_dir}: stopped on SIGTERM at step {step}, checkpoint written; run again with --resume to continue")
 
 
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite: names the run and what to change. The CLI prints it
+    as one line; the checkpoints written before stay (`--resume` starts from the latest)."""
+
+    def __init__(self, output_dir: str | Path, step: int, loss: float):
+        self.output_dir = str(output_dir)
+        self.step = step
+        super().__init__(
+            f"{self.output_dir}: the training loss became {loss} at step {step}; lower training.learning_rate "
+            "(or training.max_grad_norm) and run again with --overwrite, or --resume from the last checkpoint"
+        )
+
+
 class ConfigError(ValueError):
     """A recipe cannot be used: names the file, the key and what was expected."""
 

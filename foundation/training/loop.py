@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from foundation.data.dataset import BlockShuffleSampler, LengthGroupedSampler, collate_batch
-from foundation.errors import ConfigError, DataFormatError, TrainingInterrupted, one_line
+from foundation.errors import ConfigError, DataFormatError, TrainingDiverged, TrainingInterrupted, one_line
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
@@ -491,7 +491,7 @@ class Trainer:
         mean = run.window_loss / max(run.window_batches, 1)
         loss = self.accelerator.reduce(mean, reduction="mean").item()
         if not math.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss} at step {self.state.step}")
+            raise TrainingDiverged(self.output_dir, self.state.step, loss)
         run.window_loss, run.window_batches = None, 0
         jets_per_second = (self.state.samples_seen - run.start_samples) / run.seconds()
         self._bar.set_postfix(loss=f"{loss:.4f}", jets_per_s=f"{jets_per_second:.0f}")

@@ -184,3 +184,18 @@ def test_auto_mixed_precision_follows_the_hardware(monkeypatch):
     assert distributed.resolve_mixed_precision("fp16") == "fp16"
     with pytest.raises(ConfigError, match="mixed_precision"):
         TrainingConfig(mixed_precision="fp8")
+
+
+def test_a_diverging_run_stops_with_its_folder_and_what_to_change(tmp_path):
+    """A NaN loss ends the run with one message naming the run and the learning rate, not a bare FloatingPointError."""
+    from foundation.errors import TrainingDiverged
+
+    config = TrainingConfig(
+        output_dir=str(tmp_path / "run"), max_steps=40, global_batch_size=16, micro_batch_size=16, learning_rate=1.0,
+        warmup_steps=0, max_grad_norm=0, eval_every=40, save_every=40, log_every=2, tensorboard=False, progress=False,
+    )
+    diverging = _Pairs(2.0)
+    diverging.y = diverging.y * np.float32("inf")
+    trainer = Trainer(_Scale(), diverging, None, config)
+    with pytest.raises(TrainingDiverged, match=r"run: the training loss became (nan|inf) at step 2; lower training.learning_rate"):
+        trainer.train()
