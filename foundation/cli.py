@@ -20,7 +20,7 @@ from foundation.errors import (
     one_line,
 )
 from foundation.hub import BundleError
-from foundation.outputs import check_new_output, prepare_run_folder
+from foundation.outputs import check_new_output, exit_on_sigterm, prepare_run_folder
 
 
 def spread_values(args: list[str], flags: set[str]) -> list[str]:
@@ -586,6 +586,7 @@ def anomaly_background_command(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one clear line and exit code 2, not a traceback.
     `argv` (default: sys.argv[1:]) lets tests run the command in-process."""
+    exit_on_sigterm()
     try:
         app(args=argv, prog_name="foundation")
     except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError, TrainingDiverged) as err:

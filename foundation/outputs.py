@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,3 +84,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     os.replace(tmp, path)
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (a scheduler's or `kill`'s stop) into SystemExit(143), so that `atomic_output` and the
+    writers' cleanup run as they do for an exception; the default action would end the process with its
+    `.tmp` files left behind. Only replaces the default action (training installs its own while it runs)."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _raise_exit)
+
+
+def _raise_exit(signum, frame) -> None:
+    raise SystemExit(128 + signum)  # 143: schedulers see a terminated job

@@ -108,3 +108,29 @@ def test_a_stale_temporary_file_is_replaced_and_an_interrupted_write_leaves_noth
         f["nll"] = np.zeros(3)
         sys.exit(1)
     assert not scores.exists() and not temporary_path(scores).exists()
+
+
+SIGTERM_WRITER = """
+import sys, time
+from foundation.outputs import atomic_output, exit_on_sigterm
+exit_on_sigterm()  # as foundation's main() does
+with atomic_output(sys.argv[1]) as tmp:
+    tmp.write_text("half")
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_sigterm_in_the_middle_of_a_write_leaves_no_temporary_file(tmp_path):
+    import signal
+    import subprocess
+
+    from foundation.outputs import temporary_path
+
+    out = tmp_path / "scores.h5"
+    proc = subprocess.Popen([sys.executable, "-c", SIGTERM_WRITER, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"  # blocks until the .tmp exists
+    assert temporary_path(out).exists()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 143
+    assert not out.exists() and not temporary_path(out).exists()
