@@ -22,7 +22,11 @@ def model_input_names(model: torch.nn.Module) -> frozenset[str] | None:
     return frozenset(p.name for p in parameters)
 
 
+def select_inputs(names: frozenset[str] | None, batch: dict) -> dict:
+    """The columns of `batch` among `names` (model_input_names; None keeps them all)."""
+    return dict(batch) if names is None else {k: v for k, v in batch.items() if k in names}
+
+
 def model_inputs(model: torch.nn.Module, batch: dict) -> dict:
     """The columns of `batch` that `model` takes."""
-    names = model_input_names(model)
-    return dict(batch) if names is None else {k: v for k, v in batch.items() if k in names}
+    return select_inputs(model_input_names(model), batch)

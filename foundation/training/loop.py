@@ -30,7 +30,7 @@ from foundation.errors import ConfigError, DataFormatError, TrainingDiverged, Tr
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
-from foundation.training.inputs import model_inputs
+from foundation.training.inputs import model_input_names, select_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +216,7 @@ class Trainer:
         )
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
+        self.input_names = model_input_names(self.model)  # the batch columns forward takes, read once
         self.accumulation = config.gradient_accumulation_steps(acc.num_processes)
         plugin = acc.state.deepspeed_plugin
         if config.keep_best and plugin is not None and plugin.zero_stage == 3:
@@ -250,8 +251,8 @@ class Trainer:
     # ----- state and checkpoints -----
     def state_dict(self) -> dict:
         """What trainer_state.json holds. Every process calls it (the token count is summed over them)."""
-        acc, state, run = self.accelerator, self.state, self._run
-        tokens = acc.reduce(torch.as_tensor(run.local_tokens, device=acc.device).float(), reduction="sum").item()
+        acc, state = self.accelerator, self.state
+        seconds, samples, tokens = self._run_totals()
         return {
             "step": state.step,
             "epoch": state.epoch,
@@ -262,11 +263,18 @@ class Trainer:
             "world_size": acc.num_processes,
             "micro_batch_size": self.config.micro_batch_size,
             # so that a resumed run reports the training time of the whole run, not of its last part
-            "train_seconds": state.earlier_seconds + run.seconds(),
-            "train_samples": state.earlier_samples + state.samples_seen - run.start_samples,
-            "train_tokens": state.earlier_tokens + tokens,
+            "train_seconds": seconds,
+            "train_samples": samples,
+            "train_tokens": tokens,
             "evals_since_best": state.evals_since_best,
         }
+
+    def _run_totals(self) -> tuple[float, int, float]:
+        """Training seconds, jets and real tokens (all processes) of the whole run, earlier invocations
+        included. Every process calls it: the token count is a collective."""
+        acc, state, run = self.accelerator, self.state, self._run
+        tokens = acc.reduce(torch.as_tensor(run.local_tokens, device=acc.device).float(), reduction="sum").item()
+        return state.earlier_seconds + run.seconds(), state.earlier_samples + state.samples_seen - run.start_samples, state.earlier_tokens + tokens
 
     def load_state_dict(self, trainer_state: dict) -> None:
         """The inverse of state_dict, for this run's number of processes."""
@@ -351,7 +359,7 @@ class Trainer:
         for i, batch in enumerate(self.eval_loader):
             if self.config.eval_batches is not None and i >= self.config.eval_batches:
                 break
-            output = self.model(**model_inputs(self.model, batch))
+            output = self.model(**select_inputs(self.input_names, batch))
             if extra is not None:
                 extra.update(batch, output, acc)
             n = torch.tensor(float(next(iter(batch.values())).shape[0]), device=acc.device)
@@ -388,7 +396,7 @@ class Trainer:
         of an accumulation), clipping and the optimizer step. Returns the detached loss."""
         acc, cfg = self.accelerator, self.config
         with acc.accumulate(self.model):
-            output = self.model(**model_inputs(self.model, batch))
+            output = self.model(**select_inputs(self.input_names, batch))
             acc.backward(output.loss)
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -507,14 +515,12 @@ class Trainer:
 
     def _finish(self) -> TrainResult:
         """End of a complete run: the best weights if kept, throughput of the whole run."""
-        acc, state, run = self.accelerator, self.state, self._run
+        acc, state = self.accelerator, self.state
         if state.best is not None:
             acc.wait_for_everyone()
             ckpt.load_best(self.output_dir, self.unwrapped_model())
             logger.info("ending with the weights of step %d (%s = %.5g), the best evaluation", state.best["step"], state.best["metric"], state.best["value"])
-        seconds = state.earlier_seconds + run.seconds()
-        samples = state.earlier_samples + state.samples_seen - run.start_samples
-        tokens = state.earlier_tokens + acc.reduce(torch.as_tensor(run.local_tokens, device=acc.device).float(), reduction="sum").item()
+        seconds, samples, tokens = self._run_totals()
         finish_trackers(acc)
         return TrainResult(
             step=state.step,
