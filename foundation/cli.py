@@ -523,6 +523,19 @@ def models_command(as_json: bool = typer.Option(False, "--json", help="print JSO
     Console(soft_wrap=True).print(table)
 
 
+@app.command("release")
+def release_command(
+    run: Path = typer.Option(..., help="a finished pretraining run folder (e.g. checkpoints/release/pretrain)"),
+    name: str = typer.Option("jet-foundation-small", help="the registered name it becomes (foundation models)"),
+    overwrite: bool = typer.Option(False, help="replace the release already in the name's folder"),
+):
+    """Make a finished pretraining run the registered model NAME: its bundle, a model card and the
+    training curve, in the folder the registry ships (checkpoints/NAME/); launch/release.sh runs it all."""
+    from foundation.pipelines.release import publish
+
+    console.print(f"[green]released {name}: {publish(run, name, overwrite)}")
+
+
 @app.command("push")
 def push_command(
     model: Path = typer.Option(..., help="bundle folder to upload"),

@@ -208,3 +208,19 @@ def plot_label_efficiency(
     if title:
         ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_training_curve(history: list[dict], jets_per_step: int, path: Path) -> Path:
+    """Training loss (each logged step) and validation loss (each evaluation) against jets seen."""
+    fig, ax = _figure((6.5, 4.2))
+    train = [(r["step"] * jets_per_step, r["train/loss"]) for r in history if "train/loss" in r]
+    valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in history if "eval/loss" in r]
+    if train:
+        ax.plot(*zip(*train, strict=True), lw=1, label="training loss")
+    if valid:
+        ax.plot(*zip(*valid, strict=True), "o-", label="validation loss")
+    ax.set_xlabel("jets seen")
+    ax.set_ylabel("loss (the run's objective)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -1,0 +1,167 @@
+"""Publishing a released model: a finished pretraining run becomes the folder a registered name
+points to (foundation/registry.py), with a model card that says how it was made.
+
+    foundation release --run checkpoints/release/pretrain --name jet-foundation-small
+
+The run's exported bundle (model/) is copied, verified by its manifest first; the card gives the
+data (files, jets, Pythia seeds and settings read from the shards themselves), the tokenizer,
+parameters, compute, the training curve (a plot beside the card), and the tagging benchmarks'
+figures for this name where docs/results holds a run of them, else the commands that measure them.
+The folder is written beside the target and renamed into place, so a failure leaves the old
+release (or none), never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from foundation.errors import InputError
+from foundation.evaluation.plots import plot_training_curve
+from foundation.hub import MANIFEST, verify_bundle, write_manifest
+from foundation.outputs import temporary_path
+from foundation.registry import REPOSITORY, lookup
+
+logger = logging.getLogger(__name__)
+
+CURVE = "training_curve.png"
+MAX_WEIGHT_MB = 20  # a registered folder lives in git: keep its safetensors small (issue 29)
+# The benchmarks whose figures a release card reports, by results folder (docs/results/<name>/)
+BENCHMARKS = {
+    "tagging": "python -m benchmarks.tagging --pretrained {name} --budgets 0.01 0.1 1 --seeds 0 1 2",
+    "label_efficiency": "python -m benchmarks.label_efficiency --pretrained {name} --budgets 0.001 0.01 0.1 1 --seeds 0 1 2",
+}
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def data_provenance(files: list[Path]) -> dict:
+    """What the jet files say about themselves: jets per class, generator seeds and settings."""
+    jets: dict[str, int] = {}
+    seeds: set[int] = set()
+    settings, versions = None, None
+    for path in files:
+        with h5py.File(path, "r") as f:
+            names = json.loads(f.attrs["class_names"])
+            labels = f["label"][:]
+            meta = json.loads(f.attrs.get("metadata", "{}"))
+        for index, count in zip(*np.unique(labels, return_counts=True), strict=True):
+            jets[str(names[index])] = jets.get(str(names[index]), 0) + int(count)
+        if "seed" in meta:
+            seeds.add(int(meta["seed"]))
+        settings = settings or meta.get("pythia_settings")
+        versions = versions or meta.get("versions")
+    return {"files": len(files), "jets": jets, "seeds": sorted(seeds), "pythia_settings": settings, "versions": versions}
+
+
+def jet_files(data_files) -> list[Path]:
+    """The HDF5 files a recipe's data.files names (a file, a folder of shards, or a list of them)."""
+    entries = [data_files] if isinstance(data_files, str) else list(data_files or [])
+    files: list[Path] = []
+    for entry in map(Path, entries):
+        files += sorted(entry.glob("*.h5")) if entry.is_dir() else [entry]
+    return files
+
+
+def benchmark_figures(name: str, results_root: Path) -> list[str]:
+    """Lines for the card: each tagging benchmark's headline for this model, or its command."""
+    lines = []
+    for bench, command in BENCHMARKS.items():
+        command = command.format(name=name)
+        results = results_root / bench / "results.json"
+        payload = json.loads(results.read_text()) if results.exists() else {}
+        if f"--pretrained {name}" in payload.get("command", "") and payload.get("headline"):
+            head = payload["headline"]
+            lines.append(f"- {bench}: {head['metric']}: {head['ours']} (peer: {head.get('peer') or '-'}); "
+                         f"docs/results/{bench}.md, `{payload['command']}`")
+        else:
+            lines.append(f"- {bench}: not yet measured for this model; `{command}`")
+    return lines
+
+
+def release_card(name: str, version: int, description: str, bundle_card: str, recipe: dict, summary: dict,
+                 provenance: dict, benchmarks: list[str]) -> str:
+    """The released model's README.md: the run's own card, preceded by how the release was made."""
+    training = recipe.get("training", {})
+    jets_total = sum(provenance["jets"].values())
+    seconds = summary.get("seconds") or 0.0
+    lines = [
+        f"# {name} (v{version})",
+        "",
+        f"{description}. Load it by name: `load_bundle(\"{name}\")`, `foundation finetune --from {name}`, "
+        f"`foundation embed --model {name}`.",
+        "",
+        "## How it was made",
+        f"- data: {jets_total} generated jets in {provenance['files']} files ({', '.join(f'{k} {v}' for k, v in provenance['jets'].items())}), "
+        f"Pythia 8 + FastJet with run seed(s) {provenance['seeds']} (disjoint from the seed 1 of the recipes' default data "
+        "and the tagging benchmark's 2701/2702); of them, "
+        f"{recipe.get('data', {}).get('validation_fraction')} and {recipe.get('data', {}).get('test_fraction')} held out for validation and test",
+        f"- generator settings: {'; '.join(provenance['pythia_settings'] or [])}",
+        f"- training: {summary.get('steps')} steps of {training.get('global_batch_size')} jets "
+        f"({summary.get('steps', 0) * training.get('global_batch_size', 0)} jets seen), learning rate {training.get('learning_rate')}, "
+        f"{training.get('mixed_precision')} precision, on {summary.get('world_size')} process(es)",
+        f"- compute: {seconds / 3600:.2f} h of training ({summary.get('jets_per_second', 0):.0f} jets/s), "
+        f"peak memory {summary.get('peak_memory_mb', 0):.0f} MB per process",
+        f"- training curve: [{CURVE}]({CURVE})",
+        "- reproduce: `launch/release.sh` (data, tokenizer, pretraining, this folder)",
+        "",
+        "## Tagging benchmarks",
+        *benchmarks,
+        "",
+        "---",
+        "",
+        bundle_card.split("---\n", 2)[-1].lstrip(),  # the run's card without its front matter
+    ]
+    front = "---\nlibrary_name: foundation\ntags: [particle-physics, jets, lhc, foundation-model]\n---\n"
+    return front + "\n".join(lines)
+
+
+def _weights_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 2**20
+
+
+def publish(run: str | Path, name: str, overwrite: bool = False, results_root: Path | None = None, target: Path | None = None) -> Path:
+    """Copy the finished run's bundle into the registered folder of `name` (or `target`), with the release card."""
+    entry = lookup(name)
+    if entry is None:
+        raise InputError(f"--name {name}: not a registered model (foundation/registry.py); register it first")
+    run = Path(run)
+    bundle = run / "model"
+    if not (bundle / MANIFEST).exists() or not (run / "train_summary.json").exists():
+        raise InputError(f"--run {run}: no finished pretraining run (model/{MANIFEST} and train_summary.json)")
+    verify_bundle(bundle)
+    if (weights := _weights_mb(bundle)) > MAX_WEIGHT_MB:
+        raise InputError(f"--run {run}: {weights:.1f} MB of safetensors, over the {MAX_WEIGHT_MB} MB a shipped model may hold")
+    target = Path(target or entry.local_path)
+    if target.exists() and not overwrite:
+        raise InputError(f"{target}: a release is there; pass --overwrite to replace it")
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    summary = json.loads((run / "train_summary.json").read_text())
+    files = jet_files(recipe.get("data", {}).get("files"))
+    if not files:
+        raise InputError(f"--run {run}: its recipe's data.files {recipe.get('data', {}).get('files')} holds no jet files to describe")
+    staging = temporary_path(target)
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(bundle, staging)
+    (staging / MANIFEST).unlink()
+    plot_training_curve(_jsonl(run / "metrics.jsonl"), recipe["training"]["global_batch_size"], staging / CURVE)
+    card = release_card(
+        name, entry.version, entry.description, (bundle / "README.md").read_text(), recipe, summary,
+        data_provenance(files), benchmark_figures(name, results_root or REPOSITORY / "docs" / "results"),
+    )
+    (staging / "README.md").write_text(card)
+    write_manifest(staging)
+    verify_bundle(staging)
+    if target.exists():
+        shutil.rmtree(target)
+    staging.rename(target)
+    logger.info("released %s v%d: %s (%.1f MB of weights)", name, entry.version, target, _weights_mb(target))
+    return target
