@@ -48,6 +48,7 @@ NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture,
 MAX_PARTICLES = 128
 TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
 RECIPE_DATA_SEED = 1  # data.generated.seed of every shipped recipe and of the main job
+RELEASE_DATA_SEED = 1001  # the released model's data (launch/release.sh)
 RESERVED_JETS_PER_CLASS = 500_000  # the largest generated set a recipe asks for (pretrain/large.yaml)
 LEARNING_RATES = [1e-4, 3e-4, 1e-3]
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
@@ -142,10 +143,12 @@ def chunk_seeds_of(files: list[str]) -> set[int]:
 
 
 def reserved_seeds() -> set[int]:
-    """Pythia seeds of the shipped recipes' data (seed 1, up to 500k jets per class, 250 per chunk)."""
+    """Pythia seeds the shipped models were pretrained on: the recipes' data (seed 1) and the
+    released model's (seed 1001), each up to 500k jets per class, 250 per chunk."""
     from foundation.data.generation import PROCESS_LABELS, chunk_seeds
 
-    return {s for p in PROCESS_LABELS for s in chunk_seeds(RECIPE_DATA_SEED, p, RESERVED_JETS_PER_CLASS // 250)}
+    chunks = RESERVED_JETS_PER_CLASS // 250
+    return {s for seed in (RECIPE_DATA_SEED, RELEASE_DATA_SEED) for p in PROCESS_LABELS for s in chunk_seeds(seed, p, chunks)}
 
 
 def check_independent(train: list[str], test: list[str]) -> dict:
@@ -156,7 +159,7 @@ def check_independent(train: list[str], test: list[str]) -> dict:
     reserved = reserved_seeds()
     for option, seeds in (("--data", train_seeds), ("--test-data", test_seeds)):
         if seeds & reserved:
-            fail(f"{option}: generated with Pythia seeds of the recipes' data (seed {RECIPE_DATA_SEED}, what the model was pretrained on); use other seeds")
+            fail(f"{option}: generated with Pythia seeds the shipped models were pretrained on (seed {RECIPE_DATA_SEED} or {RELEASE_DATA_SEED}); use other seeds")
     known = bool(train_seeds) and bool(test_seeds)
     return {"checked": known, "train_pythia_seeds": len(train_seeds), "test_pythia_seeds": len(test_seeds)}
 
