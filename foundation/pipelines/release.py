@@ -87,12 +87,14 @@ def benchmark_figures(name: str, results_root: Path) -> list[str]:
     return lines
 
 
-def release_card(name: str, version: int, description: str, bundle_card: str, recipe: dict, summary: dict,
-                 provenance: dict, benchmarks: list[str]) -> str:
+def release_card(name: str, version: int, description: str, run_bundle: Path, bundle_card: str, recipe: dict,
+                 summary: dict, provenance: dict, benchmarks: list[str]) -> str:
     """The released model's README.md: the run's own card, preceded by how the release was made."""
-    training = recipe.get("training", {})
+    training, data = recipe.get("training", {}), recipe.get("data", {})
     jets_total = sum(provenance["jets"].values())
     seconds = summary.get("seconds") or 0.0
+    # the run's own card, without its front matter, naming the release instead of the run's folder
+    run_card = bundle_card.split("---\n", 2)[-1].lstrip().replace(str(run_bundle), name).replace(str(REPOSITORY) + "/", "")
     lines = [
         f"# {name} (v{version})",
         "",
@@ -101,13 +103,12 @@ def release_card(name: str, version: int, description: str, bundle_card: str, re
         "",
         "## How it was made",
         f"- data: {jets_total} generated jets in {provenance['files']} files ({', '.join(f'{k} {v}' for k, v in provenance['jets'].items())}), "
-        f"Pythia 8 + FastJet with run seed(s) {provenance['seeds']} (disjoint from the seed 1 of the recipes' default data "
-        "and the tagging benchmark's 2701/2702); of them, "
-        f"{recipe.get('data', {}).get('validation_fraction')} and {recipe.get('data', {}).get('test_fraction')} held out for validation and test",
+        f"Pythia 8 + FastJet, run seed(s) {provenance['seeds']} (the recipes' default data use seed 1, the tagging benchmark "
+        f"2701 and 2702); fractions {data.get('validation_fraction')} / {data.get('test_fraction')} held out for validation / test",
         f"- generator settings: {'; '.join(provenance['pythia_settings'] or [])}",
         f"- training: {summary.get('steps')} steps of {training.get('global_batch_size')} jets "
         f"({summary.get('steps', 0) * training.get('global_batch_size', 0)} jets seen), learning rate {training.get('learning_rate')}, "
-        f"{training.get('mixed_precision')} precision, on {summary.get('world_size')} process(es)",
+        f"mixed precision {training.get('mixed_precision')}, {summary.get('world_size')} process(es)",
         f"- compute: {seconds / 3600:.2f} h of training ({summary.get('jets_per_second', 0):.0f} jets/s), "
         f"peak memory {summary.get('peak_memory_mb', 0):.0f} MB per process",
         f"- training curve: [{CURVE}]({CURVE})",
@@ -118,7 +119,7 @@ def release_card(name: str, version: int, description: str, bundle_card: str, re
         "",
         "---",
         "",
-        bundle_card.split("---\n", 2)[-1].lstrip(),  # the run's card without its front matter
+        run_card,
     ]
     front = "---\nlibrary_name: foundation\ntags: [particle-physics, jets, lhc, foundation-model]\n---\n"
     return front + "\n".join(lines)
@@ -154,7 +155,7 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     (staging / MANIFEST).unlink()
     plot_training_curve(_jsonl(run / "metrics.jsonl"), recipe["training"]["global_batch_size"], staging / CURVE)
     card = release_card(
-        name, entry.version, entry.description, (bundle / "README.md").read_text(), recipe, summary,
+        name, entry.version, entry.description, bundle, (bundle / "README.md").read_text(), recipe, summary,
         data_provenance(files), benchmark_figures(name, results_root or REPOSITORY / "docs" / "results"),
     )
     (staging / "README.md").write_text(card)
