@@ -17,6 +17,7 @@ import logging
 import math
 import multiprocessing as mp
 import os
+import signal
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -203,6 +204,20 @@ def _run_chunk(args: tuple[GeneratorConfig, int, int]) -> JetArrays:
     return generate_chunk(config, num_jets, seed)
 
 
+def _default_signals() -> None:
+    """In each pool worker: SIGTERM kills at once and Ctrl-C is left to the parent. A forked worker
+    inherits the parent's Python SIGTERM handler (foundation.outputs raises SystemExit to clean up
+    its .tmp files); run in a worker blocked on the pool's task-queue lock, that cleanup never ends,
+    and Pool.terminate() waited for it forever after the last chunk."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def worker_pool(workers: int):
+    """Fork workers (fast start-up; each chunk builds its own Pythia, so nothing is shared)."""
+    return mp.get_context("fork").Pool(workers, initializer=_default_signals)
+
+
 def chunk_seeds(seed: int, process: str, num_chunks: int) -> list[int]:
     """Independent Pythia seeds (1..900000000) for each chunk, derived from the run seed."""
     entropy = [seed, PROCESS_LABELS[process]]
@@ -282,18 +297,21 @@ def generate(
             results = map(_run_chunk, tasks)
             pool = None
         else:
-            # fork keeps start-up fast; each chunk builds its own Pythia, so nothing is shared.
-            pool = mp.get_context("fork").Pool(workers)
+            pool = worker_pool(workers)
             results = pool.imap(_run_chunk, tasks)  # ordered: output independent of worker count
+        finished = False
         try:
             for jets in results:
                 events += jets.metadata.get("events", 0)
                 jets.metadata = {}
                 writer.append(jets)
                 bar.update(len(jets))
+            finished = True
         finally:
             if pool is not None:
-                pool.terminate()
+                # all chunks done: idle workers leave when told; else (an error, Ctrl-C) they are killed
+                pool.close() if finished else pool.terminate()
+                pool.join()
         metadata["events"] = events
         writer.set_metadata(metadata)
     bar.close()

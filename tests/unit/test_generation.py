@@ -99,3 +99,32 @@ def test_other_ranks_wait_for_the_default_data_and_time_out_clearly(tmp_path, mo
     timer.start()  # rank 0 finishing its files while rank 1 waits
     assert default_jet_files(config, root=tmp_path) == [tmp_path / n for n in names]
     timer.join()
+
+
+def _sigterm_action(_):
+    import signal
+
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_pool_workers_die_on_sigterm_even_under_the_cleanup_handler():
+    """The CLI's SIGTERM handler (exit_on_sigterm: SystemExit, cleanup) must not reach the forked
+    workers: in a worker blocked on the task queue it never finished, and Pool.terminate() after
+    the last chunk waited forever (a shard of launch/generate_data.sh hung so)."""
+    import signal
+
+    from foundation.data.generation import worker_pool
+    from foundation.outputs import exit_on_sigterm
+
+    previous = signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        exit_on_sigterm()
+        pool = worker_pool(2)
+        try:
+            assert pool.map(_sigterm_action, range(4)) == [(True, True)] * 4
+        finally:
+            pool.terminate()
+            pool.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
