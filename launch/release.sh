@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The released model jet-foundation-small (foundation/registry.py), end to end on 2 CPU cores:
-#   1. 250k top + 250k QCD jets, seed 1001, 20 shards            (about 50 minutes)
-#   2. its tokenizer, tokenizers/release.yaml                     (about 15 minutes)
-#   3. pretraining, pretrain/release.yaml on 2 processes           (about 50 minutes)
+#   1. 250k top + 250k QCD jets, seed 1001, 20 shards            (about 55 minutes)
+#   2. its tokenizer, tokenizers/release.yaml                     (about 5 minutes)
+#   3. pretraining, pretrain/release.yaml on 2 processes           (about 65 minutes)
 #   4. the bundle, model card and training curve into checkpoints/jet-foundation-small/
 # Every step keeps what a previous call finished (shards, checkpoints), so a killed call
 # continues where it stopped when run again.  Run from the repository root.
