@@ -18,10 +18,11 @@ import logging
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 
+from foundation.data.canonical import CanonicalSource
+from foundation.data.sources import expand_paths
 from foundation.errors import InputError
 from foundation.evaluation.plots import plot_training_curve
 from foundation.hub import MANIFEST, verify_bundle, write_manifest
@@ -49,26 +50,16 @@ def data_provenance(files: list[Path]) -> dict:
     seeds: set[int] = set()
     settings, versions = None, None
     for path in files:
-        with h5py.File(path, "r") as f:
-            names = json.loads(f.attrs["class_names"])
-            labels = f["label"][:]
-            meta = json.loads(f.attrs.get("metadata", "{}"))
-        for index, count in zip(*np.unique(labels, return_counts=True), strict=True):
-            jets[str(names[index])] = jets.get(str(names[index]), 0) + int(count)
+        source = CanonicalSource(path)
+        for index, count in zip(*np.unique(source.read_labels(), return_counts=True), strict=True):
+            jets[source.class_names[index]] = jets.get(source.class_names[index], 0) + int(count)
+        source.close()
+        meta = source.metadata
         if "seed" in meta:
             seeds.add(int(meta["seed"]))
         settings = settings or meta.get("pythia_settings")
         versions = versions or meta.get("versions")
     return {"files": len(files), "jets": jets, "seeds": sorted(seeds), "pythia_settings": settings, "versions": versions}
-
-
-def jet_files(data_files) -> list[Path]:
-    """The HDF5 files a recipe's data.files names (a file, a folder of shards, or a list of them)."""
-    entries = [data_files] if isinstance(data_files, str) else list(data_files or [])
-    files: list[Path] = []
-    for entry in map(Path, entries):
-        files += sorted(entry.glob("*.h5")) if entry.is_dir() else [entry]
-    return files
 
 
 def benchmark_figures(name: str, results_root: Path) -> list[str]:
@@ -146,9 +137,10 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
         raise InputError(f"{target}: a release is there; pass --overwrite to replace it")
     recipe = yaml.safe_load((run / "recipe.yaml").read_text())
     summary = json.loads((run / "train_summary.json").read_text())
-    files = jet_files(recipe.get("data", {}).get("files"))
-    if not files:
-        raise InputError(f"--run {run}: its recipe's data.files {recipe.get('data', {}).get('files')} holds no jet files to describe")
+    data_files = recipe.get("data", {}).get("files")
+    if not data_files:
+        raise InputError(f"--run {run}: its recipe names no data.files (the generated default set) to describe")
+    files = expand_paths(data_files)
     staging = temporary_path(target)
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle, staging)
@@ -164,5 +156,5 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)
-    logger.info("released %s v%d: %s (%.1f MB of weights)", name, entry.version, target, _weights_mb(target))
+    logger.info("released %s v%d: %s (%.1f MB of weights)", name, entry.version, target, weights)
     return target
