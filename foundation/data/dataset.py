@@ -215,17 +215,25 @@ def feature_statistics(dataset: JetDataset, num_jets: int = 5000, seed: int = 0)
 class LengthGroupedSampler(Sampler[int]):
     """Batches of jets with similar multiplicity, in random order.
 
-    Each chunk of `group_batches` batches of a random permutation is sorted by length and cut
-    into batches, and the batches are shuffled. With batches cut to their longest jet, padding
+    Each chunk of about `group_batches` batches of a random permutation is sorted by length and
+    cut into batches, and the batches are shuffled. With batches cut to their longest jet, padding
     (and its attention cost, which grows with length squared) mostly disappears. Deterministic
     for (seed, epoch). `batch_size` must be the DataLoader's (per-process micro) batch size.
+
+    `batches_per_step` (processes x gradient-accumulation steps) keeps that many consecutive
+    sorted batches together through the shuffle. accelerate hands batch j to process j % processes,
+    so one optimizer step's micro-batches, on every process, then have about the same length: the
+    processes of a step wait little on each other at the gradient all-reduce. With independent
+    lengths the slowest process sets the pace (about 20-28% lost on 2 processes with generated jets).
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, group_batches: int = 50, batches_per_step: int = 1):
         self.lengths = np.asarray(lengths)
         self.batch_size = batch_size
         self.seed = seed
-        self.group_batches = group_batches
+        self.batches_per_step = batches_per_step
+        # sorted chunks hold whole steps, so no step straddles two chunks
+        self.group_batches = max(1, round(group_batches / batches_per_step)) * batches_per_step
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -237,14 +245,17 @@ class LengthGroupedSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         rng = np.random.default_rng([self.seed, self.epoch])
         order = rng.permutation(len(self.lengths))
-        size = self.batch_size
+        size, per_step = self.batch_size, self.batches_per_step
         full = len(order) // size * size
         batches = []
         for start in range(0, full, size * self.group_batches):
             chunk = order[start : min(start + size * self.group_batches, full)]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + size] for i in range(0, len(chunk), size)]
-        rng.shuffle(batches)
+        whole = len(batches) // per_step * per_step
+        steps = [batches[i : i + per_step] for i in range(0, whole, per_step)]  # (steps, per_step) batches
+        rng.shuffle(steps)
+        batches = [batch for step in steps for batch in step] + batches[whole:]  # an incomplete step last
         if full < len(order):
             batches.append(order[full:])  # the partial batch last (dropped when drop_last)
         yield from np.concatenate(batches).tolist() if batches else []

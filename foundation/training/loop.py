@@ -182,7 +182,8 @@ class Trainer:
             if in_memory_mib and hasattr(dataset, "preload"):
                 dataset.preload(in_memory_mib)
         if config.group_by_length and hasattr(train_dataset, "lengths"):
-            self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed)
+            per_step = acc.num_processes * config.gradient_accumulation_steps(acc.num_processes)
+            self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed, batches_per_step=per_step)
         else:
             self.sampler = BlockShuffleSampler(len(train_dataset), shuffle_block_jets, seed=config.seed)
         train_loader = DataLoader(

@@ -2,7 +2,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from foundation.data.dataset import BlockShuffleSampler, DataConfig, JetDataset, build_splits, collate_batch
+from foundation.data.dataset import (
+    BlockShuffleSampler,
+    DataConfig,
+    JetDataset,
+    LengthGroupedSampler,
+    build_splits,
+    collate_batch,
+)
 from foundation.data.features import compute_features
 from foundation.data.sources import JetCollection
 
@@ -14,6 +21,39 @@ def test_block_shuffle_is_a_reproducible_permutation():
     assert list(s) == a
     s.set_epoch(1)
     assert list(s) != a and sorted(s) == list(range(103))
+
+
+def test_length_grouped_batches_are_a_reproducible_permutation_of_similar_lengths():
+    lengths = np.random.default_rng(0).integers(5, 120, size=1000)
+    sampler = LengthGroupedSampler(lengths, batch_size=16, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(1000)) and order == list(LengthGroupedSampler(lengths, 16, seed=3))
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+    batches = lengths[order[: 1000 // 16 * 16]].reshape(-1, 16)  # (batches, 16)
+    assert (batches.max(1) - batches.min(1)).mean() < 0.25 * (lengths.max() - lengths.min())
+
+
+def test_each_optimizer_step_gets_batches_of_similar_length_on_every_process():
+    """accelerate gives batch j to process j % 2: the two micro-batches of a step on 2 processes x 2
+    accumulation steps come from one sorted run, so no process waits long for the slowest."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler
+
+    lengths = np.random.default_rng(1).integers(5, 120, size=2000)
+    processes, accumulation, batch = 2, 2, 16
+
+    def step_longest(per_step: int) -> np.ndarray:
+        sampler = LengthGroupedSampler(lengths, batch, seed=0, batches_per_step=per_step)
+        shards = [list(BatchSamplerShard(BatchSampler(sampler, batch, drop_last=True), processes, rank)) for rank in range(processes)]
+        steps = min(len(s) for s in shards) // accumulation
+        # (steps, processes): the longest jet each process sees in each optimizer step
+        return np.array([[max(lengths[i].max() for i in shard[k * accumulation : (k + 1) * accumulation]) for shard in shards] for k in range(steps)])
+
+    aligned, independent = step_longest(processes * accumulation), step_longest(1)
+    wait = lambda longest: (longest.max(1) - longest.min(1)).mean()  # noqa: E731
+    assert wait(aligned) < 0.2 * wait(independent)
+    assert sorted(LengthGroupedSampler(lengths, batch, seed=0, batches_per_step=4)) == list(range(2000))
 
 
 def test_batches_hold_the_right_jets(jet_files, jets):
