@@ -27,14 +27,19 @@ def attention_mask_for(
 ) -> torch.Tensor | str | None:
     """What SDPA needs: a boolean mask (B, 1, Q, T) (True = may attend), CAUSAL, or None.
 
-    Without padding, a causal pass is SDPA's is_causal (flash kernels on GPUs), and one new token
-    attending to its key/value cache needs no mask at all.
+    A causal pass over whole sequences is SDPA's is_causal (flash kernels on GPUs; on CPUs the
+    blocks above the diagonal are skipped), and one new token attending to its key/value cache
+    needs no mask at all. Padded sequences must then be right-padded, as every jet sequence here
+    is (the real tokens first): a real token's earlier keys are all real, so the causal flag alone
+    gives it exactly the attention of causal & padding. Padded positions attend to earlier padding
+    too; no loss, pooling or sampling reads them.
     """
-    if key_padding_mask is None:
-        if not causal or query_length == 1:
-            return None
-        if past_length == 0:
-            return CAUSAL
+    if key_padding_mask is None and (not causal or query_length == 1):
+        return None
+    if causal and past_length == 0 and (key_padding_mask is None or key_padding_mask.shape[1] == query_length):
+        if key_padding_mask is not None:
+            _check_right_padded(key_padding_mask)
+        return CAUSAL
     device = key_padding_mask.device if key_padding_mask is not None else device
     total = past_length + query_length if key_padding_mask is None else key_padding_mask.shape[1]
     mask = None
@@ -46,6 +51,17 @@ def attention_mask_for(
         causal_mask = (k_pos <= q_pos)[None, None]  # (1, 1, Q, T)
         mask = causal_mask if mask is None else (mask & causal_mask)
     return mask
+
+
+def _check_right_padded(key_padding_mask: torch.Tensor) -> None:
+    """Padding only after the real tokens. On an accelerator the check is asynchronous (no host
+    sync per forward); a failure there is a device-side assert, as for any broken invariant."""
+    padding_before_real = (key_padding_mask[:, 1:] & ~key_padding_mask[:, :-1]).any()
+    if key_padding_mask.device.type == "cpu":
+        if padding_before_real:
+            raise ValueError("attention_mask of a causal pass must be right-padded (all real tokens before the padding)")
+    else:
+        torch._assert_async(~padding_before_real)
 
 
 def with_attention_bias(

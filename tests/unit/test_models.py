@@ -46,6 +46,26 @@ def test_causal_model_never_attends_to_the_future():
     assert not torch.allclose(logits[:, 5:], later[:, 5:])
 
 
+def test_a_padded_causal_pass_gives_each_jet_its_unpadded_logits():
+    """The causal pass runs as SDPA's is_causal without a padding mask: exact for right-padded jets."""
+    cfg = config()
+    model = JetTransformerForCausalJetModeling(cfg).eval()
+    ids, mask = sequences(cfg)
+    padded = model(ids, mask).logits  # (B, L, V)
+    for row in range(len(ids)):
+        real = int(mask[row].sum())
+        alone = model(ids[row : row + 1, :real]).logits[0]  # (real, V)
+        assert torch.allclose(padded[row, :real], alone, atol=1e-5)
+
+
+def test_a_causal_pass_refuses_padding_before_real_tokens():
+    cfg = config()
+    model = JetTransformerForCausalJetModeling(cfg).eval()
+    ids, mask = sequences(cfg)
+    with pytest.raises(ValueError, match="right-padded"):
+        model(ids, mask.flip(1))
+
+
 def test_key_value_cache_gives_the_full_forward_logits():
     cfg = config()
     model = JetTransformerForCausalJetModeling(cfg).eval()
