@@ -15,7 +15,15 @@ from __future__ import annotations
 import numpy as np
 
 from benchmarks.common import base_parser, print_table, write_results
-from benchmarks.tagging import add_arguments, labels_saved_line, prepare, run_models, summarise, wall_clock
+from benchmarks.tagging import (
+    add_arguments,
+    labels_saved_line,
+    prepare,
+    run_models,
+    summarise,
+    validation_pass,
+    wall_clock,
+)
 
 
 def label_factor(n_pre: np.ndarray, auc_pre: np.ndarray, n_scr: np.ndarray, auc_scr: np.ndarray) -> list[float | None]:
@@ -46,6 +54,9 @@ def main(argv=None) -> dict:
     parser = base_parser(__doc__, "label_efficiency")
     add_arguments(parser, [0.001, 0.01, 0.1, 1.0], None)  # benchmark 1's budgets and 0.1%: its runs are reused
     args, bench = prepare(parser, argv)
+    if args.validation_only:
+        args.models = ["pretrained", "scratch"]
+        return validation_pass(bench, args)
     rows = run_models(bench, args, ["pretrained", "scratch"])
     summary = summarise(rows)
     pre = [r for r in summary if r["model"] == "pretrained"]

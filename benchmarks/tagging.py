@@ -19,6 +19,9 @@ by validation AUC with the first seed, at each budget (or at --select-at and reu
 then train at the chosen rate. Only the chosen runs are ever evaluated on the test sample: training
 runs get no test file at all. Every run is cached under --runs, keyed by all its settings, and
 resumes where it stopped; finished ones are reused (run the expensive ParT once with --models part).
+--validation-only stops before the test sample: it trains, selects and prints validation AUCs, for
+choosing settings (a backbone, a recipe) without looking at the test jets; the full command
+later reuses its runs.
 Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5 (mean and spread over seeds), the epochs each
 model used, its wall-clock, and the goal check: pretrained ahead of ParT beyond the seed spread.
 """
@@ -433,9 +436,10 @@ def select_learning_rate(bench: Bench, kind: str, jets: int, seed: int, grid: li
     return chosen, {f"{lr:g}": a for lr, a in auc.items()}
 
 
-def run_models(bench: Bench, args, models: list[str]) -> list[dict]:
+def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list[dict]:
     """For each model and budget: select the learning rate on validation, train every seed at it,
-    then (and only then) evaluate those runs on the test sample. One row per (model, budget, seed)."""
+    then (and only then, with `test`) evaluate those runs on the test sample. One row per
+    (model, budget, seed)."""
     from foundation.data.sources import JetCollection
 
     full = len(JetCollection.open(bench.data.train, max_particles=MAX_PARTICLES))
@@ -447,13 +451,15 @@ def run_models(bench: Bench, args, models: list[str]) -> list[dict]:
             lr, grid = select_learning_rate(bench, kind, select_jets, args.seeds[0], args.learning_rates)
             for seed in args.seeds:
                 run = train_run(bench, kind, jets, seed, lr)
-                test = evaluate_on_test(bench, run)
-                rows.append({
+                row = {
                     "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": lr, "selection_jets": select_jets,
                     "validation_auc_by_learning_rate": grid,
                     **{k: run[k] for k in ("validation_auc", "steps", "best_step", "epochs", "max_epochs", "stopped_early", "train_seconds", "wall_seconds", "params")},
-                    **{k: test[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "predictions")},
-                })
+                }
+                if test:
+                    metrics = evaluate_on_test(bench, run)
+                    row.update({k: metrics[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "predictions")})
+                rows.append(row)
     return rows
 
 
@@ -466,7 +472,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         row = {k: first[k] for k in ("budget", "model", "labelled_jets", "learning_rate", "params", "max_epochs")}
         row.update(seeds=len(group), stopped_early=sum(g["stopped_early"] for g in group))
         for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "validation_auc", "epochs", "steps", "train_seconds", "wall_seconds"):
-            row[metric], row[metric + "_std"] = mean_and_spread([g[metric] for g in group])
+            if metric in first:  # test metrics are absent in a validation-only pass
+                row[metric], row[metric + "_std"] = mean_and_spread([g[metric] for g in group])
         out.append(row)
     return out
 
@@ -534,6 +541,13 @@ SUMMARY_COLUMNS = [
 ]
 
 
+VALIDATION_COLUMNS = [
+    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("seeds", "seeds", "d"),
+    ("validation_auc", "val AUC", ".4f"), ("validation_auc_std", "±", ".4f"), ("epochs", "epochs", ".1f"), ("stopped_early", "stopped early", "d"),
+    ("wall_seconds", "wall s / run", ".0f"),
+]
+
+
 def selection_table(rows: list[dict]) -> str:
     seen, out = set(), []
     for r in rows:
@@ -572,6 +586,7 @@ def add_arguments(parser, budgets: list[float], models: list[str] | None) -> Non
     parser.add_argument("--test-seed", type=int, default=TEST_SEED)
     parser.add_argument("--train-jets-per-class", type=int, default=None, help="generated labelled pool (default 12500, 90%% of it for training; --tiny: 100)")
     parser.add_argument("--test-jets-per-class", type=int, default=None, help="generated test sample (default 5000; --tiny: 50)")
+    parser.add_argument("--validation-only", action="store_true", help="train, select and compare on validation jets only: no test jets read, no results page (for choosing settings before the final figures)")
     parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
     parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
 
@@ -604,6 +619,8 @@ def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, "tagging")
     add_arguments(parser, [0.01, 0.1, 1.0], MODELS)
     args, bench = prepare(parser, argv)
+    if args.validation_only:
+        return validation_pass(bench, args)
     rows = run_models(bench, args, args.models)
     summary = summarise(rows)
     table = print_table(summary, SUMMARY_COLUMNS)
@@ -626,6 +643,18 @@ def main(argv=None) -> list[dict]:
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
         "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
     })
+    return summary
+
+
+def validation_pass(bench: Bench, args) -> list[dict]:
+    """Train, select and compare on validation jets only: for choosing settings (a backbone, a
+    recipe) before the final figures. The test sample is not read and no results page is written;
+    the runs are the cache's, so the full command later reuses them."""
+    rows = run_models(bench, args, args.models, test=False)
+    summary = summarise(rows)
+    print("validation only (no test jets read, no results page):", flush=True)
+    print_table(summary, VALIDATION_COLUMNS)
+    selection_table(rows)
     return summary
 
 

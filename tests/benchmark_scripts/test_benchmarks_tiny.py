@@ -47,7 +47,14 @@ def _tagging_args(tiny_bundle, samples, tmp_path):
 
 def test_tagging(independent_samples, tiny_bundle, tmp_path):
     args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
+    # A validation-only pass trains and selects, reads no test jets and writes no page ...
+    valid = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "v"), "--validation-only"])
+    assert [r["model"] for r in valid] == ["pretrained", "scratch", "part"] and all("auc" not in r and 0 <= r["validation_auc"] <= 1 for r in valid)
+    assert not list((tmp_path / "runs").glob("*/*/test.json")) and not list((tmp_path / "v").rglob("results.json"))
+    trained = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/*/run.json")}
+    # ... and the full command then reuses its runs.
     summary = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "a")])
+    assert len(trained) == 9 and {p: p.stat().st_mtime for p in trained} == trained
     assert [r["model"] for r in summary] == ["pretrained", "scratch", "part"] and all(r["seeds"] == 2 for r in summary)
     assert all(0 <= r["auc"] <= 1 and r["params"] > 0 and 0 < r["epochs"] <= r["max_epochs"] for r in summary)
     runs = {p.parent: json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/*/run.json")}
