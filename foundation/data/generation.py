@@ -205,17 +205,21 @@ def _run_chunk(args: tuple[GeneratorConfig, int, int]) -> JetArrays:
 
 
 def _default_signals() -> None:
-    """In each pool worker: SIGTERM kills at once and Ctrl-C is left to the parent. A forked worker
-    inherits the parent's Python SIGTERM handler (foundation.outputs raises SystemExit to clean up
-    its .tmp files); run in a worker blocked on the pool's task-queue lock, that cleanup never ends,
-    and Pool.terminate() waited for it forever after the last chunk."""
+    """In each pool worker: SIGTERM kills at once and Ctrl-C is left to the parent. A worker must not
+    run the CLI's SIGTERM handler (foundation.outputs raises SystemExit to clean up its .tmp files):
+    in a worker blocked on the pool's task-queue lock that cleanup never ends, and Pool.terminate()
+    waited for it forever after the last chunk."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def worker_pool(workers: int):
-    """Fork workers (fast start-up; each chunk builds its own Pythia, so nothing is shared)."""
-    return mp.get_context("fork").Pool(workers, initializer=_default_signals)
+    """Workers from a fork server: each starts from a clean single-threaded process, so none inherits
+    the parent's Python SIGTERM handler or a lock that another of the parent's threads held when it
+    forked. Forked straight from a parent with threads (tqdm's monitor, fsspec's loop), a worker could
+    hang before its initializer ran and then ignore SIGTERM, and Pool.terminate() waited for it for
+    ever (seen once in the test suite). Each chunk builds its own Pythia, so nothing is shared."""
+    return mp.get_context("forkserver").Pool(workers, initializer=_default_signals)
 
 
 def chunk_seeds(seed: int, process: str, num_chunks: int) -> list[int]:

@@ -1,6 +1,7 @@
 """Generated jets must be physics: top mass peak, QCD falling spectrum, the selection applied."""
 
 import json
+import threading
 
 import h5py
 import numpy as np
@@ -78,7 +79,6 @@ def test_shards_are_disjoint_and_together_equal_the_unsharded_file(tmp_path):
 def test_other_ranks_wait_for_the_default_data_and_time_out_clearly(tmp_path, monkeypatch):
     """Only rank 0 generates the default data; rank 1 waits for the completed file (never
     generates into the same temporary file), and says what to do when it does not come."""
-    import threading
 
     import pytest
 
@@ -107,6 +107,14 @@ def _sigterm_action(_):
     return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
+def _terminate_within(pool, seconds: float) -> None:
+    """pool.terminate() + join() in a thread: a hang fails the test instead of stalling the suite."""
+    stopper = threading.Thread(target=lambda: (pool.terminate(), pool.join()), daemon=True)
+    stopper.start()
+    stopper.join(seconds)
+    assert not stopper.is_alive(), f"Pool.terminate() still waiting on its workers after {seconds} s"
+
+
 def test_pool_workers_die_on_sigterm_even_under_the_cleanup_handler():
     """The CLI's SIGTERM handler (exit_on_sigterm: SystemExit, cleanup) must not reach the forked
     workers: in a worker blocked on the task queue it never finished, and Pool.terminate() after
@@ -124,7 +132,8 @@ def test_pool_workers_die_on_sigterm_even_under_the_cleanup_handler():
         try:
             assert pool.map(_sigterm_action, range(4)) == [(True, True)] * 4
         finally:
-            pool.terminate()
-            pool.join()
+            _terminate_within(pool, seconds=60)
+        for _ in range(5):  # terminated at once: workers still starting must die too
+            _terminate_within(worker_pool(2), seconds=60)
     finally:
         signal.signal(signal.SIGTERM, previous)
