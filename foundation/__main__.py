@@ -2,4 +2,5 @@
 
 from foundation.cli import main
 
-main()
+if __name__ == "__main__":  # not when multiprocessing imports it as __mp_main__ (fork server, spawn)
+    main()
