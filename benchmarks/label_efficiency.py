@@ -54,10 +54,10 @@ def main(argv=None) -> dict:
     parser = base_parser(__doc__, "label_efficiency")
     add_arguments(parser, [0.001, 0.01, 0.1, 1.0], None)  # benchmark 1's budgets and 0.1%: its runs are reused
     args, bench = prepare(parser, argv)
+    models = ["pretrained", "scratch"]
     if args.validation_only:
-        args.models = ["pretrained", "scratch"]
-        return validation_pass(bench, args)
-    rows = run_models(bench, args, ["pretrained", "scratch"])
+        return validation_pass(bench, args, models)
+    rows = run_models(bench, args, models)
     summary = summarise(rows)
     pre = [r for r in summary if r["model"] == "pretrained"]
     scr = [r for r in summary if r["model"] == "scratch"]

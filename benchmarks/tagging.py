@@ -620,7 +620,7 @@ def main(argv=None) -> list[dict]:
     add_arguments(parser, [0.01, 0.1, 1.0], MODELS)
     args, bench = prepare(parser, argv)
     if args.validation_only:
-        return validation_pass(bench, args)
+        return validation_pass(bench, args, args.models)
     rows = run_models(bench, args, args.models)
     summary = summarise(rows)
     table = print_table(summary, SUMMARY_COLUMNS)
@@ -646,11 +646,11 @@ def main(argv=None) -> list[dict]:
     return summary
 
 
-def validation_pass(bench: Bench, args) -> list[dict]:
+def validation_pass(bench: Bench, args, models: list[str]) -> list[dict]:
     """Train, select and compare on validation jets only: for choosing settings (a backbone, a
     recipe) before the final figures. The test sample is not read and no results page is written;
     the runs are the cache's, so the full command later reuses them."""
-    rows = run_models(bench, args, args.models, test=False)
+    rows = run_models(bench, args, models, test=False)
     summary = summarise(rows)
     print("validation only (no test jets read, no results page):", flush=True)
     print_table(summary, VALIDATION_COLUMNS)

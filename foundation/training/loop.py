@@ -181,8 +181,9 @@ class Trainer:
         for dataset in (train_dataset, eval_dataset):
             if in_memory_mib and hasattr(dataset, "preload"):
                 dataset.preload(in_memory_mib)
+        accumulation = config.gradient_accumulation_steps(acc.num_processes)  # refuses a batch size that does not divide
         if config.group_by_length and hasattr(train_dataset, "lengths"):
-            per_step = acc.num_processes * config.gradient_accumulation_steps(acc.num_processes)
+            per_step = acc.num_processes * accumulation  # the micro-batches of one optimizer step
             self.sampler = LengthGroupedSampler(train_dataset.lengths(), config.micro_batch_size, seed=config.seed, batches_per_step=per_step)
         else:
             self.sampler = BlockShuffleSampler(len(train_dataset), shuffle_block_jets, seed=config.seed)
@@ -218,7 +219,6 @@ class Trainer:
         self.model, self.optimizer, self.train_loader = acc.prepare(model, optimizer, train_loader)
         self.eval_loader = acc.prepare(eval_loader) if eval_loader is not None else None
         self.input_names = model_input_names(self.model)  # the batch columns forward takes, read once
-        self.accumulation = config.gradient_accumulation_steps(acc.num_processes)
         plugin = acc.state.deepspeed_plugin
         if config.keep_best and plugin is not None and plugin.zero_stage == 3:
             raise ConfigError(None, "training.keep_best", "is not supported with DeepSpeed ZeRO-3 (weights are sharded); leave it unset")

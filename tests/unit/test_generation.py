@@ -116,7 +116,7 @@ def _terminate_within(pool, seconds: float) -> None:
 
 
 def test_pool_workers_die_on_sigterm_even_under_the_cleanup_handler():
-    """The CLI's SIGTERM handler (exit_on_sigterm: SystemExit, cleanup) must not reach the forked
+    """The CLI's SIGTERM handler (exit_on_sigterm: SystemExit, cleanup) must not reach the pool's
     workers: in a worker blocked on the task queue it never finished, and Pool.terminate() after
     the last chunk waited forever (a shard of launch/generate_data.sh hung so)."""
     import signal
