@@ -1,6 +1,6 @@
 """Benchmark 5: anomaly detection of top jets among QCD jets.
 
-    python -m benchmarks.anomaly --pretrained checkpoints/main/pretrain/model
+    python -m benchmarks.anomaly --pretrained jet-foundation-small
 
 Three ways, scored on the same held-out test jets (truth labels only for scoring):
 - unsupervised: a background model (the pretrained model after next-token training on QCD jets
@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import base_parser, default_files, print_table, write_results
+from benchmarks.common import base_parser, default_files, print_table, run_script, write_results
 
 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, "anomaly")
-    parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model")
+    parser.add_argument("--pretrained", default="jet-foundation-small", help="pretrained bundle: a registered name, a folder or a hub repo id")
     parser.add_argument("--data", nargs="+", default=None, help="jet files (default: the generated 10k + 10k set)")
     parser.add_argument("--fractions", type=float, nargs=2, default=[0.3, 0.05])
     parser.add_argument("--steps", type=int, default=None, help="training steps of each model (default: the recipes')")
@@ -94,4 +94,4 @@ def _headline(rows: list[dict]) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

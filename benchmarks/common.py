@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import platform
 import shlex
@@ -28,6 +29,12 @@ from foundation.pipelines.common import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "results"
+
+
+# Pythia seeds of the shipped models' data; every benchmark sample is generated with others.
+RECIPE_DATA_SEED = 1  # data.generated.seed of every shipped recipe and of the main job
+RELEASE_DATA_SEED = 1001  # the released model's data (launch/release.sh)
+RESERVED_JETS_PER_CLASS = 500_000  # the largest generated set a recipe asks for (pretrain/large.yaml)
 
 
 class BenchmarkParser(argparse.ArgumentParser):
@@ -51,6 +58,18 @@ def base_parser(description: str, name: str) -> argparse.ArgumentParser:
         help=f"folder of the results pages (default: {DOCS.relative_to(ROOT)}; with --tiny: OUT/docs, so a smoke run never replaces a committed page)",
     )
     return parser
+
+
+def run_script(main) -> None:
+    """A benchmark's entry point: bad input (a missing file, a refused seed) is one line on stderr
+    and exit code 2, as for the `foundation` commands, not a traceback."""
+    from foundation.cli import USER_ERRORS
+
+    try:
+        main()
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
 
 
 def cpu_model() -> str:
@@ -201,3 +220,50 @@ def default_files() -> list[str]:
     from foundation.data.defaults import default_jet_files
 
     return [str(p) for p in default_jet_files(GeneratedDataConfig(jets_per_class=10_000, seed=1, max_particles=128))]
+
+
+def generated_sample(folder: Path, name: str, jets_per_class: int, seed: int, max_particles: int) -> list[str]:
+    """QCD and top jets generated with `seed` into `folder` (made once; a file is complete or absent).
+    A seed whose Pythia chunks the shipped models were pretrained on is refused before any work: a
+    benchmark must never score a model on jets it has seen."""
+    from foundation.data.generation import GeneratorConfig, generate
+    from foundation.errors import InputError
+
+    if sample_seeds(seed, jets_per_class) & reserved_seeds():
+        raise InputError(f"{name} sample, seed {seed}: shares Pythia seeds with the shipped models' data (seeds {RECIPE_DATA_SEED} and {RELEASE_DATA_SEED}); use another seed")
+    files = []
+    for process in ("qcd", "top"):
+        path = folder / f"{name}-{process}-{jets_per_class}-n{max_particles}-seed{seed}.h5"
+        if not path.exists():
+            print(f"--- generating {jets_per_class} {process} jets (seed {seed}) into {path}", flush=True)
+            generate(GeneratorConfig(process=process, max_particles=max_particles), jets_per_class, path, seed=seed, workers=os.cpu_count() or 1)
+        files.append(str(path))
+    return files
+
+
+def chunk_seeds_of(files: list[str]) -> set[int]:
+    """The Pythia seeds the files were generated with (their metadata), empty when not recorded."""
+    from foundation.data.canonical import CanonicalSource, is_canonical
+
+    seeds: set[int] = set()
+    for path in files:
+        if is_canonical(path):
+            seeds.update(CanonicalSource(path).metadata.get("chunk_seeds") or [])
+    return seeds
+
+
+def sample_seeds(seed: int, jets_per_class: int, processes=None) -> set[int]:
+    """The Pythia seeds of a sample generated with `seed` (each chunk of 250 jets has its own,
+    foundation.data.generation.chunk_seeds), for QCD and top unless `processes` says otherwise."""
+    from foundation.data.generation import chunk_seeds
+
+    chunks = math.ceil(jets_per_class / 250)
+    return {s for process in processes or ("qcd", "top") for s in chunk_seeds(seed, process, chunks)}
+
+
+def reserved_seeds() -> set[int]:
+    """Pythia seeds the shipped models were pretrained on: the recipes' data (seed 1) and the
+    released model's (seed 1001), each up to 500k jets per class of every process."""
+    from foundation.data.generation import PROCESS_LABELS
+
+    return {s for seed in (RECIPE_DATA_SEED, RELEASE_DATA_SEED) for s in sample_seeds(seed, RESERVED_JETS_PER_CLASS, PROCESS_LABELS)}

@@ -1,6 +1,6 @@
 """Benchmark 2: label efficiency, pretrained vs the same architecture from scratch.
 
-    python -m benchmarks.label_efficiency --pretrained checkpoints/main/pretrain/model --budgets 0.001 0.01 0.1 1 --seeds 0 1 2
+    python -m benchmarks.label_efficiency --pretrained jet-foundation-small --budgets 0.001 0.01 0.1 1 --seeds 0 1 2
 
 Test AUC against the number of labelled jets for both, on the data, protocol and run cache of
 benchmark 1 (benchmarks/tagging.py: independent test sample, early stopping on validation AUC,
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import base_parser, print_table, write_results
+from benchmarks.common import base_parser, print_table, run_script, write_results
 from benchmarks.tagging import (
     add_arguments,
     labels_saved_line,
@@ -99,4 +99,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

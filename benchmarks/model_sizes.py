@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import base_parser, print_table, write_results
+from benchmarks.common import base_parser, print_table, run_script, write_results
 from foundation.config import load_yaml
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining
 
@@ -124,4 +124,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

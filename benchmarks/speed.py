@@ -1,6 +1,6 @@
 """Benchmark 6: speed and memory.
 
-    python -m benchmarks.speed --tokenizer checkpoints/main/tokenizer/tokenizer --model checkpoints/main/pretrain/model
+    python -m benchmarks.speed --tokenizer checkpoints/jet-foundation-small/tokenizer --model jet-foundation-small
 
 - pretraining throughput of each recipe (default pretrain/small.yaml) with 1 and 2 processes
   (torchrun, gloo on CPU), one thread per process, in fp32 and in the precision the recipe asks for
@@ -27,7 +27,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.common import base_parser, default_files, print_table, write_results
+from benchmarks.common import base_parser, default_files, print_table, run_script, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,8 +160,8 @@ def _run(cmd: list[str], env_extra: dict | None = None, timeout: int = 3600) -> 
 
 def main(argv=None) -> dict:
     parser = base_parser(__doc__, "speed")
-    parser.add_argument("--tokenizer", default="checkpoints/main/tokenizer/tokenizer")
-    parser.add_argument("--model", default="checkpoints/main/pretrain/model")
+    parser.add_argument("--tokenizer", default="checkpoints/jet-foundation-small/tokenizer")
+    parser.add_argument("--model", default="jet-foundation-small")
     parser.add_argument("--recipes", nargs="+", default=["pretrain/small.yaml"], help="pretraining recipes to time (GPU: pretrain/base.yaml pretrain/large.yaml)")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2], help="process counts to time (one thread each on CPU)")
     parser.add_argument("--recipe", default=None, help=argparse_hidden())
@@ -252,4 +252,4 @@ def argparse_hidden() -> str:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

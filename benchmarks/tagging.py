@@ -1,6 +1,6 @@
 """Benchmark 1: top tagging against a peer, at label budgets.
 
-    python -m benchmarks.tagging --pretrained checkpoints/main/pretrain/model --budgets 0.01 0.1 1 --seeds 0 1 2
+    python -m benchmarks.tagging --pretrained jet-foundation-small --budgets 0.01 0.1 1 --seeds 0 1 2
 
 Three models, on fair terms: the pretrained backbone fine-tuned (--recipe, default finetune/top_tagging.yaml), the
 same architecture from scratch, and ParT (weaver-core) from scratch, all on the same 13 particle
@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -40,7 +39,18 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import base_parser, mean_and_spread, print_table, write_results
+from benchmarks.common import (
+    RECIPE_DATA_SEED,
+    RELEASE_DATA_SEED,
+    base_parser,
+    chunk_seeds_of,
+    generated_sample,
+    mean_and_spread,
+    print_table,
+    reserved_seeds,
+    run_script,
+    write_results,
+)
 
 FEATURES = [
     "log_pt", "log_e", "log_pt_rel", "log_e_rel", "eta_rel", "phi_rel", "delta_r",
@@ -50,9 +60,6 @@ MODELS = ["pretrained", "scratch", "part"]
 NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch"}
 MAX_PARTICLES = 128
 TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
-RECIPE_DATA_SEED = 1  # data.generated.seed of every shipped recipe and of the main job
-RELEASE_DATA_SEED = 1001  # the released model's data (launch/release.sh)
-RESERVED_JETS_PER_CLASS = 500_000  # the largest generated set a recipe asks for (pretrain/large.yaml)
 LEARNING_RATES = [1e-4, 3e-4, 1e-3]
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
 
@@ -120,40 +127,6 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def generated_sample(folder: Path, name: str, jets_per_class: int, seed: int) -> list[str]:
-    """QCD and top jets generated with `seed` into `folder` (made once; a file is complete or absent)."""
-    from foundation.data.generation import GeneratorConfig, generate
-
-    files = []
-    for process in ("qcd", "top"):
-        path = folder / f"{name}-{process}-{jets_per_class}-n{MAX_PARTICLES}-seed{seed}.h5"
-        if not path.exists():
-            print(f"--- generating {jets_per_class} {process} jets (seed {seed}) into {path}", flush=True)
-            generate(GeneratorConfig(process=process, max_particles=MAX_PARTICLES), jets_per_class, path, seed=seed, workers=os.cpu_count() or 1)
-        files.append(str(path))
-    return files
-
-
-def chunk_seeds_of(files: list[str]) -> set[int]:
-    """The Pythia seeds the files were generated with (their metadata), empty when not recorded."""
-    from foundation.data.canonical import CanonicalSource, is_canonical
-
-    seeds: set[int] = set()
-    for path in files:
-        if is_canonical(path):
-            seeds.update(CanonicalSource(path).metadata.get("chunk_seeds") or [])
-    return seeds
-
-
-def reserved_seeds() -> set[int]:
-    """Pythia seeds the shipped models were pretrained on: the recipes' data (seed 1) and the
-    released model's (seed 1001), each up to 500k jets per class, 250 per chunk."""
-    from foundation.data.generation import PROCESS_LABELS, chunk_seeds
-
-    chunks = RESERVED_JETS_PER_CLASS // 250
-    return {s for seed in (RECIPE_DATA_SEED, RELEASE_DATA_SEED) for p in PROCESS_LABELS for s in chunk_seeds(seed, p, chunks)}
-
-
 def check_independent(train: list[str], test: list[str]) -> dict:
     """Refuse a test sample that shares generator seeds with the training jets or the recipes' data."""
     train_seeds, test_seeds = chunk_seeds_of(train), chunk_seeds_of(test)
@@ -204,8 +177,8 @@ def prepare_data(args) -> BenchmarkData:
     if args.data is None:
         if args.train_seed == args.test_seed:
             fail(f"--test-seed: must differ from --train-seed ({args.train_seed})")
-        pool = generated_sample(folder, "pool", args.train_jets_per_class, args.train_seed)
-        test = generated_sample(folder, "test", args.test_jets_per_class, args.test_seed)
+        pool = generated_sample(folder, "pool", args.train_jets_per_class, args.train_seed, MAX_PARTICLES)
+        test = generated_sample(folder, "test", args.test_jets_per_class, args.test_seed, MAX_PARTICLES)
     else:
         pool, test = list(args.data), list(args.test_data)
         for path in pool + test:
@@ -569,7 +542,7 @@ def wall_clock(bench: Bench, models: list[str]) -> dict:
 # ----- command line -----
 def add_arguments(parser, budgets: list[float], models: list[str] | None) -> None:
     """The arguments benchmarks 1 and 2 share (their runs and data are shared too)."""
-    parser.add_argument("--pretrained", default="checkpoints/main/pretrain/model", help="pretrained bundle (either backbone)")
+    parser.add_argument("--pretrained", default="jet-foundation-small", help="pretrained bundle: a registered name, a folder or a hub repo id")
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe: mode, head, weight decay (the protocol sets its schedule, batch and learning rate)")
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
     if models is not None:
@@ -677,4 +650,4 @@ def _plot_rocs(out: Path, rows: list[dict]) -> list[str]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 
-from benchmarks.common import base_parser, print_table, write_results
+from benchmarks.common import base_parser, print_table, run_script, write_results
 
 TARGET_USAGE, TARGET_MASS = 0.95, 0.025
 
@@ -114,4 +114,4 @@ def _headline(rows: list[dict]) -> dict | None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

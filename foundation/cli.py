@@ -596,13 +596,17 @@ def anomaly_background_command(
     console.print(f"[green]background model saved to {bundle}")
 
 
+# What a user can mend from the message alone: printed as one line, exit code 2.
+USER_ERRORS = (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError, TrainingDiverged)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one clear line and exit code 2, not a traceback.
     `argv` (default: sys.argv[1:]) lets tests run the command in-process."""
     exit_on_sigterm()
     try:
         app(args=argv, prog_name="foundation")
-    except (DataFormatError, ConfigError, InputError, BundleError, FileNotFoundError, TrainingDiverged) as err:
+    except USER_ERRORS as err:
         if VERBOSE["on"]:
             raise
         console.print(f"[bold red]error:[/] {err}")

@@ -91,10 +91,12 @@ def test_tagging_refuses_a_test_sample_that_is_not_independent(independent_sampl
 
 
 def test_benchmark_seeds_avoid_the_recipes_data():
-    from foundation.data.generation import chunk_seeds
+    from benchmarks.common import sample_seeds
 
-    benchmark = {s for seed in (tagging.TRAIN_SEED, tagging.TEST_SEED) for p in ("qcd", "top") for s in chunk_seeds(seed, p, 200)}
-    assert len(benchmark) == 800 and not benchmark & tagging.reserved_seeds()
+    benchmark = [sample_seeds(seed, 50_000) for seed in (tagging.TRAIN_SEED, tagging.TEST_SEED, generation.REFERENCE_SEED)]
+    assert len(set.union(*benchmark)) == 3 * 400 and not set.union(*benchmark) & tagging.reserved_seeds()
+    # The shipped models' own seeds are caught (the release's, 1001, and the recipes', 1).
+    assert sample_seeds(1001, 250) <= tagging.reserved_seeds() and sample_seeds(1, 250) <= tagging.reserved_seeds()
 
 
 def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
@@ -157,6 +159,30 @@ def test_generation(jet_files, tiny_bundle, tmp_path):
     # The pT window's acceptance per run (tests/integration/test_cli.py checks the selection itself).
     assert json.loads((tmp_path / "results.json").read_text())["acceptance"] == {"T=1 seed 0": {"generated": 1.0}}
     assert _page(tmp_path, "generation")["headline"]["metric"] == "W1(jet mass) at T = 1"
+
+
+def test_generation_makes_its_own_independent_reference(tiny_bundle, tmp_path):
+    """Without --reference, a top + QCD sample is generated once with the benchmark's seed and reused."""
+    args = ["--tiny", "--model", str(tiny_bundle), "--reference-jets", "20", "--jets", "20", "--temperatures", "1.0", "--out", str(tmp_path)]
+    generation.main(args)
+    made = sorted((tmp_path / "reference").glob("*.h5"))
+    assert [p.name for p in made] == [f"reference-{c}-20-n128-seed{generation.REFERENCE_SEED}.h5" for c in ("qcd", "top")]
+    stamps = [p.stat().st_mtime_ns for p in made]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["stop_calibration"]["jets"] == 40
+    generation.main(args)  # the second run reads the same files
+    assert [p.stat().st_mtime_ns for p in made] == stamps
+
+
+def test_generation_refuses_a_reference_seed_of_the_training_data(tiny_bundle, tmp_path, capsys):
+    """The shipped models' seed is refused before any jet is generated: one line, exit code 2."""
+    from benchmarks.common import run_script
+
+    with pytest.raises(SystemExit) as err:
+        run_script(lambda: generation.main(["--tiny", "--model", str(tiny_bundle), "--reference-seed", "1001", "--out", str(tmp_path)]))
+    message = capsys.readouterr().err
+    assert err.value.code == 2 and "seed 1001" in message and message.count("\n") == 1
+    assert not (tmp_path / "reference").exists()
 
 
 def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
