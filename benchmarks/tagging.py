@@ -224,6 +224,10 @@ def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: flo
         "model": bench.pretrained, "init": "scratch" if kind == "scratch" else "pretrained", "particle_features": FEATURES,
         **bench.protocol.overrides(jets, seed, learning_rate), "training.output_dir": output_dir,
     }
+    if kind == "scratch":
+        # Random weights have nothing to keep: the recipe's frozen or layer-wise mode is for the
+        # pretrained model; from scratch every layer trains at the chosen rate.
+        values["mode"] = "full"
     recipe = load_finetune_recipe(bench.recipe, values)
     # The training runs never get the test sample: their own "test" pass is on the validation jets.
     recipe.data.files, recipe.data.validation_files, recipe.data.test_files = bench.data.train, bench.data.validation, bench.data.validation

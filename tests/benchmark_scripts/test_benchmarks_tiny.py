@@ -99,6 +99,16 @@ def test_benchmark_seeds_avoid_the_recipes_data():
     assert sample_seeds(1001, 250) <= tagging.reserved_seeds() and sample_seeds(1, 250) <= tagging.reserved_seeds()
 
 
+def test_a_layerwise_recipe_applies_to_the_pretrained_model_only(tmp_path):
+    """Frozen or layer-wise modes protect pretrained weights; the scratch model trains every layer."""
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(train=["train.h5"], validation=["validation.h5"])
+    bench = SimpleNamespace(pretrained="jet-foundation-small", recipe="finetune/top_tagging_layerwise.yaml", protocol=tagging.Protocol(), data=data)
+    modes = {kind: tagging.our_recipe(bench, kind, 225, 0, 1e-3, str(tmp_path)).mode for kind in ("pretrained", "scratch")}
+    assert modes == {"pretrained": "layerwise", "scratch": "full"}
+
+
 def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
     p = tagging.Protocol()
     assert p.schedule(22_500) == {"steps_per_epoch": 351, "max_steps": 30 * 351, "eval_every": 351, "max_epochs": 30}
