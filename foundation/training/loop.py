@@ -76,6 +76,10 @@ class TrainResult:
         }
 
 
+# Steps between the ranks' checks for SIGTERM (several processes; one process checks every step).
+STOP_CHECK_EVERY = 10
+
+
 @dataclass
 class TrainerState:
     """Where a run stands: with the model, optimizer and RNG states (accelerate's save_state) it is
@@ -87,6 +91,10 @@ class TrainerState:
     samples_seen: int = 0  # jets trained on, all processes
     best: dict | None = None  # {"step", "metric", "value"} of the best evaluation (training.keep_best)
     evals_since_best: int = 0  # evaluations since keep_best last improved (early stopping)
+    # SIGTERM came at an evaluation step: the checkpoint was written without that evaluation (a
+    # launcher's grace period, torchrun's 30 s, is shorter than a validation pass), and the resumed
+    # run makes it first, so its metrics and kept weights are those of an uninterrupted run.
+    evaluation_pending: bool = False
     # Training time and work of the earlier invocations of a resumed run, so that resumes add up
     # (evaluation and checkpointing left out). Checkpoints written before these were recorded carry
     # nothing: the count starts at the resume.
@@ -268,6 +276,7 @@ class Trainer:
             "train_samples": samples,
             "train_tokens": tokens,
             "evals_since_best": state.evals_since_best,
+            "evaluation_pending": state.evaluation_pending,
         }
 
     def _run_totals(self) -> tuple[float, int, float]:
@@ -288,6 +297,7 @@ class Trainer:
             earlier_samples=trainer_state.get("train_samples", 0),
             earlier_tokens=trainer_state.get("train_tokens", 0.0),
             evals_since_best=trainer_state.get("evals_since_best", 0),
+            evaluation_pending=trainer_state.get("evaluation_pending", False),
         )
 
     def save_checkpoint(self) -> Path:
@@ -452,6 +462,8 @@ class Trainer:
         self._bar = tqdm(
             total=cfg.max_steps, initial=self.state.step, desc="training", unit="step", disable=not (cfg.progress and acc.is_main_process)
         )
+        if self.state.evaluation_pending:  # the evaluation a SIGTERM put off (TrainerState.evaluation_pending)
+            self._record({**self._evaluate_and_keep_best(), "step": self.state.step})
         self.model.train()
         self._learning_rate = self._set_learning_rate(self.state.step)
 
@@ -475,23 +487,33 @@ class Trainer:
         state.step += 1
         state.samples_seen += cfg.global_batch_size
         row = self._training_metrics() if self.should_log(state.step) else {}
+        stop = self._stop_agreed()
         if self.should_evaluate(state.step):
-            with self._run.overhead_time():
-                row.update(self.evaluate())
-                if cfg.keep_best:
-                    kept = self._keep_if_best(row, state.step, state.best)
-                    state.evals_since_best = 0 if kept is not state.best else state.evals_since_best + 1
-                    state.best = kept
+            if stop:
+                state.evaluation_pending = True  # saved now, evaluated first when resumed
+            else:
+                row.update(self._evaluate_and_keep_best())
         if row:
             self._record({**row, "step": state.step})
         self._bar.update(1)
         self._learning_rate = self._set_learning_rate(state.step)
-        stop = self._stop_agreed()
         # should_stop is the same on every rank: evaluation metrics are reduced
         if self.should_save(state.step) or stop or self.should_stop():
             with self._run.overhead_time():
                 self.save_checkpoint()
         return stop
+
+    def _evaluate_and_keep_best(self) -> dict:
+        """The evaluation of this step, and the best weights and early-stopping count it updates."""
+        state = self.state
+        with self._run.overhead_time():
+            row = self.evaluate()
+            if self.config.keep_best:
+                kept = self._keep_if_best(row, state.step, state.best)
+                state.evals_since_best = 0 if kept is not state.best else state.evals_since_best + 1
+                state.best = kept
+        state.evaluation_pending = False
+        return row
 
     def _training_metrics(self) -> dict:
         """Mean training loss since the last log line (over processes), learning rate and jets/s.
@@ -539,12 +561,14 @@ class Trainer:
 
     def _stop_agreed(self) -> bool:
         """True on every rank if any rank got SIGTERM (all must save the same checkpoint). With several
-        processes the ranks agree at log and save steps only: each check is a collective and a host sync."""
+        processes the ranks agree every STOP_CHECK_EVERY steps and at log and save steps only: each
+        check is a collective and a host sync, and a launcher kills what has not stopped within its
+        grace period (torchrun: 30 s after its SIGTERM), which log_every steps can outlast on a CPU."""
         acc = self.accelerator
         if acc.num_processes == 1:
             return self._stop_requested
         step = self.state.step
-        if not (self.should_log(step) or self.should_save(step)):
+        if not (step % STOP_CHECK_EVERY == 0 or self.should_log(step) or self.should_save(step)):
             return False
         flag = torch.tensor(1.0 if self._stop_requested else 0.0, device=acc.device)
         return bool(acc.reduce(flag, reduction="sum").item() > 0)

@@ -137,3 +137,32 @@ def test_two_processes_equal_one_at_the_same_global_batch(jet_files, tiny_tokeni
     assert one["world_size"] == 1 and two["world_size"] == 2 and one["train_size"] == 256
     assert len(one["losses"]) == 5 and one["losses"] != pytest.approx([one["losses"][0]] * 5)  # training moved
     assert two["losses"] == pytest.approx(one["losses"], rel=1e-5, abs=1e-6)
+
+
+def test_sigterm_to_torchrun_checkpoints_before_its_grace_period_ends(jet_files, tiny_tokenizer, tmp_path):
+    """torchrun passes SIGTERM on to its workers and kills them 30 s later: the ranks must agree to
+    stop and write their checkpoint well within that, even when log and checkpoint steps are far apart."""
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    far = "100000"  # no log, evaluation or checkpoint step comes before the SIGTERM
+    args = ["--tokenizer", str(tiny_tokenizer), "--output", str(tmp_path / "run"), "--set", "data.files=[" + ",".join(map(str, jet_files)) + "]",
+            "--set", f"training.max_steps={far}", "--set", f"training.save_every={far}", "--set", f"training.eval_every={far}",
+            "--set", f"training.log_every={far}", "--set", "training.progress=false"]
+    proc = subprocess.Popen(["bash", str(ROOT / "launch/torchrun/pretrain.sh"), "2", "pretrain/tiny.yaml", *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # until training has begun
+            lines.append(line)
+            if "pretraining" in line and "parameters" in line:
+                break
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)  # the launch script execs torchrun: this is torchrun
+        output = "".join(lines) + proc.communicate(timeout=120)[0]
+    finally:
+        proc.kill()
+    assert "stopped on SIGTERM" in output and "forcefully" not in output, output[-3000:]
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert len(saved) == 1 and int(saved[0].name.split("-")[1]) % 10 == 0

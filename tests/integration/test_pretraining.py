@@ -77,25 +77,61 @@ def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokeniz
     """Preemption: SIGTERM at step 5 writes a checkpoint there and raises; no half-trained model
     is exported; --resume then finishes the run."""
     from foundation.errors import TrainingInterrupted
-    from foundation.training.loop import Trainer
 
-    set_lr = Trainer._set_learning_rate
-
-    def set_lr_and_terminate_at_5(self, step):
-        if step == 5 and not getattr(self, "_terminated", False):
-            self._terminated = True
-            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler catches it
-        return set_lr(self, step)
-
-    monkeypatch.setattr(Trainer, "_set_learning_rate", set_lr_and_terminate_at_5)
+    _terminate_at(monkeypatch, 5)
     out = tmp_path / "run"
     with pytest.raises(TrainingInterrupted, match="step 5"):
         _run(jet_files, tiny_tokenizer, out, 20)
     assert (out / "checkpoints" / "step-000005").is_dir() and not (out / "model").exists()
-    monkeypatch.setattr(Trainer, "_set_learning_rate", set_lr)
+    monkeypatch.undo()
     bundle = _run(jet_files, tiny_tokenizer, out, 20, resume=True)
     assert (bundle / "model.safetensors").exists()
     assert json.loads((out / "checkpoints" / "step-000020" / "trainer_state.json").read_text())["step"] == 20
+
+
+def _terminate_at(monkeypatch, at_step: int) -> None:
+    """SIGTERM to this process just before the trainer checks for it after optimizer step `at_step`."""
+    from foundation.training.loop import Trainer
+
+    stop_agreed = Trainer._stop_agreed
+
+    def terminate_then_check(self):
+        if self.state.step == at_step and not getattr(self, "_terminated", False):
+            self._terminated = True
+            os.kill(os.getpid(), signal.SIGTERM)  # the trainer's handler catches it
+        return stop_agreed(self)
+
+    monkeypatch.setattr(Trainer, "_stop_agreed", terminate_then_check)
+
+
+def test_sigterm_at_an_evaluation_step_saves_at_once_and_evaluates_on_resume(jet_files, tiny_tokenizer, tmp_path, monkeypatch):
+    """A launcher kills what has not stopped within its grace period (torchrun: 30 s), often shorter
+    than a validation pass: SIGTERM at an evaluation step saves first, the resumed run evaluates
+    that step before training on, and the run ends as an uninterrupted one does."""
+    import torch
+    from safetensors.torch import load_file
+
+    from foundation.errors import TrainingInterrupted
+
+    _terminate_at(monkeypatch, 10)  # eval_every and save_every are 10 in _run
+    out = tmp_path / "run"
+    with pytest.raises(TrainingInterrupted, match="step 10"):
+        _run(jet_files, tiny_tokenizer, out, 20)
+    state = json.loads((out / "checkpoints" / "step-000010" / "trainer_state.json").read_text())
+    assert state["evaluation_pending"] is True
+    assert _evaluations(out) == []
+    monkeypatch.undo()
+    _run(jet_files, tiny_tokenizer, out, 20, resume=True)
+    reference = tmp_path / "uninterrupted"
+    _run(jet_files, tiny_tokenizer, reference, 20)
+    assert [r["step"] for r in _evaluations(out)] == [10, 20]
+    assert [r["eval/loss"] for r in _evaluations(out)] == [r["eval/loss"] for r in _evaluations(reference)]
+    ours, theirs = load_file(out / "model" / "model.safetensors"), load_file(reference / "model" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+
+
+def _evaluations(run) -> list[dict]:
+    return [row for row in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "eval/loss" in row]
 
 
 def test_stop_calibration_sums_the_stop_probabilities_up_to_each_true_end(tiny_bundle, jet_files):
