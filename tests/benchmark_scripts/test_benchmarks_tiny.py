@@ -1,6 +1,7 @@
 """Every benchmark script runs in its --tiny setting, so none can rot unnoticed."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,8 +104,10 @@ def test_a_layerwise_recipe_applies_to_the_pretrained_model_only(tmp_path):
     """Frozen or layer-wise modes protect pretrained weights; the scratch model trains every layer."""
     from types import SimpleNamespace
 
+    recipe = tmp_path / "layerwise.yaml"
+    recipe.write_text(Path("finetune/top_tagging.yaml").read_text().replace("mode: full", "mode: layerwise"))
     data = SimpleNamespace(train=["train.h5"], validation=["validation.h5"])
-    bench = SimpleNamespace(pretrained="jet-foundation-small", recipe="finetune/top_tagging_layerwise.yaml", protocol=tagging.Protocol(), data=data)
+    bench = SimpleNamespace(pretrained="jet-foundation-small", recipe=str(recipe), protocol=tagging.Protocol(), data=data)
     modes = {kind: tagging.our_recipe(bench, kind, 225, 0, 1e-3, str(tmp_path)).mode for kind in ("pretrained", "scratch")}
     assert modes == {"pretrained": "layerwise", "scratch": "full"}
 
