@@ -31,6 +31,8 @@ def load_generator(model: str | Path, revision: str | None = None):
     cfg = bundle.model.config
     if cfg.causal_loss_weight <= 0 or not set(cfg.architectures or []) & set(GENERATIVE_ARCHITECTURES):
         raise BundleError(f"{bundle.path}: this model was not trained autoregressively (architectures {cfg.architectures}); generation needs a pretrained next-token model")
+    if cfg.num_particle_features:
+        raise BundleError(f"{bundle.path}: this model takes particle features beside its tokens (pretrained with particle_features), which sampled particles do not have; generation needs a token-only model")
     bundle.model.eval()
     return bundle
 

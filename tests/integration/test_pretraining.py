@@ -229,3 +229,37 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(jet_files, tiny_tokenizer, tm
     assert fp32[-1] < fp32[0] - 0.3  # it learns at all
     assert not np.array_equal(fp32, bf16)  # autocast really ran
     np.testing.assert_allclose(bf16, fp32, rtol=0.02)
+
+
+def test_pretraining_with_particle_features_feeds_them_to_fine_tuning(jet_files, tiny_tokenizer, tmp_path):
+    """A hybrid backbone (pretrain/release_hybrid.yaml): continuous features beside the tokens in
+    pretraining, learnt there (not left at their zero start), kept in the bundle, and fine-tuning
+    takes the same features; sampling refuses such a model in one message."""
+    import torch
+    from safetensors.torch import load_file
+
+    from foundation.pipelines.finetune import finetune, load_finetune_recipe
+
+    features = ["log_pt", "eta_rel", "phi_rel", "charge"]
+    recipe = load_pretrain_recipe("pretrain/tiny.yaml", {
+        "tokenizer": str(tiny_tokenizer), "particle_features": features, "training.output_dir": str(tmp_path / "pre"),
+        "training.progress": False, "training.max_steps": 6, "training.save_every": 6, "training.eval_every": 6,
+    })
+    recipe.data.files = [str(p) for p in jet_files]
+    bundle = pretrain(recipe)
+    loaded = load_bundle(bundle)
+    assert loaded.data_config["particle_features"] == features and loaded.model.config.num_particle_features == len(features)
+    assert load_file(bundle / "model.safetensors")["transformer.feature_proj.weight"].abs().sum() > 0
+    from foundation.hub import BundleError
+    from foundation.pipelines.generate import load_generator
+
+    with pytest.raises(BundleError, match="token-only"):
+        load_generator(bundle)
+    tune = load_finetune_recipe("finetune/top_tagging_tiny.yaml", {
+        "model": str(bundle), "particle_features": features, "training.output_dir": str(tmp_path / "tune"),
+        "training.progress": False, "training.max_steps": 4, "training.save_every": 4, "training.eval_every": 4,
+    })
+    tune.data.files = [str(p) for p in jet_files]
+    tuned = load_file(finetune(tune) / "model.safetensors")
+    assert tuned["transformer.feature_proj.weight"].shape == (loaded.model.config.hidden_size, len(features))
+    assert not torch.isnan(tuned["transformer.feature_proj.weight"]).any()
