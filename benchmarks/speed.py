@@ -7,6 +7,9 @@
   (`mixed_precision: auto` is bf16 on CPUs with AVX-512 BF16 / AMX and on GPUs): jets/s, real tokens/s
   (padding excluded), achieved FLOP/s, the hardware peak measured in the same run (a 2048^3 matmul in
   the same precision and thread count, per process) and their ratio, the model FLOP utilisation (MFU);
+- with --token-file, each recipe (its own precision) also reading a token file made once by
+  `foundation tokenizer encode` (`tokens:` in a recipe) instead of tokenising jets in the loader,
+  beside the rate of that one-off encoding;
 - inference throughput of `foundation embed` (jets/s);
 - peak memory of the streaming loader over one epoch of 10k, 100k and 1M jets (a shard opened
   as often as needed), each in a fresh process: it should not grow with the data.
@@ -79,6 +82,8 @@ def _train_worker(args) -> None:
     }
     if args.precision:
         overrides["training.mixed_precision"] = args.precision
+    if args.tokens:
+        overrides["tokens"] = args.tokens
     recipe = load_pretrain_recipe(args.recipe, overrides)
     recipe.data.files = args.data
     precision = resolve_mixed_precision(recipe.training.mixed_precision)
@@ -173,6 +178,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--worker", choices=["train", "loader"], default=None, help=argparse_hidden())
     parser.add_argument("--jets", type=int, default=0, help=argparse_hidden())
     parser.add_argument("--out-dir", default="", help=argparse_hidden())
+    parser.add_argument("--token-file", action="store_true", help="also time each token-only recipe reading a token file (encoded once, its rate a row of its own)")
+    parser.add_argument("--tokens", default=None, help=argparse_hidden())
     parser.add_argument("--loss-parity", action="store_true", help="instead of timing: train each recipe fully in fp32 and in its own precision (per seed) and compare validation losses")
     args = parser.parse_args(argv)
     if args.worker == "train":
@@ -190,6 +197,7 @@ def main(argv=None) -> dict:
     script = str(ROOT / "benchmarks" / "speed.py")
     micro = 8 if args.tiny else args.micro_batch
     rows = []
+    tokens, encode_row = None, None  # the token file, made at the first recipe that can read one
     for recipe in args.recipes:
         common = ["--tokenizer", args.tokenizer, "--recipe", recipe, "--steps", str(steps), "--micro-batch", str(micro), "--data", *data]
         # fp32 first (the reference), then the recipe's own precision when it asks for another
@@ -204,14 +212,26 @@ def main(argv=None) -> dict:
                     break  # the recipe trains in fp32: its rows are the ones above
                 name = Path(recipe).stem
                 rows.append({"what": f"{name}, {result['precision']}, {nproc} process{'es' if nproc > 1 else ''} x 1 thread", "recipe": name, **result})
+        if args.token_file and _token_only(recipe):
+            if tokens is None:
+                tokens, encode_row = _encode_token_file(args, data)
+            for nproc in args.processes:
+                out_dir = args.out / f"train-{Path(recipe).stem}-tokens-{nproc}"
+                result = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(out_dir), *common, "--tokens", str(tokens)])
+                name = Path(recipe).stem
+                rows.append({"what": f"{name}, {result['precision']}, {nproc} process{'es' if nproc > 1 else ''} x 1 thread, token file", "recipe": name, "input": "token file", **result})
+    if encode_row:
+        rows.append(encode_row)
     # each row against its recipe's fp32 run on the fewest processes timed
     reference = {}
-    for row in rows:
+    timed = [r for r in rows if "precision" in r]
+    for row in timed:
         if row["precision"] == "no":
             reference.setdefault(row["recipe"], row["jets_per_second"])
-    for row in rows:
+    for row in timed:
         row["speedup_vs_fp32"] = row["jets_per_second"] / reference[row["recipe"]]
-    speedup = rows[-1]["speedup_vs_fp32"]  # the last recipe, its own precision, the most processes
+    loader = [r for r in timed if r.get("input") != "token file"]
+    speedup = loader[-1]["speedup_vs_fp32"]  # the last recipe, its own precision, the most processes, jets tokenised by the loader
 
     from foundation.pipelines.embed import embed
 
@@ -233,7 +253,7 @@ def main(argv=None) -> dict:
 
 def _headline(rows: list[dict]) -> dict | None:
     """The README's row: the last recipe at the most processes, in its precision against fp32 on as many."""
-    timed = [r for r in rows if "precision" in r]
+    timed = [r for r in rows if "precision" in r and r.get("input") != "token file"]
     if not timed:
         return None
     best = timed[-1]
@@ -243,6 +263,33 @@ def _headline(rows: list[dict]) -> dict | None:
         "ours": f"{best['jets_per_second']:.0f}",
         "peer": f"{fp32['jets_per_second']:.0f} in fp32" if fp32 and fp32 is not best else None,
     }
+
+
+def _token_only(recipe: str) -> bool:
+    """Whether the recipe can read a token file: no particle features or kinematics beside the tokens."""
+    from foundation.pipelines.pretrain import load_pretrain_recipe
+
+    loaded = load_pretrain_recipe(recipe)
+    if loaded.particle_features or loaded.model.get("interaction_attention"):
+        print(f"{recipe}: takes particle features or kinematics beside the tokens, which a token file does not hold; no token-file rows", flush=True)
+        return False
+    return True
+
+
+def _encode_token_file(args, data: list[str]) -> tuple[Path, dict]:
+    """The data encoded once into a token file (replacing an earlier run's), and the encoding rate."""
+    from foundation.data.sources import JetCollection
+    from foundation.pipelines.tokenizer import encode_to_file, load_tokenizer
+
+    path = args.out / "tokens.h5"
+    path.unlink(missing_ok=True)
+    jets = len(JetCollection.open(data))
+    start = time.perf_counter()
+    encode_to_file(load_tokenizer(args.tokenizer), data, path, progress=not args.tiny)
+    rate = jets / (time.perf_counter() - start)
+    import torch
+
+    return path, {"what": f"tokenizer encode into a token file ({jets} jets, once; {torch.get_num_threads()} threads)", "jets_per_second": rate}
 
 
 def argparse_hidden() -> str:

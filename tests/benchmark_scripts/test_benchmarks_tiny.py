@@ -221,10 +221,15 @@ def test_anomaly(jet_files, tiny_bundle, tmp_path):
 
 
 def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
-    result = speed.main(["--tiny", "--tokenizer", str(tiny_tokenizer), "--model", str(tiny_bundle), "--recipes", "pretrain/tiny.yaml", "--data", *_files(jet_files), "--out", str(tmp_path)])
+    result = speed.main(["--tiny", "--tokenizer", str(tiny_tokenizer), "--model", str(tiny_bundle), "--recipes", "pretrain/tiny.yaml", "--data", *_files(jet_files), "--out", str(tmp_path), "--token-file"])
     assert result["speedup"] > 0
     timed = [r for r in result["rows"] if "precision" in r]
     assert {r["world_size"] for r in timed} == {1, 2} and timed[0]["precision"] == "no"
+    # --token-file: the same recipe reading the data encoded once, and the rate of that encoding
+    from_tokens = [r for r in timed if r.get("input") == "token file"]
+    assert [r["world_size"] for r in from_tokens] == [1, 2] and (tmp_path / "tokens.h5").exists()
+    assert any(r["what"].startswith("tokenizer encode") and r["jets_per_second"] > 0 for r in result["rows"])
+    assert "token file" not in _page(tmp_path, "speed")["headline"]["metric"]  # the headline stays the loader's
     for row in timed:  # throughput against the matmul peak measured in the same process
         assert row["tokens_per_second"] > row["jets_per_second"] > 0
         assert 0 < row["flops_per_second"] < row["peak_flops_per_second"] and 0 < row["mfu"] < 1
