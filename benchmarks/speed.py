@@ -33,6 +33,7 @@ from pathlib import Path
 from benchmarks.common import base_parser, default_files, print_table, run_script, write_results
 
 ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = str(ROOT / "benchmarks" / "speed.py")  # run again as the train and loader workers
 
 
 def training_flops_per_token(config, mean_length: float) -> float:
@@ -194,32 +195,25 @@ def main(argv=None) -> dict:
         return {"rows": rows}
     steps = 4 if args.tiny else args.steps
     sizes = [200, 400] if args.tiny else args.loader_sizes
-    script = str(ROOT / "benchmarks" / "speed.py")
     micro = 8 if args.tiny else args.micro_batch
     rows = []
     tokens, encode_row = None, None  # the token file, made at the first recipe that can read one
     for recipe in args.recipes:
+        name = Path(recipe).stem
         common = ["--tokenizer", args.tokenizer, "--recipe", recipe, "--steps", str(steps), "--micro-batch", str(micro), "--data", *data]
         # fp32 first (the reference), then the recipe's own precision when it asks for another
         for precision in ("no", None):
             for nproc in args.processes:
-                out_dir = args.out / f"train-{Path(recipe).stem}-{precision or 'recipe'}-{nproc}"
-                cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(out_dir), *common]
-                if precision:
-                    cmd += ["--precision", precision]
-                result = _run(cmd)
+                result = _time_training(args.out / f"train-{name}-{precision or 'recipe'}-{nproc}", nproc, [*common, *(["--precision", precision] if precision else [])])
                 if precision is None and result["precision"] == "no":
                     break  # the recipe trains in fp32: its rows are the ones above
-                name = Path(recipe).stem
-                rows.append({"what": f"{name}, {result['precision']}, {nproc} process{'es' if nproc > 1 else ''} x 1 thread", "recipe": name, **result})
+                rows.append({"what": _row_name(name, result), "recipe": name, **result})
         if args.token_file and _token_only(recipe):
             if tokens is None:
                 tokens, encode_row = _encode_token_file(args, data)
             for nproc in args.processes:
-                out_dir = args.out / f"train-{Path(recipe).stem}-tokens-{nproc}"
-                result = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, "--worker", "train", "--out-dir", str(out_dir), *common, "--tokens", str(tokens)])
-                name = Path(recipe).stem
-                rows.append({"what": f"{name}, {result['precision']}, {nproc} process{'es' if nproc > 1 else ''} x 1 thread, token file", "recipe": name, "input": "token file", **result})
+                result = _time_training(args.out / f"train-{name}-tokens-{nproc}", nproc, [*common, "--tokens", str(tokens)])
+                rows.append({"what": _row_name(name, result) + ", token file", "recipe": name, "input": "token file", **result})
     if encode_row:
         rows.append(encode_row)
     # each row against its recipe's fp32 run on the fewest processes timed
@@ -240,7 +234,7 @@ def main(argv=None) -> dict:
     embed(args.model, data, args.out / "embeddings.h5", limit=limit, progress=False)
     rows.append({"what": f"inference: foundation embed ({limit} jets)", "jets_per_second": limit / (time.perf_counter() - start)})
     for size in sizes:
-        result = _run([sys.executable, script, "--worker", "loader", "--jets", str(size), "--data", data[0]])
+        result = _run([sys.executable, SCRIPT, "--worker", "loader", "--jets", str(size), "--data", data[0]])
         rows.append({"what": f"streaming loader, {size} jets", "jets_per_second": result["jets_per_second"], "peak_memory_mb": result["peak_rss_mb"]})
     table = print_table(rows, [
         ("what", "what", ""), ("jets_per_second", "jets/s", ".2f"), ("tokens_per_second", "real tokens/s", ".0f"),
@@ -249,6 +243,16 @@ def main(argv=None) -> dict:
     ])
     write_results(args, "speed", rows, {"table": table, "headline": _headline(rows), "speedup": speedup, "steps": steps})
     return {"rows": rows, "speedup": speedup}
+
+
+def _time_training(out_dir: Path, nproc: int, worker_args: list[str]) -> dict:
+    """A short pretraining under torchrun on `nproc` processes (the train worker); its RESULT."""
+    return _run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", SCRIPT, "--worker", "train", "--out-dir", str(out_dir), *worker_args])
+
+
+def _row_name(recipe: str, result: dict) -> str:
+    processes = result["world_size"]
+    return f"{recipe}, {result['precision']}, {processes} process{'es' if processes > 1 else ''} x 1 thread"
 
 
 def _headline(rows: list[dict]) -> dict | None:
@@ -278,17 +282,18 @@ def _token_only(recipe: str) -> bool:
 
 def _encode_token_file(args, data: list[str]) -> tuple[Path, dict]:
     """The data encoded once into a token file (replacing an earlier run's), and the encoding rate."""
-    from foundation.data.sources import JetCollection
+    import torch
+
+    from foundation.data.tokens import TokenFile
     from foundation.pipelines.tokenizer import encode_to_file, load_tokenizer
 
     path = args.out / "tokens.h5"
     path.unlink(missing_ok=True)
-    jets = len(JetCollection.open(data))
     start = time.perf_counter()
     encode_to_file(load_tokenizer(args.tokenizer), data, path, progress=not args.tiny)
-    rate = jets / (time.perf_counter() - start)
-    import torch
-
+    seconds = time.perf_counter() - start
+    jets = len(TokenFile(path))
+    rate = jets / seconds
     return path, {"what": f"tokenizer encode into a token file ({jets} jets, once; {torch.get_num_threads()} threads)", "jets_per_second": rate}
 
 
