@@ -21,7 +21,10 @@ runs get no test file at all. Every run is cached under --runs, keyed by all its
 resumes where it stopped; finished ones are reused (run the expensive ParT once with --models part).
 --validation-only stops before the test sample: it trains, selects and prints validation AUCs, for
 choosing settings (a backbone, a recipe) without looking at the test jets; the full command
-later reuses its runs.
+later reuses its runs. A run's validation AUC is the best of its evaluations, so it is biased
+upwards, the more so the noisier the run's curve; --validation-only therefore also scores each
+chosen run's kept weights on a development sample (--dev-data, or generated with --dev-seed),
+independent of the training, validation and test jets: the figure to compare settings by.
 Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5 (mean and spread over seeds), the epochs each
 model used, its wall-clock, and the goal check: pretrained ahead of ParT beyond the seed spread.
 """
@@ -60,6 +63,7 @@ MODELS = ["pretrained", "scratch", "part"]
 NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch"}
 MAX_PARTICLES = 128
 TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
+DEV_SEED = 2704  # the development sample of --validation-only (2703 is benchmark 4's reference)
 LEARNING_RATES = [1e-4, 3e-4, 1e-3]
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
 
@@ -117,6 +121,8 @@ class BenchmarkData:
     validation: list[str]
     test: list[str]
     record: dict  # what the data are: files, seeds, split (results.json and the runs' keys)
+    # --validation-only's development sample (not part of the record: runs do not depend on it)
+    dev: list[str] | None = None
 
     @property
     def digest(self) -> str:
@@ -127,13 +133,17 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def check_independent(train: list[str], test: list[str]) -> dict:
-    """Refuse a test sample that shares generator seeds with the training jets or the recipes' data."""
-    train_seeds, test_seeds = chunk_seeds_of(train), chunk_seeds_of(test)
+def check_independent(train: list[str], test: list[str], dev: list[str] | None = None) -> dict:
+    """Refuse a test (or development) sample that shares generator seeds with the training jets, with
+    each other, or with the recipes' data."""
+    train_seeds, test_seeds, dev_seeds = chunk_seeds_of(train), chunk_seeds_of(test), chunk_seeds_of(dev or [])
     if train_seeds & test_seeds:
         fail(f"--test-data: {len(train_seeds & test_seeds)} Pythia seed(s) of the test files are also in the training files; the test sample must be independent")
+    for other, seeds in (("training", train_seeds), ("test", test_seeds)):
+        if dev_seeds & seeds:
+            fail(f"--dev-data: {len(dev_seeds & seeds)} Pythia seed(s) of the development files are also in the {other} files; it must be an independent sample")
     reserved = reserved_seeds()
-    for option, seeds in (("--data", train_seeds), ("--test-data", test_seeds)):
+    for option, seeds in (("--data", train_seeds), ("--test-data", test_seeds), ("--dev-data", dev_seeds)):
         if seeds & reserved:
             fail(f"{option}: generated with Pythia seeds the shipped models were pretrained on (seed {RECIPE_DATA_SEED} or {RELEASE_DATA_SEED}); use other seeds")
     known = bool(train_seeds) and bool(test_seeds)
@@ -184,7 +194,8 @@ def prepare_data(args) -> BenchmarkData:
         for path in pool + test:
             if not Path(path).exists():
                 fail(f"{path}: no such file")
-    independence = check_independent(pool, test)
+    dev = development_sample(args, folder)
+    independence = check_independent(pool, test, dev)
     record = {
         "train_pool": _file_record(pool), "test": _file_record(test), "validation_fraction": 0.1, "split_seed": 0,
         "max_particles": MAX_PARTICLES, "independence": independence,
@@ -195,7 +206,27 @@ def prepare_data(args) -> BenchmarkData:
     if not (meta.exists() and (folder / "train.h5").exists() and (folder / "validation.h5").exists()):
         split_pool(pool, folder, record["validation_fraction"], record["split_seed"])
         meta.write_text(json.dumps(record, indent=1))  # last: its presence says the split is complete
-    return BenchmarkData([str(folder / "train.h5")], [str(folder / "validation.h5")], test, record)
+    return BenchmarkData([str(folder / "train.h5")], [str(folder / "validation.h5")], test, record, dev)
+
+
+def development_sample(args, folder: Path) -> list[str] | None:
+    """--validation-only's development sample: --dev-data, else generated with --dev-seed when the
+    training jets are generated too; None outside --validation-only or for given --data without one."""
+    if args.dev_data is not None and not args.validation_only:
+        fail("--dev-data: only --validation-only reads a development sample (the final figures come from the test sample)")
+    if not args.validation_only:
+        return None
+    if args.dev_data is not None:
+        for path in args.dev_data:
+            if not Path(path).exists():
+                fail(f"{path}: no such file")
+        return list(args.dev_data)
+    if args.data is not None:
+        print("--validation-only with --data: no development sample (pass --dev-data); validation AUCs only", flush=True)
+        return None
+    if args.dev_seed in (args.train_seed, args.test_seed):
+        fail(f"--dev-seed: must differ from --train-seed ({args.train_seed}) and --test-seed ({args.test_seed})")
+    return generated_sample(folder, "dev", args.dev_jets_per_class, args.dev_seed, MAX_PARTICLES)
 
 
 # ----- runs -----
@@ -362,6 +393,20 @@ def evaluate_on_test(bench: Bench, run: dict) -> dict:
     return metrics
 
 
+def evaluate_on_dev(bench: Bench, run: dict) -> float:
+    """AUC of a run's kept weights on the development sample (cached per sample in the run's folder)."""
+    from foundation.pipelines.finetune import classification_report
+
+    folder = Path(run["folder"])
+    sample = _digest(_file_record(bench.data.dev))
+    path = folder / f"dev-{sample}.json"
+    if not path.exists():
+        logits, labels, class_names = (_predict_part if run["model"] == "part" else _predict_ours)(folder / "model", bench.data.dev)
+        signal = class_names.index("top")
+        path.write_text(json.dumps({"dev_data": bench.data.dev, "auc": classification_report(logits, labels, class_names, signal, 1 - signal, None)["auc"]}, default=float))
+    return json.loads(path.read_text())["auc"]
+
+
 def _predict(model, dataset, collate) -> tuple[np.ndarray, np.ndarray]:
     from accelerate import Accelerator
     from torch.utils.data import DataLoader
@@ -436,6 +481,8 @@ def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list
                 if test:
                     metrics = evaluate_on_test(bench, run)
                     row.update({k: metrics[k] for k in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "predictions")})
+                elif bench.data.dev:
+                    row["dev_auc"] = evaluate_on_dev(bench, run)
                 rows.append(row)
     return rows
 
@@ -448,8 +495,8 @@ def summarise(rows: list[dict]) -> list[dict]:
         first = group[0]
         row = {k: first[k] for k in ("budget", "model", "labelled_jets", "learning_rate", "params", "max_epochs")}
         row.update(seeds=len(group), stopped_early=sum(g["stopped_early"] for g in group))
-        for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "validation_auc", "epochs", "steps", "train_seconds", "wall_seconds"):
-            if metric in first:  # test metrics are absent in a validation-only pass
+        for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "validation_auc", "dev_auc", "epochs", "steps", "train_seconds", "wall_seconds"):
+            if metric in first:  # test metrics are absent in a validation-only pass, dev_auc in the final one
                 row[metric], row[metric + "_std"] = mean_and_spread([g[metric] for g in group])
         out.append(row)
     return out
@@ -520,8 +567,8 @@ SUMMARY_COLUMNS = [
 
 VALIDATION_COLUMNS = [
     ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("seeds", "seeds", "d"),
-    ("validation_auc", "val AUC", ".4f"), ("validation_auc_std", "±", ".4f"), ("epochs", "epochs", ".1f"), ("stopped_early", "stopped early", "d"),
-    ("wall_seconds", "wall s / run", ".0f"),
+    ("validation_auc", "val AUC (best evaluation)", ".4f"), ("validation_auc_std", "±", ".4f"), ("dev_auc", "dev AUC", ".4f"), ("dev_auc_std", "±", ".4f"),
+    ("epochs", "epochs", ".1f"), ("stopped_early", "stopped early", "d"), ("wall_seconds", "wall s / run", ".0f"),
 ]
 
 
@@ -564,6 +611,9 @@ def add_arguments(parser, budgets: list[float], models: list[str] | None) -> Non
     parser.add_argument("--train-jets-per-class", type=int, default=None, help="generated labelled pool (default 12500, 90%% of it for training; --tiny: 100)")
     parser.add_argument("--test-jets-per-class", type=int, default=None, help="generated test sample (default 5000; --tiny: 50)")
     parser.add_argument("--validation-only", action="store_true", help="train, select and compare on validation jets only: no test jets read, no results page (for choosing settings before the final figures)")
+    parser.add_argument("--dev-data", nargs="+", default=None, help="--validation-only: an independent development sample the chosen runs are also scored on (default with generated data: generated with --dev-seed)")
+    parser.add_argument("--dev-seed", type=int, default=DEV_SEED)
+    parser.add_argument("--dev-jets-per-class", type=int, default=None, help="generated development sample (default 2500; --tiny: 50)")
     parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
     parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
 
@@ -580,7 +630,9 @@ def prepare(parser, argv) -> tuple:
         args.train_jets_per_class = 100 if args.tiny else 12_500
     if args.test_jets_per_class is None:
         args.test_jets_per_class = 50 if args.tiny else 5_000
-    for option in ("max_epochs", "min_steps", "patience", "train_jets_per_class", "test_jets_per_class"):
+    if args.dev_jets_per_class is None:
+        args.dev_jets_per_class = 50 if args.tiny else 2_500
+    for option in ("max_epochs", "min_steps", "patience", "train_jets_per_class", "test_jets_per_class", "dev_jets_per_class"):
         if getattr(args, option) <= 0:
             fail(f"--{option.replace('_', '-')}: must be positive")
     if not Path(args.recipe).exists():
@@ -629,7 +681,7 @@ def validation_pass(bench: Bench, args, models: list[str]) -> list[dict]:
     the runs are the cache's, so the full command later reuses them."""
     rows = run_models(bench, args, models, test=False)
     summary = summarise(rows)
-    print("validation only (no test jets read, no results page):", flush=True)
+    print("validation only (no test jets read, no results page)" + (f"; dev AUC: the kept weights on the development sample {bench.data.dev}" if bench.data.dev else "") + ":", flush=True)
     print_table(summary, VALIDATION_COLUMNS)
     selection_table(rows)
     return summary

@@ -38,6 +38,17 @@ def independent_samples(jet_files, tmp_path):
     return train, test
 
 
+@pytest.fixture
+def development_sample(tmp_path):
+    """A third independent sample (its own Pythia seed), for --validation-only's development AUC."""
+    from foundation.data.generation import GeneratorConfig, generate
+
+    return [
+        str(generate(GeneratorConfig(process=process, max_particles=64), 25, tmp_path / f"dev-{process}.h5", seed=9, workers=1, chunk_jets=25, progress=False))
+        for process in ("qcd", "top")
+    ]
+
+
 def _tagging_args(tiny_bundle, samples, tmp_path):
     train, test = samples
     return [
@@ -46,11 +57,14 @@ def _tagging_args(tiny_bundle, samples, tmp_path):
     ]
 
 
-def test_tagging(independent_samples, tiny_bundle, tmp_path):
+def test_tagging(independent_samples, development_sample, tiny_bundle, tmp_path):
     args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
-    # A validation-only pass trains and selects, reads no test jets and writes no page ...
-    valid = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "v"), "--validation-only"])
+    # A validation-only pass trains and selects, reads no test jets and writes no page; the chosen
+    # runs (each model's rate, both seeds) are also scored on the development sample ...
+    valid = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "v"), "--validation-only", "--dev-data", *development_sample])
     assert [r["model"] for r in valid] == ["pretrained", "scratch", "part"] and all("auc" not in r and 0 <= r["validation_auc"] <= 1 for r in valid)
+    assert all(0 <= r["dev_auc"] <= 1 and r["dev_auc_std"] is not None for r in valid)
+    assert len(list((tmp_path / "runs").glob("*/*/dev-*.json"))) == 6
     assert not list((tmp_path / "runs").glob("*/*/test.json")) and not list((tmp_path / "v").rglob("results.json"))
     trained = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/*/run.json")}
     # ... and the full command then reuses its runs.
@@ -91,11 +105,21 @@ def test_tagging_refuses_a_test_sample_that_is_not_independent(independent_sampl
     assert not (tmp_path / "runs").exists()
 
 
+def test_tagging_refuses_a_development_sample_that_is_the_test_sample_or_outside_validation_only(independent_samples, tiny_bundle, tmp_path, capsys):
+    train, test = independent_samples
+    args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
+    for extra in (["--validation-only", "--dev-data", *test], ["--dev-data", *train]):
+        with pytest.raises(SystemExit) as err:
+            tagging.main([*args, "--out", str(tmp_path / "out"), *extra])
+        assert err.value.code == 2 and "--dev-data" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
 def test_benchmark_seeds_avoid_the_recipes_data():
     from benchmarks.common import sample_seeds
 
-    benchmark = [sample_seeds(seed, 50_000) for seed in (tagging.TRAIN_SEED, tagging.TEST_SEED, generation.REFERENCE_SEED)]
-    assert len(set.union(*benchmark)) == 3 * 400 and not set.union(*benchmark) & tagging.reserved_seeds()
+    benchmark = [sample_seeds(seed, 50_000) for seed in (tagging.TRAIN_SEED, tagging.TEST_SEED, tagging.DEV_SEED, generation.REFERENCE_SEED)]
+    assert len(set.union(*benchmark)) == 4 * 400 and not set.union(*benchmark) & tagging.reserved_seeds()
     # The shipped models' own seeds are caught (the release's, 1001, and the recipes', 1).
     assert sample_seeds(1001, 250) <= tagging.reserved_seeds() and sample_seeds(1, 250) <= tagging.reserved_seeds()
 
