@@ -41,6 +41,7 @@ def independent_samples(jet_files, tmp_path):
 @pytest.fixture
 def development_sample(tmp_path):
     """A third independent sample (its own Pythia seed), for --validation-only's development AUC."""
+    pytest.importorskip("pythia8mc", reason="generates jets (machines without Pythia, such as the GPU box, skip it)")
     from foundation.data.generation import GeneratorConfig, generate
 
     return [
