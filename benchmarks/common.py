@@ -61,15 +61,20 @@ def base_parser(description: str, name: str) -> argparse.ArgumentParser:
 
 
 def run_script(main) -> None:
-    """A benchmark's entry point: bad input (a missing file, a refused seed) is one line on stderr
-    and exit code 2, as for the `foundation` commands, not a traceback."""
+    """A benchmark's entry point, as the `foundation` commands: bad input (a missing file, a refused
+    seed) is one line on stderr and exit code 2; a training stopped by SIGTERM (its checkpoint
+    written; the same command resumes it) one line and exit code 143. Not a traceback."""
     from foundation.cli import USER_ERRORS
+    from foundation.errors import TrainingInterrupted
 
     try:
         main()
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except TrainingInterrupted as err:
+        print(f"{err.output_dir}: stopped on SIGTERM at step {err.step}, checkpoint written; the same command resumes it", file=sys.stderr, flush=True)
+        raise SystemExit(143) from None  # 128 + SIGTERM, as `foundation`: schedulers see a terminated job
 
 
 def cpu_model() -> str:

@@ -223,6 +223,19 @@ def test_generation_refuses_a_reference_seed_of_the_training_data(tiny_bundle, t
     assert not (tmp_path / "reference").exists()
 
 
+def test_a_benchmark_stopped_by_sigterm_says_so_in_one_line(tmp_path, capsys):
+    from benchmarks.common import run_script
+    from foundation.errors import TrainingInterrupted
+
+    def interrupted():
+        raise TrainingInterrupted(tmp_path / "run", 31)
+
+    with pytest.raises(SystemExit) as err:
+        run_script(interrupted)
+    message = capsys.readouterr().err
+    assert err.value.code == 143 and "step 31" in message and "resumes" in message and message.count("\n") == 1
+
+
 def test_generation_of_a_class_conditional_model_follows_the_reference_mix(jet_files, tiny_conditional_bundle, tmp_path):
     rows = generation.main(["--tiny", "--model", str(tiny_conditional_bundle), "--reference", *_files(jet_files), "--jets", "20", "--temperatures", "1.0", "--seeds", "0", "1", "--out", str(tmp_path)])
     assert {r["class"] for r in rows if r["temperature"] == 1.0} == {"all", "qcd", "top"}
