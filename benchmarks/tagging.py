@@ -38,6 +38,7 @@ import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,11 @@ class BenchmarkData:
     def digest(self) -> str:
         return _digest(self.record)
 
+    @cached_property
+    def dev_digest(self) -> str:
+        """The development sample by its files' metadata (read once, not once per run)."""
+        return _digest(_file_record(self.dev))
+
 
 def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -191,9 +197,7 @@ def prepare_data(args) -> BenchmarkData:
         test = generated_sample(folder, "test", args.test_jets_per_class, args.test_seed, MAX_PARTICLES)
     else:
         pool, test = list(args.data), list(args.test_data)
-        for path in pool + test:
-            if not Path(path).exists():
-                fail(f"{path}: no such file")
+        require_files(pool + test)
     dev = development_sample(args, folder)
     independence = check_independent(pool, test, dev)
     record = {
@@ -209,6 +213,12 @@ def prepare_data(args) -> BenchmarkData:
     return BenchmarkData([str(folder / "train.h5")], [str(folder / "validation.h5")], test, record, dev)
 
 
+def require_files(paths: list[str]) -> None:
+    for path in paths:
+        if not Path(path).exists():
+            fail(f"{path}: no such file")
+
+
 def development_sample(args, folder: Path) -> list[str] | None:
     """--validation-only's development sample: --dev-data, else generated with --dev-seed when the
     training jets are generated too; None outside --validation-only or for given --data without one."""
@@ -217,9 +227,7 @@ def development_sample(args, folder: Path) -> list[str] | None:
     if not args.validation_only:
         return None
     if args.dev_data is not None:
-        for path in args.dev_data:
-            if not Path(path).exists():
-                fail(f"{path}: no such file")
+        require_files(args.dev_data)
         return list(args.dev_data)
     if args.data is not None:
         print("--validation-only with --data: no development sample (pass --dev-data); validation AUCs only", flush=True)
@@ -377,15 +385,11 @@ def _train_part(bench: Bench, jets: int, seed: int, learning_rate: float, folder
 # ----- the test sample: only for the selected runs -----
 def evaluate_on_test(bench: Bench, run: dict) -> dict:
     """Test metrics of a selected run (computed once, then read back)."""
-    from foundation.pipelines.finetune import classification_report
-
     folder = Path(run["folder"])
     path = folder / "test.json"
     if path.exists():
         return json.loads(path.read_text())
-    logits, labels, class_names = (_predict_part if run["model"] == "part" else _predict_ours)(folder / "model", bench.data.test)
-    signal = class_names.index("top")
-    metrics = classification_report(logits, labels, class_names, signal, 1 - signal, None)
+    metrics, logits, labels, class_names = _score_run(run, bench.data.test)
     predictions = folder / "test_predictions.npz"
     np.savez(predictions, logits=logits, labels=labels, class_names=np.array(class_names))
     metrics["predictions"] = str(predictions)
@@ -395,16 +399,21 @@ def evaluate_on_test(bench: Bench, run: dict) -> dict:
 
 def evaluate_on_dev(bench: Bench, run: dict) -> float:
     """AUC of a run's kept weights on the development sample (cached per sample in the run's folder)."""
+    path = Path(run["folder"]) / f"dev-{bench.data.dev_digest}.json"
+    if not path.exists():
+        metrics = _score_run(run, bench.data.dev)[0]
+        path.write_text(json.dumps({"dev_data": bench.data.dev, "auc": metrics["auc"]}, default=float))
+    return json.loads(path.read_text())["auc"]
+
+
+def _score_run(run: dict, files: list[str]) -> tuple[dict, np.ndarray, np.ndarray, list[str]]:
+    """A run's kept weights on jet files: (classification metrics, logits, labels, class names)."""
     from foundation.pipelines.finetune import classification_report
 
-    folder = Path(run["folder"])
-    sample = _digest(_file_record(bench.data.dev))
-    path = folder / f"dev-{sample}.json"
-    if not path.exists():
-        logits, labels, class_names = (_predict_part if run["model"] == "part" else _predict_ours)(folder / "model", bench.data.dev)
-        signal = class_names.index("top")
-        path.write_text(json.dumps({"dev_data": bench.data.dev, "auc": classification_report(logits, labels, class_names, signal, 1 - signal, None)["auc"]}, default=float))
-    return json.loads(path.read_text())["auc"]
+    predict = _predict_part if run["model"] == "part" else _predict_ours
+    logits, labels, class_names = predict(Path(run["folder"]) / "model", files)
+    signal = class_names.index("top")
+    return classification_report(logits, labels, class_names, signal, 1 - signal, None), logits, labels, class_names
 
 
 def _predict(model, dataset, collate) -> tuple[np.ndarray, np.ndarray]:
