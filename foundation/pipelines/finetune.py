@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 # Model config fields a fine-tuning recipe may set (`head:`); interaction attention may be added to a
 # backbone pretrained without it (its bias starts at zero, so the backbone starts unchanged).
 HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "interaction_attention", "interaction_hidden_size")
+# The backbone's shape, which only a model from scratch may change (a pretrained one's is its weights'):
+# for asking on validation whether depth or width is what a from-scratch tagger lacks.
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
 
 
 @dataclass
@@ -44,6 +47,7 @@ class FinetuneRecipe:
     layerwise_lr_decay: float = 0.75  # mode layerwise: lr x decay^(depth from the top)
     particle_features: list[str] | None = None  # None: as pretrained; a list adds inputs (zero-initialised)
     head: dict = field(default_factory=dict)  # model config overrides, one of HEAD_FIELDS
+    architecture: dict = field(default_factory=dict)  # init scratch only: backbone shape, one of ARCHITECTURE_FIELDS
     signal_class: str | None = None  # for binary metrics (e.g. top); default: the last class
     background_class: str | None = None  # default: the other of two classes; else all other classes
     data: DataConfig = field(default_factory=DataConfig)  # labelled jets (features come from the bundle)
@@ -55,6 +59,9 @@ class FinetuneRecipe:
         check(not unknown, "particle_features", f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
         bad = [k for k in self.head if k not in HEAD_FIELDS]
         check(not bad, f"head.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(HEAD_FIELDS)})")
+        bad = [k for k in self.architecture if k not in ARCHITECTURE_FIELDS]
+        check(not bad, f"architecture.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(ARCHITECTURE_FIELDS)})")
+        check(not self.architecture or self.init == "scratch", "architecture", "only with init: scratch (a pretrained model keeps the shape of its weights)")
 
 
 def load_finetune_recipe(path: str | Path, overrides: dict | None = None) -> FinetuneRecipe:
@@ -143,7 +150,7 @@ def build_classifier(recipe: FinetuneRecipe, base, class_names: list[str], featu
         **recipe.head,
     )
     if recipe.init == "scratch":
-        config = JetTransformerConfig.from_pretrained(base.path, **overrides)
+        config = JetTransformerConfig.from_pretrained(base.path, **overrides, **recipe.architecture)
         torch.manual_seed(recipe.training.seed)
         return JetTransformerForJetClassification(config)
     return JetTransformerForJetClassification.from_pretrained(base.path, use_safetensors=True, **overrides)

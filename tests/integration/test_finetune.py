@@ -11,7 +11,8 @@ from foundation.cli import app
 from foundation.errors import ConfigError
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
 from foundation.pipelines.anomaly import cwola, mixed_samples
-from foundation.pipelines.finetune import finetune, layerwise_param_groups, load_finetune_recipe
+from foundation.hub import load_bundle
+from foundation.pipelines.finetune import build_classifier, finetune, layerwise_param_groups, load_finetune_recipe
 
 
 def _recipe(jet_files, bundle, out, **overrides):
@@ -39,6 +40,18 @@ def test_scratch_has_the_same_architecture_and_other_weights(jet_files, tiny_bun
     pre, scratch = load_file(tiny_bundle / "model.safetensors"), load_file(bundle / "model.safetensors")
     key = "transformer.stack.blocks.0.attn.qkv.weight"
     assert pre[key].shape == scratch[key].shape and not torch.allclose(pre[key], scratch[key], atol=1e-2)
+
+
+def test_only_a_model_from_scratch_may_change_the_backbone_shape(jet_files, tiny_bundle, tmp_path):
+    base = load_bundle(tiny_bundle)
+    deeper = base.model.config.num_layers + 1
+    recipe = _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"num_layers": deeper})
+    model = build_classifier(recipe, base, ["qcd", "top"], [])
+    assert model.config.num_layers == deeper and len(model.transformer.stack.blocks) == deeper
+    with pytest.raises(ConfigError, match="'architecture': only with init: scratch"):
+        _recipe(jet_files, tiny_bundle, tmp_path, architecture={"num_layers": deeper})
+    with pytest.raises(ConfigError, match="architecture.depth"):
+        _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"depth": deeper})
 
 
 def test_layerwise_rates_fall_with_depth():
