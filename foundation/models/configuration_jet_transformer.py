@@ -6,7 +6,6 @@ from transformers import PretrainedConfig
 
 ATTENTION_MODES = ("causal", "bidirectional")
 POOLINGS = ("class_attention", "mean")
-FEATURE_EMBEDDINGS = ("linear", "mlp")
 
 
 class JetTransformerConfig(PretrainedConfig):
@@ -30,11 +29,6 @@ class JetTransformerConfig(PretrainedConfig):
         intermediate_size: int = 1024,
         dropout: float = 0.0,
         particle_feature_names: list[str] | None = None,
-        # How particle_feature_names enter beside the token embedding: "linear", one linear map;
-        # "mlp", Linear-GELU-Linear (hidden_size wide), a light form of ParT's particle embedding.
-        # Either ends in a zero-initialised layer, so a backbone pretrained without features starts
-        # fine-tuning unchanged.
-        particle_feature_embedding: str = "linear",
         num_generation_classes: int = 0,
         generation_class_names: list[str] | None = None,
         unconditional_fraction: float = 0.2,
@@ -64,7 +58,6 @@ class JetTransformerConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.dropout = dropout
         self.particle_feature_names = list(particle_feature_names or [])
-        self.particle_feature_embedding = particle_feature_embedding
         self.num_generation_classes = num_generation_classes
         self.generation_class_names = list(generation_class_names or [])
         self.unconditional_fraction = unconditional_fraction
@@ -102,8 +95,6 @@ class JetTransformerConfig(PretrainedConfig):
             raise ValueError(f"classifier_attention must be one of {ATTENTION_MODES} or null, got {self.classifier_attention!r}")
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {POOLINGS}, got {self.classifier_pooling!r}")
-        if self.particle_feature_embedding not in FEATURE_EMBEDDINGS:
-            raise ValueError(f"particle_feature_embedding must be one of {FEATURE_EMBEDDINGS}, got {self.particle_feature_embedding!r}")
         if self.interaction_hidden_size < 1:
             raise ValueError(f"interaction_hidden_size must be >= 1, got {self.interaction_hidden_size}")
         if self.generation_class_names and len(self.generation_class_names) != self.num_generation_classes:

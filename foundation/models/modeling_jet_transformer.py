@@ -107,18 +107,6 @@ class JetTransformerPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.code_kinematics)  # unmeasured: set_code_kinematics fills it
 
 
-def _particle_feature_embedding(config: JetTransformerConfig) -> nn.Module:
-    """(B, L, F) particle features -> (B, L, D), added to the token embeddings; zero at initialisation."""
-    d = config.hidden_size
-    if config.particle_feature_embedding == "mlp":
-        embedding = nn.Sequential(nn.Linear(config.num_particle_features, d), nn.GELU(), nn.Linear(d, d))
-        embedding[-1].zero_init = True
-        return embedding
-    embedding = nn.Linear(config.num_particle_features, d)
-    embedding.zero_init = True
-    return embedding
-
-
 class JetTransformerModel(JetTransformerPreTrainedModel):
     """The backbone. Returns the last hidden states (B, L, D)."""
 
@@ -127,7 +115,10 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         d = config.hidden_size
         self.wte = nn.Embedding(config.vocab_size, d)
         self.wpe = nn.Embedding(config.max_sequence_length, d)
-        self.feature_proj = _particle_feature_embedding(config) if config.num_particle_features else None
+        self.feature_proj = None
+        if config.num_particle_features:
+            self.feature_proj = nn.Linear(config.num_particle_features, d)
+            self.feature_proj.zero_init = True
         self.drop = nn.Dropout(config.dropout)
         self.stack = TransformerStack(config.num_layers, d, config.num_heads, config.intermediate_size, config.dropout)
         self.interaction = None

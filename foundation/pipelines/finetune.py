@@ -28,12 +28,8 @@ from foundation.training.loop import default_param_groups
 logger = logging.getLogger(__name__)
 
 # Model config fields a fine-tuning recipe may set (`head:`); interaction attention may be added to a
-# backbone pretrained without it (its bias starts at zero, so the backbone starts unchanged), and a
-# backbone pretrained without particle features may embed them either way (particle_feature_embedding).
-HEAD_FIELDS = (
-    "classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "interaction_attention", "interaction_hidden_size",
-    "particle_feature_embedding",
-)
+# backbone pretrained without it (its bias starts at zero, so the backbone starts unchanged).
+HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "interaction_attention", "interaction_hidden_size")
 # The backbone's shape, which only a model from scratch may change (a pretrained one's is its weights'):
 # for asking on validation whether depth or width is what a from-scratch tagger lacks.
 ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
@@ -169,12 +165,6 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     features = pretrained_features if recipe.particle_features is None else list(recipe.particle_features)
     if pretrained_features and features != pretrained_features:
         raise ConfigError(source, "particle_features", f"the pretrained model takes {pretrained_features}; keep them (or leave the key out)")
-    embedding = recipe.head.get("particle_feature_embedding", base.model.config.particle_feature_embedding)
-    if pretrained_features and embedding != base.model.config.particle_feature_embedding:
-        raise ConfigError(
-            source, "head.particle_feature_embedding",
-            f"the pretrained model embeds its particle features with {base.model.config.particle_feature_embedding!r} weights; keep it (or leave the key out)",
-        )
     interactions = bool(recipe.head.get("interaction_attention", base.model.config.interaction_attention))
     names = bundle_inputs(base.tokenizer, base.data_config, features, kinematics=interactions).feature_names
     data = DataConfig(**{**vars(recipe.data), "features": names, "max_particles": base.tokenizer.config.max_particles})

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from foundation.cli import app
-from foundation.errors import ConfigError
 from foundation.hub import load_bundle, verify_bundle
 from foundation.models import JetTransformerForPretraining
 from foundation.pipelines.pretrain import build_pretraining, load_pretrain_recipe, pretrain
@@ -261,9 +260,6 @@ def test_pretraining_with_particle_features_feeds_them_to_fine_tuning(jet_files,
         "training.progress": False, "training.max_steps": 4, "training.save_every": 4, "training.eval_every": 4,
     })
     tune.data.files = [str(p) for p in jet_files]
-    other = load_finetune_recipe("finetune/top_tagging_tiny.yaml", {"model": str(bundle), "head": {"particle_feature_embedding": "mlp"}})
-    with pytest.raises(ConfigError, match="head.particle_feature_embedding"):
-        finetune(other)  # its pretrained feature weights are a linear map's
     tuned = load_file(finetune(tune) / "model.safetensors")
     assert tuned["transformer.feature_proj.weight"].shape == (loaded.model.config.hidden_size, len(features))
     assert not torch.isnan(tuned["transformer.feature_proj.weight"]).any()

@@ -211,27 +211,6 @@ def test_pretraining_checkpoint_loads_everywhere(tmp_path):
     assert logits.shape == (4, 3) and torch.isfinite(logits).all()
 
 
-def test_an_mlp_feature_embedding_starts_at_zero_and_round_trips(tmp_path):
-    cfg = config(masked_loss_weight=0.5)
-    model = JetTransformerForPretraining(cfg)
-    model.save_pretrained(tmp_path / "pretrained")
-    classifier = JetTransformerForJetClassification.from_pretrained(
-        tmp_path / "pretrained", num_labels=2, particle_feature_names=["log_pt", "eta_rel"], particle_feature_embedding="mlp"
-    )
-    ids, mask = sequences(cfg)
-    feats = torch.randn(*ids.shape, 2)
-    # Zero at first (the backbone starts as pretrained), but its first layer is not: it can learn.
-    assert torch.allclose(classifier.transformer(ids, mask, feats).last_hidden_state, model.transformer(ids, mask).last_hidden_state, atol=1e-6)
-    assert classifier.transformer.feature_proj[0].weight.abs().sum() > 0
-    classifier.transformer.feature_proj[-1].weight.data.normal_()
-    classifier.save_pretrained(tmp_path / "tagger")
-    again = AutoModel.from_pretrained(tmp_path / "tagger")
-    assert again.config.particle_feature_embedding == "mlp"
-    assert torch.allclose(again(ids, mask, feats).last_hidden_state, classifier.transformer(ids, mask, feats).last_hidden_state, atol=1e-6)
-    with pytest.raises(ValueError, match="particle_feature_embedding"):
-        config(particle_feature_embedding="conv")
-
-
 def test_bad_values_are_refused():
     with pytest.raises(ValueError, match="divisible"):
         config(hidden_size=30, num_heads=4)
