@@ -9,10 +9,15 @@ from typer.testing import CliRunner
 
 from foundation.cli import app
 from foundation.errors import ConfigError
+from foundation.hub import load_bundle
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
 from foundation.pipelines.anomaly import cwola, mixed_samples
-from foundation.hub import load_bundle
-from foundation.pipelines.finetune import build_classifier, finetune, layerwise_param_groups, load_finetune_recipe
+from foundation.pipelines.finetune import (
+    build_classifier,
+    finetune,
+    layerwise_param_groups,
+    load_finetune_recipe,
+)
 
 
 def _recipe(jet_files, bundle, out, **overrides):
