@@ -57,11 +57,14 @@ class FinetuneRecipe:
         check(0 < self.layerwise_lr_decay <= 1, "layerwise_lr_decay", "must be in (0, 1]")
         unknown = [f for f in (self.particle_features or []) if f not in FEATURES]
         check(not unknown, "particle_features", f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
-        bad = [k for k in self.head if k not in HEAD_FIELDS]
-        check(not bad, f"head.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(HEAD_FIELDS)})")
-        bad = [k for k in self.architecture if k not in ARCHITECTURE_FIELDS]
-        check(not bad, f"architecture.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(ARCHITECTURE_FIELDS)})")
+        _check_known_keys("head", self.head, HEAD_FIELDS)
+        _check_known_keys("architecture", self.architecture, ARCHITECTURE_FIELDS)
         check(not self.architecture or self.init == "scratch", "architecture", "only with init: scratch (a pretrained model keeps the shape of its weights)")
+
+
+def _check_known_keys(section: str, mapping: dict, known: tuple[str, ...]) -> None:
+    bad = [k for k in mapping if k not in known]
+    check(not bad, f"{section}.{bad[0] if bad else ''}", f"unknown key (known keys here: {', '.join(known)})")
 
 
 def load_finetune_recipe(path: str | Path, overrides: dict | None = None) -> FinetuneRecipe:
@@ -149,8 +152,12 @@ def build_classifier(recipe: FinetuneRecipe, base, class_names: list[str], featu
         particle_feature_names=features,
         **recipe.head,
     )
+    config = JetTransformerConfig.from_pretrained(base.path, **overrides, **recipe.architecture)
+    try:
+        config.validate()  # from_pretrained sets the overrides after __init__'s own checks
+    except ValueError as err:
+        raise ConfigError(getattr(recipe, "source", None), "architecture" if recipe.architecture else "head", str(err)) from None
     if recipe.init == "scratch":
-        config = JetTransformerConfig.from_pretrained(base.path, **overrides, **recipe.architecture)
         torch.manual_seed(recipe.training.seed)
         return JetTransformerForJetClassification(config)
     return JetTransformerForJetClassification.from_pretrained(base.path, use_safetensors=True, **overrides)

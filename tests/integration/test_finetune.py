@@ -55,6 +55,11 @@ def test_only_a_model_from_scratch_may_change_the_backbone_shape(jet_files, tiny
     assert model.config.num_layers == deeper and len(model.transformer.stack.blocks) == deeper
     with pytest.raises(ConfigError, match="'architecture': only with init: scratch"):
         _recipe(jet_files, tiny_bundle, tmp_path, architecture={"num_layers": deeper})
+    odd_heads = _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"num_heads": base.model.config.hidden_size + 1})
+    with pytest.raises(ConfigError, match="'architecture': hidden_size .* must be divisible by num_heads"):
+        build_classifier(odd_heads, base, ["qcd", "top"], [])
+    with pytest.raises(ConfigError, match="'head': classifier_pooling must be one of"):
+        build_classifier(_recipe(jet_files, tiny_bundle, tmp_path, head={"classifier_pooling": "max"}), base, ["qcd", "top"], [])
     with pytest.raises(ConfigError, match="architecture.depth"):
         _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"depth": deeper})
 
