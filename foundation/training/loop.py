@@ -35,6 +35,18 @@ from foundation.training.inputs import model_input_names, select_inputs
 logger = logging.getLogger(__name__)
 
 
+class _TiedHeadNotice(logging.Filter):
+    """Drops accelerate's warning, at every checkpoint, that it left `lm_head.weight` out of the
+    saved state: the next-token head is tied to the token embedding (transformers' tying), so the
+    file holds it once and loading ties it again (exact resume is tested). Any other shared tensor
+    still warns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor {'lm_head.weight'} while saving" not in record.getMessage()
+
+
+logging.getLogger("accelerate.utils.other").addFilter(_TiedHeadNotice())
+
 
 class EvalMetrics(Protocol):
     """Metrics beyond the model's scalar outputs, taken during the trainer's one pass over the

@@ -73,9 +73,10 @@ def test_cli_set_overrides_and_bad_set(jet_files, tiny_tokenizer, tmp_path):
     assert result.exit_code != 0 and "KEY=VALUE" in str(result.exception)  # an InputError: one line from main()
 
 
-def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokenizer, tmp_path, monkeypatch):
+def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokenizer, tmp_path, monkeypatch, caplog):
     """Preemption: SIGTERM at step 5 writes a checkpoint there and raises; no half-trained model
-    is exported; --resume then finishes the run."""
+    is exported; --resume then finishes the run. Checkpoints hold the tied next-token head once,
+    without accelerate's "Removed shared tensor" warning, and the finished model is still tied."""
     from foundation.errors import TrainingInterrupted
 
     _terminate_at(monkeypatch, 5)
@@ -87,6 +88,9 @@ def test_sigterm_checkpoints_and_stops_without_exporting(jet_files, tiny_tokeniz
     bundle = _run(jet_files, tiny_tokenizer, out, 20, resume=True)
     assert (bundle / "model.safetensors").exists()
     assert json.loads((out / "checkpoints" / "step-000020" / "trainer_state.json").read_text())["step"] == 20
+    assert not [r for r in caplog.records if "Removed shared tensor" in r.getMessage()]
+    model = JetTransformerForPretraining.from_pretrained(bundle)
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
 
 
 def _terminate_at(monkeypatch, at_step: int) -> None:
