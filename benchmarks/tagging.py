@@ -612,6 +612,14 @@ def add_arguments(parser, budgets: list[float], models: list[str] | None) -> Non
     parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
     parser.add_argument("--min-steps", type=int, default=Protocol.min_steps)
     parser.add_argument("--patience", type=int, default=Protocol.patience, help="evaluations without a better validation AUC before a run stops")
+    add_data_arguments(parser)
+    parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
+    parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
+
+
+def add_data_arguments(parser) -> None:
+    """The labelled jets of benchmarks 1 and 2, shared with the linear probe: generated or given,
+    split once into --data-dir."""
     parser.add_argument("--data", nargs="+", default=None, help="labelled training jets (default: generated with --train-seed)")
     parser.add_argument("--test-data", nargs="+", default=None, help="independent test jets (required with --data)")
     parser.add_argument("--data-dir", type=Path, default=None, help="where the data are made and split (default: checkpoints/benchmarks/tagging-data)")
@@ -623,8 +631,6 @@ def add_arguments(parser, budgets: list[float], models: list[str] | None) -> Non
     parser.add_argument("--dev-data", nargs="+", default=None, help="--validation-only: an independent development sample the chosen runs are also scored on (default with generated data: generated with --dev-seed)")
     parser.add_argument("--dev-seed", type=int, default=DEV_SEED)
     parser.add_argument("--dev-jets-per-class", type=int, default=None, help="generated development sample (default 2500; --tiny: 50)")
-    parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
-    parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
 
 
 def prepare(parser, argv) -> tuple:
@@ -635,22 +641,30 @@ def prepare(parser, argv) -> tuple:
         fail(f"--seeds: repeated seed in {args.seeds}")
     if any(lr <= 0 for lr in args.learning_rates):
         fail(f"--learning-rates: must be positive, got {args.learning_rates}")
+    for option in ("max_epochs", "min_steps", "patience"):
+        if getattr(args, option) <= 0:
+            fail(f"--{option.replace('_', '-')}: must be positive")
+    check_data_arguments(args)
+    if not Path(args.recipe).exists():
+        fail(f"--recipe {args.recipe}: no such file")
+    args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
+    protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
+    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny)
+    return args, bench
+
+
+def check_data_arguments(args) -> None:
+    """Defaults of add_data_arguments' sample sizes and folder (smaller with --tiny), and their checks."""
     if args.train_jets_per_class is None:
         args.train_jets_per_class = 100 if args.tiny else 12_500
     if args.test_jets_per_class is None:
         args.test_jets_per_class = 50 if args.tiny else 5_000
     if args.dev_jets_per_class is None:
         args.dev_jets_per_class = 50 if args.tiny else 2_500
-    for option in ("max_epochs", "min_steps", "patience", "train_jets_per_class", "test_jets_per_class", "dev_jets_per_class"):
+    for option in ("train_jets_per_class", "test_jets_per_class", "dev_jets_per_class"):
         if getattr(args, option) <= 0:
             fail(f"--{option.replace('_', '-')}: must be positive")
-    if not Path(args.recipe).exists():
-        fail(f"--recipe {args.recipe}: no such file")
-    args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     args.data_dir = args.data_dir or (args.out / "data" if args.tiny else Path("checkpoints/benchmarks/tagging-data"))
-    protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
-    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny)
-    return args, bench
 
 
 def main(argv=None) -> list[dict]:

@@ -6,7 +6,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks import anomaly, generation, label_efficiency, model_sizes, render, speed, tagging, tokenizer
+from benchmarks import (
+    anomaly,
+    generation,
+    label_efficiency,
+    model_sizes,
+    probe,
+    render,
+    speed,
+    tagging,
+    tokenizer,
+)
 
 
 def _page(out, name, script=None):
@@ -303,3 +313,24 @@ def test_readme_benchmark_commands_start_from_the_repository_root():
     for name in names:
         proc = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and "usage:" in proc.stdout, f"benchmarks.{name}: {proc.stderr[-2000:]}"
+
+
+def test_probe(independent_samples, development_sample, tiny_bundle, tmp_path):
+    """The linear probe: the observables' floor and each model, C chosen on validation, seed 0 on
+    benchmark 1's labelled jets; --validation-only reads the development sample and writes no page,
+    the full command the test sample and its page; embeddings are computed once per model and sample."""
+    train, test = independent_samples
+    args = ["--tiny", "--models", str(tiny_bundle), "--data", *train, "--test-data", *test, "--data-dir", str(tmp_path / "data"), "--budgets", "0.5", "1", "--seeds", "0", "1"]
+    valid = probe.main([*args, "--out", str(tmp_path / "v"), "--validation-only", "--dev-data", *development_sample])
+    assert [(r["model"], r["budget"]) for r in valid] == [(m, b) for m in (probe.OBSERVABLES, str(tiny_bundle)) for b in (0.5, 1)]
+    assert all(0 <= r["validation_auc"] <= 1 and 0 <= r["dev_auc"] <= 1 and "test_auc" not in r for r in valid)
+    assert not list((tmp_path / "v").rglob("results.json")) and len(list((tmp_path / "v" / "embeddings").glob("*.npy"))) == 3
+    summary = probe.main([*args, "--out", str(tmp_path / "a")])
+    assert all(0 <= r["test_auc"] <= 1 and r["seeds"] == 2 for r in summary)
+    saved = _page(tmp_path / "a", "probe")
+    assert saved["plots"] == ["probe.png"] and {r["c"] for r in saved["rows"]} <= set(probe.C_GRID)
+    # The labelled jets of seed 0 are those benchmark 1 fine-tunes on (build_splits' train_limit).
+    from foundation.data.dataset import DataConfig, build_splits
+
+    splits = build_splits(DataConfig(files=[str(tmp_path / "data" / "train.h5")], validation_files=[str(tmp_path / "data" / "validation.h5")], train_limit=10, max_particles=tagging.MAX_PARTICLES))
+    assert list(probe.labelled_subset(len(probe._labels([str(tmp_path / "data" / "train.h5")])), 10, 0)) == list(splits.train.indices)
