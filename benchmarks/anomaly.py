@@ -10,7 +10,9 @@ Three ways, scored on the same held-out test jets (truth labels only for scoring
 - weakly supervised (CWoLa): the tagging head learns mixed sample A vs B, signal fractions
   0.3 and 0.05, never told which jets are top;
 - supervised (the ceiling): the tagging head fine-tuned with the true labels.
-Prints AUC and the maximum significance improvement SIC = eps_S / sqrt(eps_B); plots SIC curves.
+Prints AUC and the maximum significance improvement SIC = eps_S / sqrt(eps_B) over the cuts that keep
+at least 25 background jets (eps_B known to 20%; foundation.evaluation.anomaly.MIN_BACKGROUND_JETS);
+plots SIC curves.
 """
 
 from __future__ import annotations

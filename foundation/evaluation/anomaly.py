@@ -10,14 +10,17 @@ from sklearn.metrics import roc_auc_score, roc_curve
 logger = logging.getLogger(__name__)
 
 
-def sic_curve(
-    labels: np.ndarray, scores: np.ndarray, min_background_efficiency: float | None = None
-) -> tuple[np.ndarray, np.ndarray]:
+# Fewest background jets a SIC point may rest on: eps_B's relative statistical error is then at
+# most 1/sqrt(25) = 20%. With fewer, the curve's tail is a count of one or two jets and its maximum
+# mostly measures which background jet happened to score highest.
+MIN_BACKGROUND_JETS = 25
+
+
+def sic_curve(labels: np.ndarray, scores: np.ndarray, min_background_jets: int = MIN_BACKGROUND_JETS) -> tuple[np.ndarray, np.ndarray]:
     """SIC = eps_S / sqrt(eps_B) along the ROC curve. labels (J,) 1 = signal; scores (J,) higher = more anomalous.
 
-    Points with eps_B below `min_background_efficiency` are left out: there the estimate of eps_B
-    rests on almost no background jets, and at eps_B = 0 the SIC is infinite. The default floor is
-    1 / (number of background jets), i.e. at least one background jet must pass the cut.
+    Points whose cut keeps fewer than `min_background_jets` background jets are left out (all
+    points but eps_B = 1 when the sample has fewer background jets than that).
     Returns (eps_s, sic), both (P,), ordered by increasing eps_B.
     """
     labels = np.asarray(labels).astype(int).ravel()
@@ -25,7 +28,9 @@ def sic_curve(
     n_background = int((labels == 0).sum())
     if n_background == 0 or n_background == len(labels):
         raise ValueError("SIC needs both signal (1) and background (0) jets")
-    floor = 1.0 / n_background if min_background_efficiency is None else float(min_background_efficiency)
+    if min_background_jets < 1:
+        raise ValueError(f"min_background_jets must be at least 1, got {min_background_jets}")
+    floor = min(min_background_jets, n_background) / n_background
     eps_s, eps_b = _sic_points(labels, scores, floor)
     return eps_s, eps_s / np.sqrt(eps_b)
 
@@ -38,13 +43,12 @@ def _sic_points(labels: np.ndarray, scores: np.ndarray, floor: float) -> tuple[n
     return tpr[keep], fpr[keep]  # (P,), (P,)
 
 
-def anomaly_metrics(
-    labels: np.ndarray, scores: np.ndarray, min_background_efficiency: float | None = None
-) -> dict[str, float]:
-    """auc, max_sic and the signal and background efficiencies where the SIC is largest."""
+def anomaly_metrics(labels: np.ndarray, scores: np.ndarray, min_background_jets: int = MIN_BACKGROUND_JETS) -> dict[str, float]:
+    """auc, max_sic and the signal and background efficiencies where the SIC is largest (over the
+    points of `sic_curve`: each resting on at least `min_background_jets` background jets)."""
     labels = np.asarray(labels).astype(int).ravel()
     scores = np.asarray(scores, dtype=np.float64).ravel()
-    eps_s, sic = sic_curve(labels, scores, min_background_efficiency)
+    eps_s, sic = sic_curve(labels, scores, min_background_jets)
     best = int(np.argmax(sic))
     return {
         "auc": float(roc_auc_score(labels, scores)),

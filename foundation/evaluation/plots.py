@@ -15,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from foundation.evaluation.anomaly import sic_curve
+from foundation.evaluation.anomaly import MIN_BACKGROUND_JETS, sic_curve
 
 logger = logging.getLogger(__name__)
 
@@ -67,16 +67,17 @@ def plot_roc(
 def plot_sic(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     path: str | Path,
-    min_background_efficiency: float | None = None,
+    min_background_jets: int = MIN_BACKGROUND_JETS,
     title: str | None = None,
 ) -> Path:
-    """SIC = eps_S / sqrt(eps_B) against eps_S, one line per anomaly score (see `sic_curve`).
+    """SIC = eps_S / sqrt(eps_B) against eps_S, one line per anomaly score (see `sic_curve`: each
+    point rests on at least `min_background_jets` background jets).
 
     curves: name -> (labels (J,) 1 = signal, scores (J,)). The dashed line is a random score.
     """
     fig, ax = _figure()
     for name, (labels, scores) in curves.items():
-        eps_s, sic = sic_curve(labels, scores, min_background_efficiency)
+        eps_s, sic = sic_curve(labels, scores, min_background_jets)
         ax.plot(eps_s, sic, label=f"{name} (max SIC = {sic.max():.2f})")
     eff = np.linspace(0.0, 1.0, 100)
     ax.plot(eff, np.sqrt(eff), "k--", lw=1, label="random")

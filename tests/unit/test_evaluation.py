@@ -112,13 +112,32 @@ def test_multiclass_metrics_and_signal_vs_background():
 def test_sic_on_constructed_example():
     labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
     scores = np.array([0.9, 0.8, 0.7, 0.2, 0.6, 0.5, 0.4, 0.1])
-    eps_s, sic = sic_curve(labels, scores)
-    assert np.all(np.isfinite(sic))  # the eps_B = 0 point (eps_S = 0.75) is below the floor of 1/4
-    m = anomaly_metrics(labels, scores)
+    eps_s, sic = sic_curve(labels, scores, min_background_jets=1)
+    assert np.all(np.isfinite(sic))  # the eps_B = 0 point (eps_S = 0.75) keeps no background jet
+    m = anomaly_metrics(labels, scores, min_background_jets=1)
     assert m["max_sic"] == pytest.approx(0.75 / np.sqrt(0.25))
     assert m["eps_s_at_max_sic"] == pytest.approx(0.75)
     assert m["eps_b_at_max_sic"] == pytest.approx(0.25)
     assert m["auc"] == pytest.approx(13 / 16)  # 13 of the 16 signal-background pairs are ordered right
+
+
+def test_max_sic_rests_on_enough_background_jets():
+    """One QCD jet scoring above most top jets makes a SIC of sqrt(n_background) at a cut keeping
+    that jet alone; by default no point rests on fewer than MIN_BACKGROUND_JETS background jets."""
+    from foundation.evaluation.anomaly import MIN_BACKGROUND_JETS
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    labels = np.r_[np.ones(n), np.zeros(n)]
+    scores = np.r_[rng.normal(1.0, 1.0, n), rng.normal(0.0, 1.0, n)]
+    scores[n] = 10.0  # the outlier: a background jet above every signal jet
+    scores[: n // 5] += 20.0  # a fifth of the signal above it
+    lucky = anomaly_metrics(labels, scores, min_background_jets=1)
+    assert lucky["eps_b_at_max_sic"] == pytest.approx(1 / n) and lucky["max_sic"] >= 0.2 * np.sqrt(n)  # resting on that one jet
+    m = anomaly_metrics(labels, scores)
+    assert m["eps_b_at_max_sic"] >= MIN_BACKGROUND_JETS / n - 1e-12 and m["max_sic"] < lucky["max_sic"] / 3
+    eps_s, sic = sic_curve(labels[: n + 10], scores[: n + 10])  # 10 background jets, fewer than the floor:
+    assert len(sic) and np.allclose(sic, eps_s)  # only cuts that keep them all (eps_B = 1)
 
 
 # ---------------------------------------------------------------------------------- W1
