@@ -16,8 +16,10 @@ evaluations (one evaluation per epoch, at least every --min-eval-steps steps), f
 --max-epochs epochs (at least --min-steps steps, for the small budgets), ending with the weights of
 the best validation AUC. The learning rate is chosen per model from the same grid (--learning-rates)
 by validation AUC with the first seed, at each budget (or at --select-at and reused); the other seeds
-then train at the chosen rate. Only the chosen runs are ever evaluated on the test sample: training
-runs get no test file at all. Every run is cached under --runs, keyed by all its settings, and
+then train at the chosen rate. A budget's labelled jets are one fixed random subset of the pool, the
+same for every model and seed (the models are compared on the same jets; the seeds vary the
+initialisation and the order of the batches). Only the chosen runs are ever evaluated on the test
+sample: training runs get no test file at all. Every run is cached under --runs, keyed by all its settings, and
 resumes where it stopped; finished ones are reused (run the expensive ParT once with --models part).
 --validation-only stops before the test sample: it trains, selects and prints validation AUCs, for
 choosing settings (a backbone, a recipe) without looking at the test jets; the full command
