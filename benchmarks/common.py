@@ -66,7 +66,9 @@ def run_script(main) -> None:
     written; the same command resumes it) one line and exit code 143. Not a traceback."""
     from foundation.cli import USER_ERRORS
     from foundation.errors import TrainingInterrupted
+    from foundation.pipelines.common import quiet_libraries
 
+    quiet_libraries()  # as the `foundation` commands: a benchmark's log holds its own lines, not the libraries'
     try:
         main()
     except USER_ERRORS as err:

@@ -71,6 +71,13 @@ def setup_logging(verbose: bool = False) -> None:
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
         force=True,
     )
+    quiet_libraries()
+
+
+def quiet_libraries() -> None:
+    """Warnings and errors only from the libraries underneath, and no progress bars of transformers'
+    own (weights loaded and written in a fraction of a second, several times per fine-tuning run);
+    its load report of the new head's missing weights is expected with every fine-tuning."""
     for noisy in ("DeepSpeed", "deepspeed", "accelerate", "transformers", "httpx", "matplotlib", "h5py", "torch.distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -334,3 +334,14 @@ def test_probe(independent_samples, development_sample, tiny_bundle, tmp_path):
 
     splits = build_splits(DataConfig(files=[str(tmp_path / "data" / "train.h5")], validation_files=[str(tmp_path / "data" / "validation.h5")], train_limit=10, max_particles=tagging.MAX_PARTICLES))
     assert list(probe.labelled_subset(len(probe._labels([str(tmp_path / "data" / "train.h5")])), 10, 0)) == list(splits.train.indices)
+
+
+def test_a_benchmark_log_holds_no_library_chatter(tiny_bundle, capfd):
+    """run_script quiets the libraries as the `foundation` commands do: a fine-tuning's expected load
+    report of the new head and transformers' per-load progress bars stay out of a benchmark's log."""
+    from benchmarks.common import run_script
+    from foundation.models import JetTransformerForJetClassification
+
+    run_script(lambda: JetTransformerForJetClassification.from_pretrained(tiny_bundle, num_labels=2))
+    err = capfd.readouterr().err
+    assert "LOAD REPORT" not in err and "Loading weights" not in err
