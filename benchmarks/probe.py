@@ -13,7 +13,8 @@ what a frozen embedding lacks).
 
 Data: benchmark 1's (the same generated pool, validation split and test sample, made once into
 --data-dir). Seed 0 draws the same labelled jets as benchmark 1's fine-tuning at each budget; each
-further seed draws another subset. The regression's inverse regularisation strength C is chosen
+further seed draws another subset (at a budget of the whole pool every seed would draw the same
+jets, so it is fitted once). The regression's inverse regularisation strength C is chosen
 from --c-grid by validation AUC for each (model, budget, seed); only the chosen fits are scored on
 the test sample. --validation-only scores them on the development sample instead (no test jets
 read, no results page), for comparing backbones while choosing one.
@@ -71,7 +72,8 @@ def main(argv=None) -> list[dict]:
     for name, features in representations.items():
         for budget in args.budgets:
             jets = budget_jets(budget, len(labels["train"]))
-            for seed in args.seeds:
+            # A budget of the whole pool draws the same jets for every seed: one fit, no spread.
+            for seed in args.seeds if jets < len(labels["train"]) else args.seeds[:1]:
                 chosen = labelled_subset(len(labels["train"]), jets, seed)
                 rows.append({"model": name, "budget": budget, "labelled_jets": jets, "seed": seed, **probe(features, labels, chosen, args.c_grid, scored_name)})
     summary = summarise(rows, scored_name)
