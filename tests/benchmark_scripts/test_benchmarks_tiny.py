@@ -345,3 +345,11 @@ def test_a_benchmark_log_holds_no_library_chatter(tiny_bundle, capfd):
     run_script(lambda: JetTransformerForJetClassification.from_pretrained(tiny_bundle, num_labels=2))
     err = capfd.readouterr().err
     assert "LOAD REPORT" not in err and "Loading weights" not in err
+
+
+@pytest.mark.parametrize("bad", [["--budgets", "0"], ["--seeds", "0", "0"], ["--c-grid", "-1"]])
+def test_probe_refuses_bad_options_in_one_line(bad, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        probe.main(["--tiny", "--out", str(tmp_path), *bad])
+    assert err.value.code == 2 and bad[0] in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
