@@ -60,13 +60,13 @@ def main(argv=None) -> list[dict]:
     scored = data.dev if args.validation_only else data.test
     scored_name = "dev" if args.validation_only else "test"
 
-    samples = {"train": data.train, "validation": data.validation, scored_name: scored}
-    labels = {name: _labels(files) for name, files in samples.items() if files}
+    samples = {name: _read(files) for name, files in {"train": data.train, "validation": data.validation, scored_name: scored}.items() if files}
+    labels = {name: jets.label for name, (_, jets) in samples.items()}
     if len(np.unique(labels["train"])) != 2:
         fail(f"{', '.join(data.train)}: the probe separates two classes (top and QCD); these jets have {len(np.unique(labels['train']))}")
-    representations = {OBSERVABLES: {name: observables(files) for name, files in samples.items() if files}}
+    representations = {OBSERVABLES: {name: observables(jets) for name, (_, jets) in samples.items()}}
     for model in args.models:
-        representations[model] = {name: cached_embeddings(model, files, args.out / "embeddings") for name, files in samples.items() if files}
+        representations[model] = {name: cached_embeddings(model, files, jets, args.out / "embeddings") for name, (files, jets) in samples.items()}
 
     rows = []
     for name, features in representations.items():
@@ -94,52 +94,48 @@ def main(argv=None) -> list[dict]:
 
 
 # ----- representations -----
-def _labels(files: list[str]) -> np.ndarray:
+def _read(files: list[str]):
+    """(files, JetArrays): each sample is read once, for its labels, observables and every model's embeddings."""
     from foundation.data.sources import JetCollection
 
-    return JetCollection.open(files, max_particles=MAX_PARTICLES).labels()  # (J,)
+    return files, JetCollection.open(files, max_particles=MAX_PARTICLES).read_all()
 
 
-def observables(files: list[str]) -> np.ndarray:
+def observables(jets) -> np.ndarray:
     """(J, 3): log jet mass, log jet pT, constituent multiplicity, from the constituents."""
     from foundation.data.jets import jet_kinematics
-    from foundation.data.sources import JetCollection
 
-    jets = JetCollection.open(files, max_particles=MAX_PARTICLES).read_all()
     kin = jet_kinematics(jets.constituents, jets.mask)
     return np.stack([np.log1p(kin["mass"]), np.log1p(kin["pt"]), kin["multiplicity"]], axis=1).astype(np.float32)
 
 
-def cached_embeddings(model: str, files: list[str], folder: Path) -> np.ndarray:
-    """(J, D) per-jet embeddings of the model (foundation.embed), kept in `folder` keyed by the
-    bundle's manifest and the files, so each backbone embeds each sample once."""
+def cached_embeddings(model: str, files: list[str], jets, folder: Path) -> np.ndarray:
+    """(J, D) per-jet embeddings of the model (foundation.embed) of the jets read from `files`, kept
+    in `folder` keyed by the bundle's manifest and the files, so each backbone embeds each sample once."""
     import foundation
-    from foundation.data.sources import JetCollection
     from foundation.hub import MANIFEST, resolve
+    from foundation.outputs import atomic_output
 
     bundle = resolve(model)
     record = (bundle / MANIFEST).read_text() + "".join(f"{Path(f).resolve()}:{Path(f).stat().st_size}" for f in files)
     path = Path(folder) / f"{hashlib.sha256(record.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)
-    jets = JetCollection.open(files, max_particles=MAX_PARTICLES).read_all()
     embeddings = foundation.embed(str(bundle), jets)  # (J, D)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npy")
-    np.save(tmp, embeddings)
-    tmp.replace(path)  # a killed run leaves no half-written cache
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:  # a killed run leaves no half-written cache
+        np.save(f, embeddings)
     return embeddings
 
 
 # ----- the probe -----
 def labelled_subset(pool: int, jets: int, seed: int) -> np.ndarray:
     """Indices of the labelled training jets: seed 0 draws benchmark 1's subset (build_splits'
-    train_limit, random generator split_seed + 1 with the default split_seed 0)."""
-    from foundation.data.dataset import DataConfig
+    train_limit with the default split_seed), each further seed another."""
+    from foundation.data.dataset import DataConfig, label_budget_positions
 
     if jets >= pool:
         return np.arange(pool)
-    return np.sort(np.random.default_rng(DataConfig().split_seed + 1 + seed).choice(pool, jets, replace=False))
+    return label_budget_positions(pool, jets, DataConfig().split_seed + seed)
 
 
 def probe(features: dict[str, np.ndarray], labels: dict[str, np.ndarray], chosen: np.ndarray, c_grid: list[float], scored_name: str) -> dict:

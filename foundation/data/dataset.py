@@ -286,6 +286,12 @@ def _only_classes(dataset: JetDataset, keep: list[int]) -> JetDataset:
     return JetDataset(dataset.collection, dataset.indices[np.isin(labels, keep)], dataset.feature_names, dataset.max_particles)
 
 
+def label_budget_positions(count: int, budget: int, split_seed: int) -> np.ndarray:
+    """A label budget (data.train_limit): sorted positions of `budget` of `count` training jets, a
+    random but reproducible subset (generator seed split_seed + 1)."""
+    return np.sort(np.random.default_rng(split_seed + 1).choice(count, budget, replace=False))
+
+
 def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits:
     """Open the configured files (generating the default set if none) and split them."""
     from foundation.data.defaults import default_jet_files
@@ -318,8 +324,7 @@ def build_splits(config: DataConfig, data_root: str | None = None) -> DataSplits
         keep = [collection.class_names.index(c) for c in config.classes]
         train, validation, test = (_only_classes(d, keep) for d in (train, validation, test))
     if config.train_limit is not None and config.train_limit < len(train):
-        # A label budget: a random but reproducible subset of the training jets.
-        keep = np.random.default_rng(config.split_seed + 1).choice(len(train), config.train_limit, replace=False)
+        keep = label_budget_positions(len(train), config.train_limit, config.split_seed)
         train = JetDataset(train.collection, np.sort(train.indices[keep]), names, n)
     logger.info("data: %d train, %d validation, %d test jets; classes %s", len(train), len(validation), len(test), collection.class_names)
     return DataSplits(train, validation, test)

@@ -333,7 +333,7 @@ def test_probe(independent_samples, development_sample, tiny_bundle, tmp_path):
     from foundation.data.dataset import DataConfig, build_splits
 
     splits = build_splits(DataConfig(files=[str(tmp_path / "data" / "train.h5")], validation_files=[str(tmp_path / "data" / "validation.h5")], train_limit=10, max_particles=tagging.MAX_PARTICLES))
-    assert list(probe.labelled_subset(len(probe._labels([str(tmp_path / "data" / "train.h5")])), 10, 0)) == list(splits.train.indices)
+    assert list(probe.labelled_subset(len(probe._read([str(tmp_path / "data" / "train.h5")])[1]), 10, 0)) == list(splits.train.indices)
 
 
 def test_a_benchmark_log_holds_no_library_chatter(tiny_bundle, capfd):
