@@ -48,6 +48,13 @@ class JetTransformerConfig(PretrainedConfig):
         # modelling and generation. Off: the model is exactly as before (and loads old bundles).
         interaction_attention: bool = False,
         interaction_hidden_size: int = 32,
+        # Auxiliary jet-level target (models/jet_observables.py): the masked pass's mean-pooled hidden
+        # state regresses, through a linear head, the jet's standardised log mass, log pT, log
+        # multiplicity, log e2 and log D2 computed from its constituents, with this weight beside the
+        # two token losses. Keeps the coarse jet physics a few-label tagger needs prominent in the
+        # embedding of a long-pretrained backbone. Needs masked_loss_weight > 0 and the jets'
+        # kinematics (not a token file). 0: off, and the model is exactly as before.
+        jet_loss_weight: float = 0.0,
         **kwargs,
     ):
         self.vocab_codes = vocab_codes
@@ -70,6 +77,7 @@ class JetTransformerConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.interaction_attention = interaction_attention
         self.interaction_hidden_size = interaction_hidden_size
+        self.jet_loss_weight = jet_loss_weight
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "mask_token_id", "vocab_size"):
             kwargs.pop(derived, None)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
@@ -95,6 +103,10 @@ class JetTransformerConfig(PretrainedConfig):
             raise ValueError(f"classifier_attention must be one of {ATTENTION_MODES} or null, got {self.classifier_attention!r}")
         if self.classifier_pooling not in POOLINGS:
             raise ValueError(f"classifier_pooling must be one of {POOLINGS}, got {self.classifier_pooling!r}")
+        if self.jet_loss_weight < 0:
+            raise ValueError(f"jet_loss_weight must be >= 0, got {self.jet_loss_weight}")
+        if self.jet_loss_weight > 0 and self.masked_loss_weight == 0:
+            raise ValueError("jet_loss_weight reads the masked pass: it needs masked_loss_weight > 0")
         if self.interaction_hidden_size < 1:
             raise ValueError(f"interaction_hidden_size must be >= 1, got {self.interaction_hidden_size}")
         if self.generation_class_names and len(self.generation_class_names) != self.num_generation_classes:

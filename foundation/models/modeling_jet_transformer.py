@@ -28,6 +28,7 @@ from transformers.utils import ModelOutput
 from foundation.layers import KVCache, TransformerStack, attention_mask_for, with_attention_bias
 from foundation.models.configuration_jet_transformer import JetTransformerConfig
 from foundation.models.interaction import PairInteractionEmbedding
+from foundation.models.jet_observables import JET_OBSERVABLES, jet_observables
 
 IGNORE_INDEX = -100  # labels that take no part in the loss (transformers' convention)
 
@@ -51,6 +52,7 @@ class MaskedParticleModelingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None  # (B, L, vocab_codes), or (M, vocab_codes) at the masked positions
     masked_positions: torch.Tensor | None = None  # (B, L) bool
+    last_hidden_state: torch.Tensor | None = None  # (B, L, D) of the masked input
 
 
 @dataclass
@@ -60,6 +62,7 @@ class JetPretrainingOutput(ModelOutput):
     loss: torch.Tensor | None = None
     causal_loss: torch.Tensor | None = None
     masked_loss: torch.Tensor | None = None
+    jet_loss: torch.Tensor | None = None  # the auxiliary jet-observable regression (config.jet_loss_weight)
     target_logits: torch.Tensor | None = None  # (T, V) next-token logits at labels[:, 1:] != IGNORE_INDEX
     masked_logits: torch.Tensor | None = None  # (M, vocab_codes) at masked_positions
     masked_positions: torch.Tensor | None = None  # (B, L) bool
@@ -105,6 +108,10 @@ class JetTransformerPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.in_proj_bias)
         elif isinstance(module, JetTransformerModel) and module.code_kinematics is not None:
             nn.init.zeros_(module.code_kinematics)  # unmeasured: set_code_kinematics fills it
+        elif isinstance(module, nn.BatchNorm1d):
+            # Buffers only (the jet target's standardisation): a head added to a loaded checkpoint
+            # would otherwise keep uninitialised memory as its statistics.
+            module.reset_running_stats()
 
 
 class JetTransformerModel(JetTransformerPreTrainedModel):
@@ -279,7 +286,7 @@ def masked_objective(
     loss = None
     if labels is not None:
         loss = F.cross_entropy(picked, labels[masked_positions], ignore_index=IGNORE_INDEX)
-    return MaskedParticleModelingOutput(loss, logits, masked_positions)
+    return MaskedParticleModelingOutput(loss, logits, masked_positions, hidden)
 
 
 def conditioned_on_class(input_ids: torch.Tensor, class_labels: torch.Tensor | None, config: JetTransformerConfig, training: bool) -> torch.Tensor:
@@ -338,7 +345,7 @@ class _WithLanguageModelHead:
 class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
     # A pretraining bundle also holds the masked-particle head; generation and likelihoods leave it out.
-    _keys_to_ignore_on_load_unexpected = [r"^mpm_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^mpm_head\.", r"^jet_head\.", r"^jet_target_norm\."]
 
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)
@@ -500,6 +507,12 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
         self.transformer = JetTransformerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.mpm_head = _masked_head(config)
+        self.jet_head = self.jet_target_norm = None
+        if config.jet_loss_weight > 0:
+            self.jet_head = nn.Linear(config.hidden_size, len(JET_OBSERVABLES))
+            # Standardises the targets: batch statistics in training, their cumulative mean (momentum
+            # None: every batch alike, the targets' distribution does not drift) in evaluation.
+            self.jet_target_norm = nn.BatchNorm1d(len(JET_OBSERVABLES), affine=False, momentum=None)
         self.post_init()
         if config.masked_loss_weight == 0:
             # Its loss is off, so it never gets a gradient: frozen, or DDP would wait for one forever.
@@ -530,6 +543,9 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
             out.masked_positions, out.masked_loss, masked_logits = masked.masked_positions, masked.loss, masked.logits
             if masked.loss is not None:
                 losses.append(cfg.masked_loss_weight * masked.loss)
+            if self.jet_head is not None and labels is not None:
+                out.jet_loss = self.jet_observable_loss(masked.last_hidden_state, attention_mask, particle_kinematics)
+                losses.append(cfg.jet_loss_weight * out.jet_loss)
         if losses:
             out.loss = torch.stack(losses).sum()
         if not self.training:
@@ -537,6 +553,16 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
             out.target_logits = target_logits if cfg.causal_loss_weight > 0 else None
             out.masked_logits = masked_logits if cfg.masked_loss_weight > 0 else None
         return out
+
+    def jet_observable_loss(self, hidden: torch.Tensor, attention_mask: torch.Tensor, particle_kinematics: torch.Tensor | None) -> torch.Tensor:
+        """Huber loss of the linear jet head on the mean-pooled hidden state (B, L, D) against the jet's
+        standardised observables (JET_OBSERVABLES); Huber because a few-particle jet's log D2 is an outlier."""
+        if particle_kinematics is None:
+            raise ValueError("jet_loss_weight > 0: the batch must hold particle_kinematics (the jets, not a token file)")
+        with torch.no_grad():
+            targets = self.jet_target_norm(jet_observables(particle_kinematics))  # (B, K), float32
+        predicted = self.jet_head(mean_pool(hidden, attention_mask)).float()  # (B, K)
+        return F.smooth_l1_loss(predicted, targets)
 
 
 class ClassAttentionPooling(nn.Module):
@@ -565,7 +591,7 @@ class JetTransformerForJetClassification(JetTransformerPreTrainedModel):
 
     # Fine-tuning starts from a pretraining bundle: its pretraining heads are left out on purpose
     # (the new pooling and classifier are still reported as newly initialised).
-    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^mpm_head\."]
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^mpm_head\.", r"^jet_head\.", r"^jet_target_norm\."]
 
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)

@@ -63,8 +63,9 @@ class PretrainRecipe:
             raise InputError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
         if self.tokens and self.particle_features:
             raise InputError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
-        if self.tokens and self.model.get("interaction_attention"):
-            raise InputError("model.interaction_attention needs the jets' kinematics, not a token file: drop `tokens` to tokenise on the fly")
+        for needs_jets in ("interaction_attention", "jet_loss_weight"):
+            if self.tokens and self.model.get(needs_jets):
+                raise InputError(f"model.{needs_jets} needs the jets' kinematics, not a token file: drop `tokens` to tokenise on the fly")
         if self.code_kinematics_jets < 1:
             raise InputError(f"code_kinematics_jets must be >= 1, got {self.code_kinematics_jets}")
 
@@ -99,7 +100,7 @@ class SequenceData:
 def build_sequence_data(
     recipe_data: DataConfig, tokenizer, particle_features: list[str], tokens: str | None, seed: int, data_root=None, kinematics: bool = False
 ) -> SequenceData:
-    """kinematics: batches also hold particle_kinematics (interaction attention)."""
+    """kinematics: batches also hold particle_kinematics (interaction attention, the jet-level target)."""
     tok_cfg = tokenizer.config
     if tokens:
         token_file = TokenFile(tokens)
@@ -176,7 +177,7 @@ class Pretraining:
 
 # What may change when training continues from a bundle (init_from): the objective, not the shape,
 # and class start tokens may be added (num_generation_classes: a model becomes class-conditional).
-CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", "dropout", "unconditional_fraction", "num_generation_classes")
+CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", "dropout", "unconditional_fraction", "num_generation_classes", "jet_loss_weight")
 
 
 def _continued_model(recipe: PretrainRecipe):
@@ -200,9 +201,9 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     torch.manual_seed(recipe.training.seed)
     if recipe.init_from:
         model, tokenizer, features, bundle_data = _continued_model(recipe)
-        kinematics = model.config.interaction_attention
+        kinematics = needs_kinematics(model.config)
         if kinematics and recipe.tokens:
-            raise ConfigError(getattr(recipe, "source", None), "tokens", f"{recipe.init_from} has interaction attention, which needs the jets' kinematics, not a token file")
+            raise ConfigError(getattr(recipe, "source", None), "tokens", f"{recipe.init_from} has interaction attention or a jet-level target, which need the jets' kinematics, not a token file")
         seq = build_sequence_data(recipe.data, tokenizer, features, recipe.tokens, recipe.training.seed, data_root, kinematics)
         if recipe.model.get("num_generation_classes"):
             _check_generation_classes(recipe, seq.class_names)
@@ -216,7 +217,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
             seq.data_config.update({k: bundle_data[k] for k in ("particle_feature_mean", "particle_feature_std")})
         return _pretraining(recipe, model, seq, tokenizer)
     tokenizer = load_tokenizer(recipe.tokenizer)
-    kinematics = bool(recipe.model.get("interaction_attention"))
+    kinematics = bool(recipe.model.get("interaction_attention") or recipe.model.get("jet_loss_weight"))
     seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root, kinematics)
     model_fields = dict(recipe.model)
     if model_fields.get("num_generation_classes"):
@@ -234,6 +235,12 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     if config.interaction_attention:
         _measure_code_kinematics(model, seq, recipe.code_kinematics_jets, recipe.training.seed)
     return _pretraining(recipe, model, seq, tokenizer)
+
+
+def needs_kinematics(config: JetTransformerConfig) -> bool:
+    """Whether pretraining batches must carry particle_kinematics: interaction attention reads them,
+    the auxiliary jet-level target is computed from them."""
+    return bool(config.interaction_attention or config.jet_loss_weight > 0)
 
 
 def _measure_code_kinematics(model: JetTransformerForPretraining, seq: SequenceData, jets: int, seed: int) -> None:
@@ -273,7 +280,13 @@ def pretrain(recipe: PretrainRecipe, resume: bool = False, data_root=None) -> Pa
     trainer.export(bundle)
     if trainer.accelerator.is_main_process:
         objective = " + ".join(
-            name for name, weight in (("next-token prediction", config.causal_loss_weight), ("masked particle modelling", config.masked_loss_weight)) if weight > 0
+            name
+            for name, weight in (
+                ("next-token prediction", config.causal_loss_weight),
+                ("masked particle modelling", config.masked_loss_weight),
+                ("jet observables regression", config.jet_loss_weight),
+            )
+            if weight > 0
         )
         metrics = {k.removeprefix("eval/"): v for k, v in result.final_metrics.items() if k.startswith("eval/")}
         card = model_card(
