@@ -340,7 +340,7 @@ def _params(bundle: Path) -> int:
     from safetensors import safe_open
 
     with safe_open(bundle / "model.safetensors", "pt") as f:
-        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith(("lm_head", "mpm_head"))))
+        return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith(("lm_head", "mpm_head", "jet_head", "jet_target_"))))
 
 
 def _train_ours(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, folder: Path) -> dict:

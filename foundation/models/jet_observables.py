@@ -51,6 +51,21 @@ def jet_observables(kinematics: torch.Tensor) -> torch.Tensor:
     return torch.stack(columns, -1)
 
 
+def measure_jet_observable_scaling(batches) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centre and scale of each observable over real jets, to standardise the targets with.
+
+    batches: dicts with particle_kinematics (B, L, 4). -> median (K,), half the 16-84% range (K,):
+    robust to the few-particle jets whose log D2 sits far out, and independent of how the batches
+    were grouped (length-grouped batches hold jets of one multiplicity: batch statistics would
+    see almost none of its spread).
+    """
+    values = torch.cat([jet_observables(batch["particle_kinematics"]) for batch in batches])  # (J, K)
+    if len(values) < 2:
+        raise ValueError("at least two jets are needed to measure the jet observables' scaling")
+    low, median, high = torch.quantile(values, torch.tensor([0.16, 0.5, 0.84]), dim=0)
+    return median, ((high - low) / 2).clamp(min=1e-3)
+
+
 def _pairwise_delta_r(eta: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """(B, T) η, φ -> (B, T, T) ΔR with Δφ wrapped into [-π, π]."""
     delta_eta = eta[:, :, None] - eta[:, None, :]

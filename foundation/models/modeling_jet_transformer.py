@@ -108,10 +108,11 @@ class JetTransformerPreTrainedModel(PreTrainedModel):
             nn.init.zeros_(module.in_proj_bias)
         elif isinstance(module, JetTransformerModel) and module.code_kinematics is not None:
             nn.init.zeros_(module.code_kinematics)  # unmeasured: set_code_kinematics fills it
-        elif isinstance(module, nn.BatchNorm1d):
-            # Buffers only (the jet target's standardisation): a head added to a loaded checkpoint
-            # would otherwise keep uninitialised memory as its statistics.
-            module.reset_running_stats()
+        elif isinstance(module, JetTransformerForPretraining) and module.jet_target_mean is not None:
+            # unmeasured (set_jet_target_scaling fills them); also for a head added to a loaded
+            # checkpoint, which would otherwise keep uninitialised memory
+            nn.init.zeros_(module.jet_target_mean)
+            nn.init.ones_(module.jet_target_std)
 
 
 class JetTransformerModel(JetTransformerPreTrainedModel):
@@ -345,7 +346,7 @@ class _WithLanguageModelHead:
 class JetTransformerForCausalJetModeling(_WithLanguageModelHead, JetTransformerPreTrainedModel):
     _tied_weights_keys = {"lm_head.weight": "transformer.wte.weight"}
     # A pretraining bundle also holds the masked-particle head; generation and likelihoods leave it out.
-    _keys_to_ignore_on_load_unexpected = [r"^mpm_head\.", r"^jet_head\.", r"^jet_target_norm\."]
+    _keys_to_ignore_on_load_unexpected = [r"^mpm_head\.", r"^jet_head\.", r"^jet_target_(mean|std)$"]
 
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)
@@ -507,12 +508,15 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
         self.transformer = JetTransformerModel(config)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False)
         self.mpm_head = _masked_head(config)
-        self.jet_head = self.jet_target_norm = None
+        self.jet_head = None
+        mean = std = None
         if config.jet_loss_weight > 0:
             self.jet_head = nn.Linear(config.hidden_size, len(JET_OBSERVABLES))
-            # Standardises the targets: batch statistics in training, their cumulative mean (momentum
-            # None: every batch alike, the targets' distribution does not drift) in evaluation.
-            self.jet_target_norm = nn.BatchNorm1d(len(JET_OBSERVABLES), affine=False, momentum=None)
+            # The targets' centre and scale, measured once on training jets (set_jet_target_scaling)
+            # and saved with the weights: fixed, so evaluation losses compare across steps.
+            mean, std = torch.zeros(len(JET_OBSERVABLES)), torch.ones(len(JET_OBSERVABLES))
+        self.register_buffer("jet_target_mean", mean)  # None (not saved) without the jet target
+        self.register_buffer("jet_target_std", std)
         self.post_init()
         if config.masked_loss_weight == 0:
             # Its loss is off, so it never gets a gradient: frozen, or DDP would wait for one forever.
@@ -554,13 +558,23 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
             out.masked_logits = masked_logits if cfg.masked_loss_weight > 0 else None
         return out
 
+    @property
+    def jet_target_scaling_measured(self) -> bool:
+        return self.jet_head is not None and not (self.jet_target_mean.eq(0).all() and self.jet_target_std.eq(1).all())
+
+    def set_jet_target_scaling(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Store the jet observables' centre and scale (K,) each (measure_jet_observable_scaling)."""
+        if self.jet_head is None:
+            raise ValueError("this model has no jet-level target (config.jet_loss_weight)")
+        self.jet_target_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.jet_target_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
     def jet_observable_loss(self, hidden: torch.Tensor, attention_mask: torch.Tensor, particle_kinematics: torch.Tensor | None) -> torch.Tensor:
         """Huber loss of the linear jet head on the mean-pooled hidden state (B, L, D) against the jet's
         standardised observables (JET_OBSERVABLES); Huber because a few-particle jet's log D2 is an outlier."""
         if particle_kinematics is None:
             raise ValueError("jet_loss_weight > 0: the batch must hold particle_kinematics (the jets, not a token file)")
-        with torch.no_grad():
-            targets = self.jet_target_norm(jet_observables(particle_kinematics))  # (B, K), float32
+        targets = (jet_observables(particle_kinematics) - self.jet_target_mean) / self.jet_target_std  # (B, K), float32
         predicted = self.jet_head(mean_pool(hidden, attention_mask)).float()  # (B, K)
         return F.smooth_l1_loss(predicted, targets)
 
@@ -591,7 +605,7 @@ class JetTransformerForJetClassification(JetTransformerPreTrainedModel):
 
     # Fine-tuning starts from a pretraining bundle: its pretraining heads are left out on purpose
     # (the new pooling and classifier are still reported as newly initialised).
-    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^mpm_head\.", r"^jet_head\.", r"^jet_target_norm\."]
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\.", r"^mpm_head\.", r"^jet_head\.", r"^jet_target_(mean|std)$"]
 
     def __init__(self, config: JetTransformerConfig):
         super().__init__(config)

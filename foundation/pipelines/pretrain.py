@@ -31,6 +31,7 @@ from foundation.models.inputs import (
     dataset_feature_names,
 )
 from foundation.models.interaction import measure_code_kinematics
+from foundation.models.jet_observables import measure_jet_observable_scaling
 from foundation.models.modeling_jet_transformer import IGNORE_INDEX
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
@@ -56,6 +57,9 @@ class PretrainRecipe:
     # model.interaction_attention: the codes' mean particle kinematics (what generation knows of a
     # token) are measured on this many training jets before training, and stored in the model
     code_kinematics_jets: int = 20000
+    # model.jet_loss_weight: the jet observables' centre and scale (the targets' standardisation)
+    # are measured on this many training jets before training, and stored in the model
+    jet_target_jets: int = 20000
 
     def __post_init__(self):
         unknown = [f for f in self.particle_features if f not in FEATURES]
@@ -66,8 +70,9 @@ class PretrainRecipe:
         for needs_jets in ("interaction_attention", "jet_loss_weight"):
             if self.tokens and self.model.get(needs_jets):
                 raise InputError(f"model.{needs_jets} needs the jets' kinematics, not a token file: drop `tokens` to tokenise on the fly")
-        if self.code_kinematics_jets < 1:
-            raise InputError(f"code_kinematics_jets must be >= 1, got {self.code_kinematics_jets}")
+        for name in ("code_kinematics_jets", "jet_target_jets"):
+            if getattr(self, name) < 1:
+                raise InputError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 # Fields of the model config that come from elsewhere in the recipe or from the tokenizer.
@@ -215,6 +220,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
             seq.collate_fn.mean = torch.as_tensor(bundle_data["particle_feature_mean"], dtype=torch.float32)
             seq.collate_fn.std = torch.as_tensor(bundle_data["particle_feature_std"], dtype=torch.float32)
             seq.data_config.update({k: bundle_data[k] for k in ("particle_feature_mean", "particle_feature_std")})
+        _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
         return _pretraining(recipe, model, seq, tokenizer)
     tokenizer = load_tokenizer(recipe.tokenizer)
     kinematics = bool(recipe.model.get("interaction_attention") or recipe.model.get("jet_loss_weight"))
@@ -234,6 +240,7 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     model = JetTransformerForPretraining(config)
     if config.interaction_attention:
         _measure_code_kinematics(model, seq, recipe.code_kinematics_jets, recipe.training.seed)
+    _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
     return _pretraining(recipe, model, seq, tokenizer)
 
 
@@ -243,17 +250,31 @@ def needs_kinematics(config: JetTransformerConfig) -> bool:
     return bool(config.interaction_attention or config.jet_loss_weight > 0)
 
 
-def _measure_code_kinematics(model: JetTransformerForPretraining, seq: SequenceData, jets: int, seed: int) -> None:
-    """Store each code's mean particle kinematics in the model (interaction attention), measured on
-    up to `jets` training jets, so that next-token modelling and sampling see what they will know."""
+def _training_jet_batches(seq: SequenceData, jets: int, seed: int):
+    """Batches of up to `jets` training jets drawn with `seed`, for measurements before training."""
     from torch.utils.data import DataLoader, Subset
 
     n = min(jets, len(seq.train))
     chosen = np.sort(np.random.default_rng(seed).choice(len(seq.train), n, replace=False))
-    loader = DataLoader(Subset(seq.train, chosen.tolist()), batch_size=256, collate_fn=seq.collate_fn)
-    table = measure_code_kinematics(loader, model.config.vocab_codes)
-    model.transformer.set_code_kinematics(table)
-    logger.info("measured the mean kinematics of %d codes on %d jets", model.config.vocab_codes, n)
+    return DataLoader(Subset(seq.train, chosen.tolist()), batch_size=256, collate_fn=seq.collate_fn)
+
+
+def _measure_code_kinematics(model: JetTransformerForPretraining, seq: SequenceData, jets: int, seed: int) -> None:
+    """Store each code's mean particle kinematics in the model (interaction attention), measured on
+    up to `jets` training jets, so that next-token modelling and sampling see what they will know."""
+    loader = _training_jet_batches(seq, jets, seed)
+    model.transformer.set_code_kinematics(measure_code_kinematics(loader, model.config.vocab_codes))
+    logger.info("measured the mean kinematics of %d codes on %d jets", model.config.vocab_codes, len(loader.dataset))
+
+
+def _measure_jet_target_scaling(model: JetTransformerForPretraining, seq: SequenceData, jets: int, seed: int) -> None:
+    """Standardisation of the jet-level target (model.jet_loss_weight), measured on up to `jets`
+    training jets, unless the model already holds it (continuing a run that measured it)."""
+    if model.jet_head is None or model.jet_target_scaling_measured:
+        return
+    loader = _training_jet_batches(seq, jets, seed)
+    model.set_jet_target_scaling(*measure_jet_observable_scaling(loader))
+    logger.info("measured the jet observables' scaling on %d jets", len(loader.dataset))
 
 
 def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) -> None:
