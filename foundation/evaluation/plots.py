@@ -211,9 +211,14 @@ def plot_label_efficiency(
     return _save(fig, path)
 
 
-def plot_training_curve(history: list[dict], jets_per_step: int, path: Path) -> Path:
-    """Training loss (each logged step) and validation loss (each evaluation) against jets seen."""
+def plot_training_curve(history: list[dict], jets_per_step: int, path: Path, stage_starts: list[int] = ()) -> Path:
+    """Training loss (each logged step) and validation loss (each evaluation) against jets seen;
+    a dashed line where each later training stage (a run continued from the one before) begins,
+    at `stage_starts` steps: its objective, and so its loss, may differ."""
     fig, ax = _figure((6.5, 4.2))
+    for i, step in enumerate(stage_starts, start=2):
+        ax.axvline(step * jets_per_step, color="grey", ls="--", lw=1)
+        ax.annotate(f"stage {i}", (step * jets_per_step, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
     train = [(r["step"] * jets_per_step, r["train/loss"]) for r in history if "train/loss" in r]
     valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in history if "eval/loss" in r]
     if train:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import yaml
 
 from foundation.data.canonical import CanonicalSource
+from foundation.data.defaults import foundation_home
 from foundation.data.sources import expand_paths
 from foundation.errors import InputError
 from foundation.evaluation.plots import plot_training_curve
@@ -42,6 +44,59 @@ BENCHMARKS = {
 
 def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+@dataclass
+class TrainingStage:
+    """One pretraining run of a release; a later stage continued from the model of the one before."""
+
+    run: Path
+    recipe: dict  # the run's recipe.yaml
+    summary: dict  # its train_summary.json
+    metrics: list[dict]  # its metrics.jsonl
+
+
+def training_stages(run: Path) -> list[TrainingStage]:
+    """The run and the runs it continued from (`init_from` naming another run's model/ folder), first first."""
+    stages: list[TrainingStage] = []
+    while run is not None and all(run.resolve() != s.run.resolve() for s in stages):
+        recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+        summary = json.loads((run / "train_summary.json").read_text())
+        stages.insert(0, TrainingStage(run, recipe, summary, _jsonl(run / "metrics.jsonl")))
+        base = Path(recipe["init_from"]) if recipe.get("init_from") else None
+        is_run = base is not None and base.name == "model" and (base.parent / "train_summary.json").exists()
+        run = base.parent if is_run else None
+    return stages
+
+
+def _stage_lines(stages: list[TrainingStage]) -> list[str]:
+    """The card's training and compute lines, one pair per stage."""
+    lines = []
+    for i, stage in enumerate(stages, start=1):
+        training, summary, model = stage.recipe.get("training", {}), stage.summary, stage.recipe.get("model", {})
+        label = f" (stage {i} of {len(stages)}, run {_shown(stage.run)})" if len(stages) > 1 else ""
+        compute_label = f" (stage {i})" if len(stages) > 1 else ""
+        continued = f", continued from stage {i - 1}" if i > 1 else ""
+        continued += f" with the jet-level target (weight {model['jet_loss_weight']})" if model.get("jet_loss_weight") else ""
+        steps, batch = summary.get("steps") or 0, training.get("global_batch_size") or 0
+        seconds = summary.get("seconds") or 0.0
+        lines += [
+            f"- training{label}: {steps} steps of {batch} jets ({steps * batch} jets seen){continued}, learning rate "
+            f"{training.get('learning_rate')}, mixed precision {training.get('mixed_precision')}, {summary.get('world_size')} process(es)",
+            f"- compute{compute_label}: {seconds / 3600:.2f} h of training "
+            f"({summary.get('jets_per_second', 0):.0f} jets/s), peak memory {summary.get('peak_memory_mb', 0):.0f} MB per process",
+        ]
+    return lines
+
+
+def _shown(path: Path) -> str:
+    """A run folder as the card names it: relative to FOUNDATION_HOME or the repository when inside."""
+    for root in (foundation_home(), REPOSITORY):
+        try:
+            return str(Path(path).resolve().relative_to(Path(root).resolve()))
+        except ValueError:
+            continue
+    return str(path)
 
 
 def data_provenance(files: list[Path]) -> dict:
@@ -78,12 +133,11 @@ def benchmark_figures(name: str, results_root: Path) -> list[str]:
     return lines
 
 
-def release_card(name: str, version: int, description: str, run_bundle: Path, bundle_card: str, recipe: dict,
-                 summary: dict, provenance: dict, benchmarks: list[str]) -> str:
-    """The released model's README.md: the run's own card, preceded by how the release was made."""
-    training, data = recipe.get("training", {}), recipe.get("data", {})
+def release_card(name: str, version: int, description: str, run_bundle: Path, bundle_card: str, stages: list[TrainingStage],
+                 provenance: dict, benchmarks: list[str]) -> str:
+    """The released model's README.md: the last run's own card, preceded by how the release was made."""
+    data = stages[-1].recipe.get("data", {})
     jets_total = sum(provenance["jets"].values())
-    seconds = summary.get("seconds") or 0.0
     # the run's own card, without its front matter, naming the release instead of the run's folder
     run_card = bundle_card.split("---\n", 2)[-1].lstrip().replace(str(run_bundle), name).replace(str(REPOSITORY) + "/", "")
     lines = [
@@ -97,11 +151,7 @@ def release_card(name: str, version: int, description: str, run_bundle: Path, bu
         f"Pythia 8 + FastJet, run seed(s) {provenance['seeds']} (the recipes' default data use seed 1, the tagging benchmark "
         f"2701 and 2702); fractions {data.get('validation_fraction')} / {data.get('test_fraction')} held out for validation / test",
         f"- generator settings: {'; '.join(provenance['pythia_settings'] or [])}",
-        f"- training: {summary.get('steps')} steps of {training.get('global_batch_size')} jets "
-        f"({summary.get('steps', 0) * training.get('global_batch_size', 0)} jets seen), learning rate {training.get('learning_rate')}, "
-        f"mixed precision {training.get('mixed_precision')}, {summary.get('world_size')} process(es)",
-        f"- compute: {seconds / 3600:.2f} h of training ({summary.get('jets_per_second', 0):.0f} jets/s), "
-        f"peak memory {summary.get('peak_memory_mb', 0):.0f} MB per process",
+        *_stage_lines(stages),
         f"- training curve: [{CURVE}]({CURVE})",
         "- reproduce: `launch/release.sh` (data, tokenizer, pretraining, this folder)",
         "",
@@ -135,9 +185,8 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     target = Path(target or entry.local_path)
     if target.exists() and not overwrite:
         raise InputError(f"{target}: a release is there; pass --overwrite to replace it")
-    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
-    summary = json.loads((run / "train_summary.json").read_text())
-    data_files = recipe.get("data", {}).get("files")
+    stages = training_stages(run)
+    data_files = stages[-1].recipe.get("data", {}).get("files")
     if not data_files:
         raise InputError(f"--run {run}: its recipe names no data.files (the generated default set) to describe")
     files = expand_paths(data_files)
@@ -145,9 +194,15 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle, staging)
     (staging / MANIFEST).unlink()
-    plot_training_curve(_jsonl(run / "metrics.jsonl"), recipe["training"]["global_batch_size"], staging / CURVE)
+    history, starts, offset = [], [], 0
+    for stage in stages:  # one curve over every stage, steps counted from the first
+        if offset:
+            starts.append(offset)
+        history += [{**row, "step": row["step"] + offset} for row in stage.metrics]
+        offset += stage.summary.get("steps") or 0
+    plot_training_curve(history, stages[-1].recipe["training"]["global_batch_size"], staging / CURVE, starts)
     card = release_card(
-        name, entry.version, entry.description, bundle, (bundle / "README.md").read_text(), recipe, summary,
+        name, entry.version, entry.description, bundle, (bundle / "README.md").read_text(), stages,
         data_provenance(files), benchmark_figures(name, results_root or REPOSITORY / "docs" / "results"),
     )
     (staging / "README.md").write_text(card)

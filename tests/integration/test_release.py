@@ -78,3 +78,13 @@ def test_a_damaged_run_bundle_is_refused(tiny_bundle, registered_name, tmp_path)
     with pytest.raises(Exception, match="checksum does not match"):
         release.publish(run, NAME)
     assert not registered_name.exists()
+
+
+def test_a_continued_run_is_released_with_every_stage_it_continued_from(tiny_conditional_bundle, tiny_bundle, registered_name):
+    folder = release.publish(tiny_conditional_bundle.parent, NAME)
+    card = (folder / "README.md").read_text()
+    first, second = (line for line in card.splitlines() if line.startswith("- training (stage"))
+    assert "stage 1 of 2" in first and "20 steps of" in first, first  # tiny_bundle: 20 steps
+    assert "stage 2 of 2" in second and "6 steps of" in second and "continued from stage 1" in second, second
+    assert card.count("- compute (stage") == 2
+    assert [s.run for s in release.training_stages(tiny_conditional_bundle.parent)] == [tiny_bundle.parent, tiny_conditional_bundle.parent]
