@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from helpers.sequences import token_sequences
 from transformers import AutoModel
 
 from foundation.models import (
@@ -43,17 +44,6 @@ def jet_kinematics(batch=3, n=10, seed=0):
     out = torch.zeros(batch, n + 2, 4)
     out[:, 1 : n + 1] = kin
     return out, lengths
-
-
-def sequences(cfg, lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = cfg.max_particles
-    ids = torch.randint(0, cfg.vocab_codes, (len(lengths), n + 2), generator=g)
-    ids[:, 0] = cfg.start_token_id
-    pos = torch.arange(n + 2)[None]
-    ids = torch.where(pos == lengths[:, None] + 1, cfg.stop_token_id, ids)
-    ids = torch.where(pos > lengths[:, None] + 1, cfg.pad_token_id, ids)
-    return ids, pos <= lengths[:, None] + 1
 
 
 def with_code_table(model, seed=1):
@@ -124,7 +114,7 @@ def test_code_kinematics_are_the_mean_kinematics_of_each_code():
 def test_interaction_bias_changes_attention_but_starts_at_zero():
     cfg = config()
     kin, lengths = jet_kinematics(n=cfg.max_particles)
-    ids, mask = sequences(cfg, lengths)
+    ids, mask = token_sequences(cfg, lengths)
     model = JetTransformerModel(cfg).eval()
     plain = JetTransformerModel(config(interaction_attention=False)).eval()
     plain.load_state_dict(model.state_dict(), strict=False)
@@ -142,7 +132,7 @@ def test_interaction_bias_changes_attention_but_starts_at_zero():
 def test_masked_particles_kinematics_are_hidden_from_the_masked_objective():
     cfg = config(causal_loss_weight=0.0, masked_loss_weight=1.0)
     kin, lengths = jet_kinematics(n=cfg.max_particles)
-    ids, mask = sequences(cfg, lengths)
+    ids, mask = token_sequences(cfg, lengths)
     model = JetTransformerForMaskedParticleModeling(cfg).eval()
     torch.nn.init.normal_(model.transformer.interaction.mlp[-1].weight)
     out = model(ids, mask, particle_kinematics=kin, labels=language_model_labels(ids, mask))
@@ -156,7 +146,7 @@ def test_interaction_model_round_trips_through_save_load_and_auto_classes(tmp_pa
     model = with_code_table(JetTransformerForPretraining(config(masked_loss_weight=0.5))).eval()
     torch.nn.init.normal_(model.transformer.interaction.mlp[-1].weight)
     kin, lengths = jet_kinematics(n=model.config.max_particles)
-    ids, mask = sequences(model.config, lengths)
+    ids, mask = token_sequences(model.config, lengths)
     model.save_pretrained(tmp_path)
     backbone = AutoModel.from_pretrained(tmp_path).eval()
     assert isinstance(backbone, JetTransformerModel) and backbone.config.interaction_attention
@@ -275,7 +265,7 @@ def test_interaction_recipes_load_and_fine_tuning_can_add_interactions_to_an_old
 def test_key_value_cache_with_interactions_gives_the_full_forward_logits():
     model = with_code_table(JetTransformerForCausalJetModeling(config())).eval()
     torch.nn.init.normal_(model.transformer.interaction.mlp[-1].weight)
-    ids, _ = sequences(model.config, torch.tensor([9, 4]))
+    ids, _ = token_sequences(model.config, torch.tensor([9, 4]))
     full = model(ids).logits
     past, steps = None, []
     kinematics = model.transformer.kinematics_of_tokens(ids)  # (B, L, 4)

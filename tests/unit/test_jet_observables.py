@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from helpers.sequences import token_sequences
 
 from foundation.models import (
     JetTransformerConfig,
@@ -81,21 +82,10 @@ def config(**kw):
     return JetTransformerConfig(**{**base, **kw})
 
 
-def sequences(cfg, lengths, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    n = cfg.max_particles
-    ids = torch.randint(0, cfg.vocab_codes, (len(lengths), n + 2), generator=g)
-    ids[:, 0] = cfg.start_token_id
-    pos = torch.arange(n + 2)[None]
-    ids = torch.where(pos == lengths[:, None] + 1, cfg.stop_token_id, ids)
-    ids = torch.where(pos > lengths[:, None] + 1, cfg.pad_token_id, ids)
-    return ids, pos <= lengths[:, None] + 1
-
-
 def test_the_jet_target_adds_its_loss_and_trains_its_head():
     model = JetTransformerForPretraining(config())
     kin, lengths = random_jets()
-    ids, mask = sequences(model.config, lengths)
+    ids, mask = token_sequences(model.config, lengths)
     out = model(ids, mask, particle_kinematics=kin, labels=language_model_labels(ids, mask))
     assert torch.isfinite(out.jet_loss) and out.jet_loss > 0
     assert torch.allclose(out.loss, out.causal_loss + 0.5 * out.masked_loss + out.jet_loss)
