@@ -194,7 +194,15 @@ def _continued_model(recipe: PretrainRecipe):
     if bad:
         raise ConfigError(getattr(recipe, "source", None), f"model.{bad[0]}", f"cannot change when continuing from a bundle (init_from); only {', '.join(CONTINUE_FIELDS)}")
     overrides = {k: v for k, v in recipe.model.items() if k != "num_generation_classes"}  # added after loading
+    if overrides.get("masked_loss_weight") == 0 and "jet_loss_weight" not in overrides:
+        # The jet-level target reads the masked pass: a run without it (next-token training on
+        # background jets, finetune/anomaly_background.yaml) drops the target with its head.
+        overrides["jet_loss_weight"] = 0.0
     bundle = load_bundle(recipe.init_from, model_class=JetTransformerForPretraining, **overrides)
+    try:  # from_pretrained sets the overrides without validating them together with the bundle's config
+        bundle.model.config.validate()
+    except ValueError as err:
+        raise ConfigError(getattr(recipe, "source", None), "model", f"{recipe.init_from}: {err}") from None
     features = list(bundle.data_config.get("particle_features") or [])
     if recipe.particle_features and recipe.particle_features != features:
         raise ConfigError(getattr(recipe, "source", None), "particle_features", f"the bundle takes {features}")

@@ -9,6 +9,7 @@ import pytest
 import torch
 from helpers.sequences import token_sequences
 
+from foundation.errors import ConfigError
 from foundation.models import (
     JetTransformerConfig,
     JetTransformerForCausalJetModeling,
@@ -136,3 +137,8 @@ def test_pretraining_with_the_jet_target_learns_and_continues_from_a_bundle(jet_
     # Continuing a jet-target bundle keeps its scaling (the targets the head learnt), measured on other jets or not.
     again = JetTransformerForPretraining.from_pretrained(run(tmp_path / "again", {"init_from": str(continued), "model": {}, "jet_target_jets": 7}))
     assert torch.equal(again.jet_target_mean, model.jet_target_mean) and torch.equal(again.jet_target_std, model.jet_target_std)
+    # Next-token training alone (finetune/anomaly_background.yaml) drops the target, which reads the masked pass.
+    causal_only = run(tmp_path / "causal", {"init_from": str(continued), "model": {"masked_loss_weight": 0.0}})
+    assert JetTransformerForPretraining.from_pretrained(causal_only).jet_head is None
+    with pytest.raises(ConfigError, match="masked_loss_weight"):
+        run(tmp_path / "bad", {"init_from": str(continued), "model": {"masked_loss_weight": 0.0, "jet_loss_weight": 1.0}})
