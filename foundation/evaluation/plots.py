@@ -6,6 +6,7 @@ pyplot: nothing here needs a display or changes matplotlib's global backend.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Mapping
 from pathlib import Path
@@ -219,12 +220,15 @@ def plot_training_curve(history: list[dict], jets_per_step: int, path: Path, sta
     for i, step in enumerate(stage_starts, start=2):
         ax.axvline(step * jets_per_step, color="grey", ls="--", lw=1)
         ax.annotate(f"stage {i}", (step * jets_per_step, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
-    train = [(r["step"] * jets_per_step, r["train/loss"]) for r in history if "train/loss" in r]
-    valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in history if "eval/loss" in r]
-    if train:
-        ax.plot(*zip(*train, strict=True), lw=1, label="training loss")
-    if valid:
-        ax.plot(*zip(*valid, strict=True), "o-", label="validation loss")
+    bounds = [0, *stage_starts, float("inf")]
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):  # no line joins two stages' losses
+        stage = [r for r in history if start < r["step"] <= end or (i == 0 and r["step"] <= start)]
+        train = [(r["step"] * jets_per_step, r["train/loss"]) for r in stage if "train/loss" in r]
+        valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in stage if "eval/loss" in r]
+        if train:
+            ax.plot(*zip(*train, strict=True), lw=1, color="C0", label="training loss" if i == 0 else None)
+        if valid:
+            ax.plot(*zip(*valid, strict=True), "o-", color="C1", label="validation loss" if i == 0 else None)
     ax.set_xlabel("jets seen")
     ax.set_ylabel("loss (the run's objective)")
     ax.legend()

@@ -194,13 +194,14 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(bundle, staging)
     (staging / MANIFEST).unlink()
-    history, starts, offset = [], [], 0
-    for stage in stages:  # one curve over every stage, steps counted from the first
-        if offset:
-            starts.append(offset)
-        history += [{**row, "step": row["step"] + offset} for row in stage.metrics]
-        offset += stage.summary.get("steps") or 0
-    plot_training_curve(history, stages[-1].recipe["training"]["global_batch_size"], staging / CURVE, starts)
+    history, starts, jets = [], [], 0
+    for stage in stages:  # one curve over every stage, in jets seen since the first (batch sizes may differ)
+        batch = stage.recipe["training"]["global_batch_size"]
+        if jets:
+            starts.append(jets)
+        history += [{**row, "step": jets + row["step"] * batch} for row in stage.metrics]
+        jets += (stage.summary.get("steps") or 0) * batch
+    plot_training_curve(history, 1, staging / CURVE, starts)  # "steps" of one jet each
     card = release_card(
         name, entry.version, entry.description, bundle, (bundle / "README.md").read_text(), stages,
         data_provenance(files), benchmark_figures(name, results_root or REPOSITORY / "docs" / "results"),
