@@ -6,6 +6,7 @@ pyplot: nothing here needs a display or changes matplotlib's global backend.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import logging
 from collections.abc import Mapping
@@ -220,11 +221,12 @@ def plot_training_curve(history: list[dict], jets_per_step: int, path: Path, sta
     for i, step in enumerate(stage_starts, start=2):
         ax.axvline(step * jets_per_step, color="grey", ls="--", lw=1)
         ax.annotate(f"stage {i}", (step * jets_per_step, 1), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points", fontsize=8)
-    bounds = [0, *stage_starts, float("inf")]
-    for i, (start, end) in enumerate(itertools.pairwise(bounds)):  # no line joins two stages' losses
-        stage = [r for r in history if start < r["step"] <= end or (i == 0 and r["step"] <= start)]
-        train = [(r["step"] * jets_per_step, r["train/loss"]) for r in stage if "train/loss" in r]
-        valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in stage if "eval/loss" in r]
+    # One line per stage (rows in step order; a row at a stage's first step belongs to the stage
+    # before): no line joins two stages' losses.
+    for i, rows in itertools.groupby(history, key=lambda r: bisect.bisect_left(stage_starts, r["step"])):
+        rows = list(rows)
+        train = [(r["step"] * jets_per_step, r["train/loss"]) for r in rows if "train/loss" in r]
+        valid = [(r["step"] * jets_per_step, r["eval/loss"]) for r in rows if "eval/loss" in r]
         if train:
             ax.plot(*zip(*train, strict=True), lw=1, color="C0", label="training loss" if i == 0 else None)
         if valid:

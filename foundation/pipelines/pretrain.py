@@ -41,6 +41,11 @@ from foundation.training import Trainer, TrainingConfig
 logger = logging.getLogger(__name__)
 
 
+# Model fields that need each jet's particle kinematics in the batches (hence jets, not a token
+# file): interaction attention reads them, the jet-level target is computed from them.
+KINEMATICS_FIELDS = ("interaction_attention", "jet_loss_weight")
+
+
 @dataclass
 class PretrainRecipe:
     """A pretraining recipe (pretrain/*.yaml, finetune/anomaly_background.yaml), for `foundation pretrain`
@@ -67,7 +72,7 @@ class PretrainRecipe:
             raise InputError(f"particle_features: unknown feature(s) {unknown}; known: {list(FEATURES)}")
         if self.tokens and self.particle_features:
             raise InputError("particle_features need jets, not a token file: drop `tokens` to tokenise on the fly")
-        for needs_jets in ("interaction_attention", "jet_loss_weight"):
+        for needs_jets in KINEMATICS_FIELDS:
             if self.tokens and self.model.get(needs_jets):
                 raise InputError(f"model.{needs_jets} needs the jets' kinematics, not a token file: drop `tokens` to tokenise on the fly")
         for name in ("code_kinematics_jets", "jet_target_jets"):
@@ -228,10 +233,9 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
             seq.collate_fn.mean = torch.as_tensor(bundle_data["particle_feature_mean"], dtype=torch.float32)
             seq.collate_fn.std = torch.as_tensor(bundle_data["particle_feature_std"], dtype=torch.float32)
             seq.data_config.update({k: bundle_data[k] for k in ("particle_feature_mean", "particle_feature_std")})
-        _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
         return _pretraining(recipe, model, seq, tokenizer)
     tokenizer = load_tokenizer(recipe.tokenizer)
-    kinematics = bool(recipe.model.get("interaction_attention") or recipe.model.get("jet_loss_weight"))
+    kinematics = any(recipe.model.get(name) for name in KINEMATICS_FIELDS)
     seq = build_sequence_data(recipe.data, tokenizer, recipe.particle_features, recipe.tokens, recipe.training.seed, data_root, kinematics)
     model_fields = dict(recipe.model)
     if model_fields.get("num_generation_classes"):
@@ -248,14 +252,12 @@ def build_pretraining(recipe: PretrainRecipe, data_root=None) -> Pretraining:
     model = JetTransformerForPretraining(config)
     if config.interaction_attention:
         _measure_code_kinematics(model, seq, recipe.code_kinematics_jets, recipe.training.seed)
-    _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
     return _pretraining(recipe, model, seq, tokenizer)
 
 
 def needs_kinematics(config: JetTransformerConfig) -> bool:
-    """Whether pretraining batches must carry particle_kinematics: interaction attention reads them,
-    the auxiliary jet-level target is computed from them."""
-    return bool(config.interaction_attention or config.jet_loss_weight > 0)
+    """Whether pretraining batches must carry particle_kinematics (KINEMATICS_FIELDS)."""
+    return any(getattr(config, name) for name in KINEMATICS_FIELDS)
 
 
 def _training_jet_batches(seq: SequenceData, jets: int, seed: int):
@@ -291,6 +293,9 @@ def _check_generation_classes(recipe: PretrainRecipe, class_names: list[str]) ->
 
 
 def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) -> Pretraining:
+    """The trainer of a model built from scratch or continued from a bundle, its jet-level target's
+    scaling measured first where it needs one."""
+    _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
     collate = LanguageModelingInputs(seq.collate_fn)
     trainer = Trainer.from_recipe(
