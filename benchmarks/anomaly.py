@@ -83,7 +83,7 @@ def main(argv=None) -> list[dict]:
         curves.setdefault("supervised (ceiling)", (truth, score))
     table = print_table(rows, [("method", "method", ""), ("seed", "seed", "d"), ("auc", "AUC", ".4f"), ("max_sic", "max SIC", ".2f"), ("eps_s_at_max_sic", "eps_S at max", ".2f")])
     plot = plot_sic(curves, args.out / "sic.png")
-    write_results(args, "anomaly", rows, {"table": table, "headline": _headline(rows), "plots": [plot], "fractions": args.fractions})
+    write_results(args, "anomaly", rows, {"table": table, "headline": _headline(rows), "plots": [plot], "fractions": args.fractions}, models=[args.pretrained])
     return rows
 
 

@@ -135,12 +135,15 @@ def plots_of_run(out: Path, started: float, extra: dict) -> list[Path]:
     return sorted(p for p in Path(out).glob("*.png") if p.stat().st_mtime >= started - 1)
 
 
-def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: dict | None = None) -> Path:
+def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: dict | None = None,
+                  models: list[str] = ()) -> Path:
     """results.json in --out, and results.json, plots and the rendered page in the results folder.
 
     `extra` holds what else the page shows: "table" (or "tables": {title: Markdown table}), "headline"
     ({"metric", "ours", "peer"}: the README's row), "plots" (paths; default: the PNGs in --out this
-    run wrote) and any settings (numbers, strings, short lists). Returns the results.json in --out.
+    run wrote) and any settings (numbers, strings, short lists). `models` are the pretrained bundles
+    the figures measure (names or folders), recorded with their registered version and the sha256 of
+    their weights. Returns the results.json in --out.
     """
     from benchmarks.render import render_page  # one module renders, here and in `python -m benchmarks.render`
 
@@ -158,12 +161,23 @@ def write_results(args: argparse.Namespace, name: str, rows: list[dict], extra: 
         "command": f"{getattr(args, 'prog', f'python -m benchmarks.{name}')} {shlex.join(args.argv)}".strip(),
         "description": args.description,
         "rows": rows,
+        "models": [measured_model(m) for m in models],
         **{k: v for k, v in extra.items() if k != "plots"},
         "plots": [_relative_plot(p, out) for p in plots],
     }
     result = write_json(out / "results.json", payload)
     _publish(results_folder(args), name, payload, plots, render_page)
     return result
+
+
+def measured_model(model: str) -> dict:
+    """Which weights a figure was measured on: the name or folder as given, the registered version
+    when it is a registered name (the name always means the newest), and the weights' sha256."""
+    from foundation import registry
+    from foundation.hub import bundle_folder, weights_sha256
+
+    entry = registry.lookup(model)
+    return {"model": str(model), "version": entry.version if entry else None, "weights_sha256": weights_sha256(bundle_folder(model))}
 
 
 def _relative_plot(plot: Path, out: Path) -> str:

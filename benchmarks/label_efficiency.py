@@ -94,7 +94,7 @@ def main(argv=None) -> dict:
     write_results(args, "label_efficiency", rows, {
         "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": saved, "labels_saved_factor": factor,
         "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
-    })
+    }, models=[args.pretrained])
     return {"summary": summary, "factors": table_rows, "labels_saved": factor}
 
 

@@ -89,7 +89,7 @@ def main(argv=None) -> list[dict]:
     first = next(r for r in summary if r["model"] == args.models[0] and r["budget"] == max(args.budgets))
     floor = next(r for r in summary if r["model"] == OBSERVABLES and r["budget"] == max(args.budgets))
     headline = {"metric": f"test AUC of a linear probe, {first['labelled_jets']} labels", "ours": f"{first['test_auc']:.4f}", "peer": f"{OBSERVABLES}: {floor['test_auc']:.4f}"}
-    write_results(args, "probe", rows, {"summary": summary, "table": table, "headline": headline, "plots": [plot], "c_grid": args.c_grid, "data": data.record})
+    write_results(args, "probe", rows, {"summary": summary, "table": table, "headline": headline, "plots": [plot], "c_grid": args.c_grid, "data": data.record}, models=args.models)
     return summary
 
 

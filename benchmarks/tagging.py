@@ -696,7 +696,7 @@ def main(argv=None) -> list[dict]:
     write_results(args, "tagging", rows, {
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
         "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
-    })
+    }, models=[args.pretrained] if "pretrained" in args.models else [])
     return summary
 
 

@@ -173,6 +173,13 @@ def bundle_folder(model: str | Path, revision: str | None = None) -> Path:
     return folder
 
 
+def weights_sha256(folder: str | Path) -> str | None:
+    """The sha256 of a bundle's weights (model.safetensors) as its manifest records it: which weights
+    a figure was measured on, whatever name or folder they were loaded by."""
+    entry = _read_manifest(Path(folder)).get("model.safetensors")
+    return entry["sha256"] if entry else None
+
+
 def read_data_config(folder: str | Path) -> dict:
     path = Path(folder) / DATA_CONFIG
     if not path.exists():

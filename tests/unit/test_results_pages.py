@@ -84,6 +84,29 @@ def test_render_rewrites_a_hand_edited_page_and_check_finds_it(tmp_path, capsys)
     assert "tagging.md: differs" in capsys.readouterr().err
 
 
+def test_a_page_records_the_weights_it_measured_and_the_readme_says_when_the_name_moved_on(tmp_path, monkeypatch):
+    from foundation import registry
+    from foundation.hub import write_manifest
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "model.safetensors").write_bytes(b"weights of version 1")
+    write_manifest(bundle)
+    entry = registry.RegisteredModel("jet-test", 1, "a test model", "bundle")
+    monkeypatch.setattr(registry, "REPOSITORY", tmp_path)
+    monkeypatch.setattr(registry, "MODELS", {"jet-test": entry})
+    args = _args(tmp_path, [])
+    payload = dict(PAYLOAD, benchmark="probe", rows=[])
+    write_results(args, "probe", [], {k: payload[k] for k in ("table", "headline")}, models=["jet-test", str(bundle)])
+    saved = json.loads((tmp_path / "docs" / "probe" / "results.json").read_text())
+    sha = "f58703a9ed36"  # sha256 of b"weights of version 1", first 12
+    assert [(m["model"], m["version"], m["weights_sha256"][:12]) for m in saved["models"]] == [("jet-test", 1, sha), (str(bundle), None, sha)]
+    assert f"| models | `jet-test` v1 (weights sha256 `{sha}`), `{bundle}` (weights sha256 `{sha}`) |" in render.render_page(saved)
+    assert "AUC: 0.9500 |" in render.headline_table(tmp_path / "docs")
+    monkeypatch.setitem(registry.MODELS, "jet-test", registry.RegisteredModel("jet-test", 2, "a test model", "bundle"))
+    assert "AUC: 0.9500 (measured on jet-test v1; now v2) |" in render.headline_table(tmp_path / "docs")
+
+
 def test_render_refuses_a_readme_without_the_headline_markers(tmp_path, capsys):
     (tmp_path / "README.md").write_text("# no block\n")
     assert render.main(["--docs", str(tmp_path), "--readme", str(tmp_path / "README.md")]) == 2
