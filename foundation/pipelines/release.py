@@ -27,7 +27,7 @@ from foundation.data.defaults import foundation_home
 from foundation.data.sources import expand_paths
 from foundation.errors import InputError
 from foundation.evaluation.plots import plot_training_curve
-from foundation.hub import MANIFEST, verify_bundle, write_manifest
+from foundation.hub import MANIFEST, verify_bundle, weights_sha256, write_manifest
 from foundation.outputs import temporary_path
 from foundation.registry import REPOSITORY, lookup
 
@@ -117,19 +117,21 @@ def data_provenance(files: list[Path]) -> dict:
     return {"files": len(files), "jets": jets, "seeds": sorted(seeds), "pythia_settings": settings, "versions": versions}
 
 
-def benchmark_figures(name: str, results_root: Path) -> list[str]:
-    """Lines for the card: each tagging benchmark's headline for this model, or its command."""
+def benchmark_figures(name: str, weights_sha256: str, results_root: Path) -> list[str]:
+    """Lines for the card: each tagging benchmark's headline measured on these weights (the sha256 its
+    results.json records), or its command: a figure of an earlier version is not this one's."""
     lines = []
     for bench, command in BENCHMARKS.items():
         command = command.format(name=name)
         results = results_root / bench / "results.json"
         payload = json.loads(results.read_text()) if results.exists() else {}
-        if f"--pretrained {name}" in payload.get("command", "") and payload.get("headline"):
+        measured = any(m.get("weights_sha256") == weights_sha256 for m in payload.get("models") or [])
+        if measured and payload.get("headline"):
             head = payload["headline"]
             lines.append(f"- {bench}: {head['metric']}: {head['ours']} (peer: {head.get('peer') or '-'}); "
                          f"docs/results/{bench}.md, `{payload['command']}`")
         else:
-            lines.append(f"- {bench}: not yet measured for this model; `{command}`")
+            lines.append(f"- {bench}: not yet measured for this version; `{command}`")
     return lines
 
 
@@ -204,7 +206,7 @@ def publish(run: str | Path, name: str, overwrite: bool = False, results_root: P
     plot_training_curve(history, 1, staging / CURVE, starts)  # "steps" of one jet each
     card = release_card(
         name, entry.version, entry.description, bundle, (bundle / "README.md").read_text(), stages,
-        data_provenance(files), benchmark_figures(name, results_root or REPOSITORY / "docs" / "results"),
+        data_provenance(files), benchmark_figures(name, weights_sha256(bundle), results_root or REPOSITORY / "docs" / "results"),
     )
     (staging / "README.md").write_text(card)
     write_manifest(staging)

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from foundation import registry
 from foundation.cli import app
-from foundation.hub import load_bundle, verify_bundle
+from foundation.hub import load_bundle, verify_bundle, weights_sha256
 from foundation.pipelines import release
 
 NAME = "jet-foundation-tiny"
@@ -32,7 +32,7 @@ def test_a_run_becomes_the_registered_model_with_its_card(tiny_bundle, registere
     card = (registered_name / "README.md").read_text()
     assert f"# {NAME} (v2)" in card and "seed(s) [7]" in card  # the conftest jets' Pythia seed, read from the files
     assert "qcd 150" in card and "top 150" in card
-    assert "tagging: not yet measured for this model" in card and f"--pretrained {NAME}" in card
+    assert "tagging: not yet measured for this version" in card and f"--pretrained {NAME}" in card
     assert (registered_name / release.CURVE).stat().st_size > 0
     manifest = json.loads((registered_name / "manifest.json").read_text())["files"]
     assert release.CURVE in manifest and "model.safetensors" in manifest
@@ -47,17 +47,19 @@ def test_a_run_becomes_the_registered_model_with_its_card(tiny_bundle, registere
     verify_bundle(registered_name)
 
 
-def test_the_card_reports_benchmark_figures_measured_for_this_name(tiny_bundle, registered_name, tmp_path):
+def test_the_card_reports_benchmark_figures_measured_on_these_weights(tiny_bundle, registered_name, tmp_path):
     results = tmp_path / "results"
-    (results / "tagging").mkdir(parents=True)
-    (results / "tagging" / "results.json").write_text(json.dumps({
-        "command": f"python -m benchmarks.tagging --pretrained {NAME} --budgets 1",
-        "headline": {"metric": "AUC at 100% of the labels", "ours": "0.981", "peer": "0.979 (ParT)"},
-    }))
+    for bench, weights in (("tagging", weights_sha256(tiny_bundle)), ("label_efficiency", "0" * 64)):  # the latter: other weights
+        (results / bench).mkdir(parents=True)
+        (results / bench / "results.json").write_text(json.dumps({
+            "command": f"python -m benchmarks.{bench} --pretrained {NAME} --budgets 1",
+            "models": [{"model": NAME, "version": 1, "weights_sha256": weights}],
+            "headline": {"metric": "AUC at 100% of the labels", "ours": "0.981", "peer": "0.979 (ParT)"},
+        }))
     folder = release.publish(tiny_bundle.parent, NAME, results_root=results)
     card = (folder / "README.md").read_text()
     assert "tagging: AUC at 100% of the labels: 0.981 (peer: 0.979 (ParT))" in card
-    assert "label_efficiency: not yet measured" in card
+    assert "label_efficiency: not yet measured for this version" in card
 
 
 def test_refused_without_writing_anything(tiny_bundle, registered_name, tmp_path, monkeypatch):
