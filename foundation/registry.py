@@ -42,7 +42,7 @@ MODELS: dict[str, RegisteredModel] = {
     for m in (
         RegisteredModel(
             name="jet-foundation-small",
-            version=1,
+            version=2,  # v1: pretrain/release.yaml alone; v2: then pretrain/release_jet_target.yaml
             description="the released backbone: VQ-VAE tokens + jet transformer, pretrained on generated top and QCD jets",
             folder="checkpoints/jet-foundation-small",
         ),
