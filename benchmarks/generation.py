@@ -82,7 +82,7 @@ def main(argv=None) -> list[dict]:
     rows += means
     folders = [args.out / f"t{t:g}-seed{args.seeds[0]}" for t in args.temperatures]
     plots = [p for folder in folders for p in sorted(folder.glob("**/generated_*.png")) if p.stem in ("generated_mass", "generated_pt", "generated_multiplicity")]
-    write_results(args, "generation", rows, {"headline": _headline(means or rows), "plots": plots, "table": table, "jets": args.jets, "model": args.model, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "acceptance": acceptance, "stop_calibration": calibration}, models=[args.model])
+    write_results(args, "generation", rows, {"headline": _headline(means or rows), "plots": plots, "table": table, "jets": args.jets, "class_mix": mix, "guidance": args.guidance, "jet_pt_range": args.jet_pt_range, "acceptance": acceptance, "stop_calibration": calibration}, models=[args.model])
     return rows
 
 

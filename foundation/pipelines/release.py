@@ -117,7 +117,7 @@ def data_provenance(files: list[Path]) -> dict:
     return {"files": len(files), "jets": jets, "seeds": sorted(seeds), "pythia_settings": settings, "versions": versions}
 
 
-def benchmark_figures(name: str, weights_sha256: str, results_root: Path) -> list[str]:
+def benchmark_figures(name: str, weights: str, results_root: Path) -> list[str]:
     """Lines for the card: each tagging benchmark's headline measured on these weights (the sha256 its
     results.json records), or its command: a figure of an earlier version is not this one's."""
     lines = []
@@ -125,7 +125,7 @@ def benchmark_figures(name: str, weights_sha256: str, results_root: Path) -> lis
         command = command.format(name=name)
         results = results_root / bench / "results.json"
         payload = json.loads(results.read_text()) if results.exists() else {}
-        measured = any(m.get("weights_sha256") == weights_sha256 for m in payload.get("models") or [])
+        measured = any(m.get("weights_sha256") == weights for m in payload.get("models") or [])
         if measured and payload.get("headline"):
             head = payload["headline"]
             lines.append(f"- {bench}: {head['metric']}: {head['ours']} (peer: {head.get('peer') or '-'}); "

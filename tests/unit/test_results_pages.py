@@ -96,8 +96,7 @@ def test_a_page_records_the_weights_it_measured_and_the_readme_says_when_the_nam
     monkeypatch.setattr(registry, "REPOSITORY", tmp_path)
     monkeypatch.setattr(registry, "MODELS", {"jet-test": entry})
     args = _args(tmp_path, [])
-    payload = dict(PAYLOAD, benchmark="probe", rows=[])
-    write_results(args, "probe", [], {k: payload[k] for k in ("table", "headline")}, models=["jet-test", str(bundle)])
+    write_results(args, "probe", [], {k: PAYLOAD[k] for k in ("table", "headline")}, models=["jet-test", str(bundle)])
     saved = json.loads((tmp_path / "docs" / "probe" / "results.json").read_text())
     sha = "f58703a9ed36"  # sha256 of b"weights of version 1", first 12
     assert [(m["model"], m["version"], m["weights_sha256"][:12]) for m in saved["models"]] == [("jet-test", 1, sha), (str(bundle), None, sha)]
