@@ -36,6 +36,7 @@ def main(argv=None) -> list[dict]:
     from foundation.data.dataset import DataConfig, build_splits
     from foundation.evaluation.anomaly import anomaly_metrics
     from foundation.evaluation.plots import plot_sic
+    from foundation.hub import bundle_folder, weights_sha256
     from foundation.pipelines.anomaly import cwola, likelihood_scores
     from foundation.pipelines.finetune import finetune, load_finetune_recipe
     from foundation.pipelines.pretrain import load_pretrain_recipe, pretrain
@@ -52,11 +53,14 @@ def main(argv=None) -> list[dict]:
             return {"training.max_steps": args.steps, "training.eval_every": args.steps, "training.save_every": args.steps}
         return recipe_steps
 
+    # The runs of each pretrained model apart: the background model resumes a finished run, which
+    # must be this model's (a registered name's new version is other weights under the same name).
+    runs = args.out / f"weights-{weights_sha256(bundle_folder(args.pretrained))[:12]}"
     rows, curves = [], {}
     for seed in args.seeds:
         common = {"training.seed": seed, "training.progress": False, "training.tensorboard": False}
         # Unsupervised: likelihood under a background-only model.
-        background_recipe = load_pretrain_recipe("finetune/anomaly_background.yaml", {"init_from": args.pretrained, "training.output_dir": str(args.out / f"background-seed{seed}"), **common, **steps({})})
+        background_recipe = load_pretrain_recipe("finetune/anomaly_background.yaml", {"init_from": args.pretrained, "training.output_dir": str(runs / f"background-seed{seed}"), **common, **steps({})})
         background_recipe.data.files = files
         background = pretrain(background_recipe, resume=True)
         scores = likelihood_scores(background, str(test_file), progress=False, reference=args.pretrained)
@@ -65,7 +69,7 @@ def main(argv=None) -> list[dict]:
             rows.append({"method": name, "seed": seed, **anomaly_metrics(is_top, scores[key])})
             curves.setdefault(name, (is_top, scores[key]))
         # Weakly supervised: CWoLa.
-        cwola_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(args.out / f"cwola-seed{seed}"), **common, **steps({})})
+        cwola_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(runs / f"cwola-seed{seed}"), **common, **steps({})})
         cwola_recipe.data.files = files
         report = cwola(cwola_recipe, tuple(args.fractions))
         name = f"weakly supervised: CWoLa (f = {args.fractions[0]:g} vs {args.fractions[1]:g})"
@@ -73,7 +77,7 @@ def main(argv=None) -> list[dict]:
         cwola_scores = np.load(report["scores"])
         curves.setdefault(name, (cwola_scores["is_signal"], cwola_scores["score"]))
         # Supervised ceiling.
-        sup_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(args.out / f"supervised-seed{seed}"), **common, **steps({})})
+        sup_recipe = load_finetune_recipe("finetune/cwola.yaml", {"model": args.pretrained, "training.output_dir": str(runs / f"supervised-seed{seed}"), **common, **steps({})})
         sup_recipe.data.files = files
         bundle = finetune(sup_recipe)
         pred = np.load(bundle.parent / "test_predictions.npz")

@@ -141,7 +141,7 @@ def cwola(recipe, fractions: tuple[float, float] = (0.3, 0.05), plots_dir: str |
     from torch.utils.data import DataLoader
 
     from foundation.data.dataset import DataConfig, build_splits
-    from foundation.hub import load_bundle
+    from foundation.hub import load_bundle, weights_sha256
     from foundation.pipelines.finetune import build_classifier
     from foundation.pipelines.inference import predict
     from foundation.training import Trainer
@@ -168,6 +168,7 @@ def cwola(recipe, fractions: tuple[float, float] = (0.3, 0.05), plots_dir: str |
     trainer = Trainer.from_recipe(
         model, recipe, datasets["train"], datasets["validation"], data=data,
         collate_fn=inputs.collator, param_groups=default_param_groups(model, recipe.training.weight_decay),
+        starts_from={"weights_sha256": weights_sha256(base.path)},
     )
     trainer.train()
     acc = trainer.accelerator

@@ -17,7 +17,7 @@ from foundation.data.jets import class_index
 from foundation.data.sources import check_output
 from foundation.errors import InputError
 from foundation.evaluation.tagging import multiclass_tagging_metrics, tagging_metrics
-from foundation.hub import load_bundle, save_bundle
+from foundation.hub import load_bundle, save_bundle, weights_sha256
 from foundation.models import JetTransformerConfig, JetTransformerForJetClassification
 from foundation.pipelines.card import model_card
 from foundation.pipelines.common import require_finite, write_json
@@ -207,6 +207,7 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     trainer = Trainer.from_recipe(
         model, recipe, splits.train, splits.validation, data=data,
         collate_fn=inputs.collator, param_groups=groups, eval_metrics=lambda: ValidationAUC(signal, background),
+        starts_from={"weights_sha256": weights_sha256(base.path)},  # a new version of a registered name is another run
     )
     result = trainer.train(resume=resume)
 

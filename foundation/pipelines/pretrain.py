@@ -22,7 +22,7 @@ from foundation.data.dataset import DataConfig, _split_indices, build_splits, fe
 from foundation.data.features import FEATURES
 from foundation.data.tokens import TokenDataset, TokenFile
 from foundation.errors import InputError
-from foundation.hub import save_bundle
+from foundation.hub import bundle_folder, save_bundle, weights_sha256
 from foundation.models import JetTransformerConfig, JetTransformerForPretraining, add_generation_classes
 from foundation.models.inputs import (
     JetSequenceCollator,
@@ -37,6 +37,7 @@ from foundation.pipelines.card import model_card
 from foundation.pipelines.common import write_json
 from foundation.pipelines.tokenizer import load_tokenizer
 from foundation.training import Trainer, TrainingConfig
+from foundation.training import checkpoint as ckpt
 
 logger = logging.getLogger(__name__)
 
@@ -192,7 +193,7 @@ CONTINUE_FIELDS = ("causal_loss_weight", "masked_loss_weight", "mask_fraction", 
 
 def _continued_model(recipe: PretrainRecipe):
     """Model, tokenizer and particle features of the bundle that training continues from."""
-    from foundation.hub import bundle_folder, load_bundle
+    from foundation.hub import load_bundle
 
     bundle_folder(recipe.init_from)  # a tokenizer or a missing folder is named as such, before the keys below
     bad = [k for k in recipe.model if k not in CONTINUE_FIELDS]
@@ -298,8 +299,14 @@ def _pretraining(recipe: PretrainRecipe, model, seq: SequenceData, tokenizer) ->
     _measure_jet_target_scaling(model, seq, recipe.jet_target_jets, recipe.training.seed)
     logger.info("pretraining %.2f M parameters on %d jets", sum(p.numel() for p in model.parameters()) / 1e6, len(seq.train))
     collate = LanguageModelingInputs(seq.collate_fn)
+    # A resumed run must tokenise with the same tokenizer and start from the same weights, which
+    # the recipe only names by path (a retrained tokenizer, a new version of a registered model).
+    starts_from = {"tokenizer_sha256": ckpt.state_sha256(tokenizer)}
+    if recipe.init_from:
+        starts_from["weights_sha256"] = weights_sha256(bundle_folder(recipe.init_from))
     trainer = Trainer.from_recipe(
-        model, recipe, seq.train, seq.validation, collate_fn=collate, eval_metrics=PretrainingAccuracy, derive_metrics=_perplexity
+        model, recipe, seq.train, seq.validation, collate_fn=collate, eval_metrics=PretrainingAccuracy, derive_metrics=_perplexity,
+        starts_from=starts_from,
     )
     return Pretraining(trainer, seq, model.config, tokenizer)
 

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
 from pathlib import Path
+
+import torch
 
 from foundation.errors import ConfigError, DataFormatError, one_line
 
@@ -95,6 +98,60 @@ def check_resume(output_dir: str | Path, micro_batch_size: int, source: str | No
             source, "training.micro_batch_size",
             f"is {micro_batch_size}, but {path} was written with {used}; resume with the same micro_batch_size (change global_batch_size instead)",
         )
+
+
+# Recipe fields a resumed run may change: how long it trains, how often it logs, evaluates and
+# saves, and how it loads data; not what it trains on, from which weights, or how it optimises.
+RESUMABLE_CHANGES = frozenset({
+    "training.output_dir", "training.max_steps", "training.early_stopping_patience", "training.eval_every",
+    "training.eval_batches", "training.save_every", "training.keep_checkpoints", "training.log_every",
+    "training.tensorboard", "training.progress", "training.threads_per_process",
+    "data.num_workers", "data.in_memory_mib", "data.generated.workers",
+})
+
+
+def run_identity(recipe: dict, starts_from: dict | None = None) -> dict:
+    """What a run to be resumed must share with this one: every recipe field (dotted keys) but
+    RESUMABLE_CHANGES, and what it starts from beyond the recipe's names (e.g. the sha256 of the
+    pretrained weights behind a registered name, which a new version changes). JSON values."""
+
+    def flat(prefix: str, value) -> dict:
+        if isinstance(value, dict) and value:
+            return {k: v for key, item in value.items() for k, v in flat(f"{prefix}{key}.", item).items()}
+        return {prefix[:-1]: value}
+
+    identity = {k: v for k, v in flat("", recipe).items() if k not in RESUMABLE_CHANGES}
+    identity.update({f"starts_from.{k}": v for k, v in (starts_from or {}).items()})
+    return json.loads(json.dumps(identity, default=str))  # tuples as lists, as read back from the file
+
+
+def state_sha256(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, dtypes, shapes, values): for a run's
+    starts_from, when what it starts from has no file of its own (a tokenizer loaded from a run folder)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{values.dtype}:{tuple(values.shape)}".encode())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_same_run(checkpoint: Path, saved: dict | None, identity: dict) -> None:
+    """Refuse to continue `checkpoint` with settings it was not trained with: the resumed run would
+    mix two runs, and its results would be credited to the new settings. Checkpoints written before
+    run identities were saved (no `saved`) are not checked."""
+    if saved is None:
+        return
+    changed = sorted(k for k in saved.keys() | identity.keys() if saved.get(k, "<unset>") != identity.get(k, "<unset>"))
+    if not changed:
+        return
+    shown = "; ".join(f"{k} {saved.get(k, '<unset>')!r} there, {identity.get(k, '<unset>')!r} now" for k in changed[:3])
+    more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+    raise ConfigError(
+        checkpoint, changed[0],
+        f"the run to resume was trained with other settings: {shown}{more}; resume with its own settings, or start a new run "
+        "(--overwrite, or another training.output_dir)",
+    )
 
 
 def clean_incomplete(output_dir: str | Path) -> None:

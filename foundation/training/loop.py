@@ -184,9 +184,13 @@ class Trainer:
         shuffle_block_jets: int = 4,
         num_workers: int = 0,
         in_memory_mib: float = 0,
+        starts_from: dict | None = None,
     ):
         self.config = config
         self.recipe = recipe or {}
+        # Saved with every checkpoint and compared on resume (ckpt.check_same_run). starts_from: what
+        # the run starts from that the recipe only names, e.g. {"weights_sha256": ...} of a pretrained bundle.
+        self.identity = ckpt.run_identity({**self.recipe, "training": dataclasses.asdict(config)}, starts_from)
         self.eval_metrics = eval_metrics  # a fresh EvalMetrics for each evaluation
         self.derive_metrics = derive_metrics
         if config.threads_per_process:
@@ -289,6 +293,7 @@ class Trainer:
             "train_tokens": tokens,
             "evals_since_best": state.evals_since_best,
             "evaluation_pending": state.evaluation_pending,
+            "run_identity": self.identity,
         }
 
     def _run_totals(self) -> tuple[float, int, float]:
@@ -343,6 +348,7 @@ class Trainer:
                 None, "training.micro_batch_size",
                 f"is {self.config.micro_batch_size}, but {path} was written with {state.get('micro_batch_size')}; the data position would not match",
             )
+        ckpt.check_same_run(path, state.get("run_identity"), self.identity)
         try:
             self.accelerator.load_state(str(path))
         except (OSError, ValueError, RuntimeError, SafetensorError) as err:  # a truncated or damaged file of the checkpoint

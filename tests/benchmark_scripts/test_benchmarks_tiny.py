@@ -17,6 +17,7 @@ from benchmarks import (
     tagging,
     tokenizer,
 )
+from foundation.hub import weights_sha256
 
 
 def _page(out, name, script=None):
@@ -263,7 +264,8 @@ def test_anomaly(jet_files, tiny_bundle, tmp_path):
     rows = anomaly.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *_files(jet_files), "--out", str(tmp_path)])
     assert len(rows) == 5 and all(0 <= r["auc"] <= 1 for r in rows)
     assert (tmp_path / "sic.png").exists()
-    cwola_scores = np.load(tmp_path / "cwola-seed0" / "test_scores.npz")  # drawn with the others
+    runs = tmp_path / f"weights-{weights_sha256(tiny_bundle)[:12]}"  # each pretrained model's runs apart
+    cwola_scores = np.load(runs / "cwola-seed0" / "test_scores.npz")  # drawn with the others
     assert len(cwola_scores["score"]) == len(cwola_scores["is_signal"]) > 0
     assert _page(tmp_path, "anomaly")["plots"] == ["sic.png"]
 

@@ -121,3 +121,22 @@ def test_cwola_and_cli(jet_files, tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["generate", "--model", str(tiny_bundle), "--jets", "10", "--out", str(tmp_path / "gen-top.h5"), "--class", "top"])
     assert result.exit_code != 0 and "class-conditionally" in str(result.exception)
+
+
+def test_a_resumed_run_refuses_other_weights_behind_the_same_name(jet_files, tiny_bundle, tiny_conditional_bundle, tmp_path):
+    # A name that now points at other weights (as a registered model's new version does): the recipe
+    # reads the same, so only the weights' sha256 tells the two runs apart.
+    import shutil
+
+    name = tmp_path / "model"
+    shutil.copytree(tiny_bundle, name)
+    steps = {"training.save_every": 2, "training.eval_every": 2}
+    finetune(_recipe(jet_files, name, tmp_path / "run", **{"training.max_steps": 2, **steps}))
+    shutil.rmtree(name)
+    shutil.copytree(tiny_conditional_bundle, name)
+    with pytest.raises(ConfigError, match="key 'starts_from.weights_sha256': the run to resume was trained with other settings"):
+        finetune(_recipe(jet_files, name, tmp_path / "run", **{"training.max_steps": 4, **steps}), resume=True)
+    shutil.rmtree(name)
+    shutil.copytree(tiny_bundle, name)  # the weights it started from: it continues
+    finetune(_recipe(jet_files, name, tmp_path / "run", **{"training.max_steps": 4, **steps}), resume=True)
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["steps"] == 4

@@ -40,14 +40,14 @@ class _Pairs(torch.utils.data.Dataset):
         return {"x": self.x[i], "y": self.y[i]}
 
 
-def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", eval_metrics=None, patience=None):
+def _train(out, keep_best="eval/loss", resume=False, max_steps=40, mode="min", eval_metrics=None, patience=None, learning_rate=0.1, starts_from=None):
     config = TrainingConfig(
-        output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=0.1,
+        output_dir=str(out), max_steps=max_steps, global_batch_size=16, micro_batch_size=16, learning_rate=learning_rate,
         warmup_steps=0, min_learning_rate_ratio=1.0, weight_decay=0.0, eval_every=2, save_every=20, log_every=2,
         tensorboard=False, progress=False, keep_best=keep_best, keep_best_mode=mode, early_stopping_patience=patience,
     )
     model = _Scale()
-    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, eval_metrics=eval_metrics)
+    trainer = Trainer(model, _Pairs(2.0), _Pairs(1.0), config, eval_metrics=eval_metrics, starts_from=starts_from)
     return trainer, trainer.train(resume=resume), model
 
 
@@ -199,3 +199,29 @@ def test_a_diverging_run_stops_with_its_folder_and_what_to_change(tmp_path):
     trainer = Trainer(_Scale(), diverging, None, config)
     with pytest.raises(TrainingDiverged, match=r"run: the training loss became (nan|inf) at step 2; lower training.learning_rate"):
         trainer.train()
+
+
+def test_a_resume_with_other_settings_or_other_starting_weights_is_refused(tmp_path):
+    run = tmp_path / "run"
+    _train(run, max_steps=20, starts_from={"weights_sha256": "aaa"})
+    checkpoint = ckpt.latest_checkpoint(run)
+    # what it trains with or starts from: refused, naming the checkpoint, the key and both values
+    with pytest.raises(ConfigError, match=r"step-000020, key 'training.learning_rate': .*0.1 there, 0.05 now"):
+        _train(run, resume=True, learning_rate=0.05, starts_from={"weights_sha256": "aaa"})
+    with pytest.raises(ConfigError, match=r"key 'starts_from.weights_sha256': .*'aaa' there, 'bbb' now"):
+        _train(run, resume=True, starts_from={"weights_sha256": "bbb"})
+    assert ckpt.latest_checkpoint(run) == checkpoint  # nothing trained, nothing written
+    # how long it trains: a resume continues it
+    _, resumed, _ = _train(run, resume=True, max_steps=40, starts_from={"weights_sha256": "aaa"})
+    assert resumed.step == 40
+
+
+def test_a_checkpoint_written_before_run_identities_still_resumes(tmp_path):
+    run = tmp_path / "run"
+    _train(run, max_steps=20)
+    state_file = ckpt.latest_checkpoint(run) / ckpt.TRAINER_STATE
+    state = json.loads(state_file.read_text())
+    del state["run_identity"]
+    state_file.write_text(json.dumps(state))
+    _, resumed, _ = _train(run, resume=True, learning_rate=0.05)
+    assert resumed.step == 40
