@@ -77,8 +77,8 @@ def main(argv=None) -> dict:
         ("auc_scratch", "AUC scratch", ".4f"), ("auc_scratch_std", "±", ".4f"), ("epochs_pretrained", "epochs (pre)", ".1f"),
         ("epochs_scratch", "epochs (scratch)", ".1f"), ("label_factor", "scratch labels for the same AUC (x)", ".1f"),
     ])
-    saved, factor = labels_saved_line(summary)
-    print(saved, flush=True)
+    saved = labels_saved_line(summary)
+    print(saved.line, flush=True)
     wall = wall_clock(bench, ["pretrained", "scratch"])
     print("training wall-clock per model, every run (learning-rate search included): " + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in wall.items()), flush=True)
     from foundation.evaluation.plots import plot_label_efficiency
@@ -90,12 +90,13 @@ def main(argv=None) -> dict:
         },
         args.out / "label_efficiency.png",
     )
-    headline = {"metric": "labels saved at the from-scratch model's full-data AUC", "ours": f"{factor:.1f}x" if factor is not None else "not reached", "peer": None}
+    # the largest budget's labels are the full data set only when the budgets reach 1
+    headline = {"metric": f"labels saved at the from-scratch model's test AUC with {saved.target_jets} labels", "ours": saved.figure, "peer": None}
     write_results(args, "label_efficiency", rows, {
-        "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": saved, "labels_saved_factor": factor,
+        "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": saved.line, "labels_saved_factor": saved.factor,
         "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
     }, models=[args.pretrained])
-    return {"summary": summary, "factors": table_rows, "labels_saved": factor}
+    return {"summary": summary, "factors": table_rows, "labels_saved": saved.factor}
 
 
 if __name__ == "__main__":

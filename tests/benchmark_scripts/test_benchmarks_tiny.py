@@ -161,8 +161,20 @@ def test_label_efficiency(independent_samples, tiny_bundle, tmp_path):
     result = label_efficiency.main([*args, "--budgets", "0.2", "1", "--seeds", "0", "--out", str(tmp_path)])
     assert len(result["factors"]) == 2 and (tmp_path / "label_efficiency.png").exists()
     assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
-    saved = json.loads((tmp_path / "results.json").read_text())["labels_saved"]
+    page = json.loads((tmp_path / "results.json").read_text())
+    saved = page["labels_saved"]
     assert saved.startswith("labels saved: ") and ("PASS" in saved or "MISS" in saved)
+    largest = max(r["labelled_jets"] for r in result["factors"])  # the headline names the labels it is measured at
+    assert page["headline"]["metric"] == f"labels saved at the from-scratch model's test AUC with {largest} labels"
+
+
+def test_labels_saved_says_when_it_is_a_lower_bound():
+    rows = [{"model": m, "labelled_jets": n, "budget": n / 1000, "auc": a} for m, n, a in
+            [("pretrained", 10, 0.96), ("pretrained", 100, 0.97), ("scratch", 10, 0.90), ("scratch", 100, 0.95)]]
+    saved = tagging.labels_saved_line(rows)  # pretrained with 10 labels already beats scratch with 100
+    assert (saved.factor, saved.at_least, saved.target_jets, saved.figure) == (10.0, True, 100, "at least 10.0x")
+    rows[0]["auc"] = rows[1]["auc"] = 0.93
+    assert tagging.labels_saved_line(rows).figure == "not reached"
 
 
 def test_labels_saved_interpolates_the_pretrained_curve():
