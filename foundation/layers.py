@@ -82,6 +82,64 @@ def with_attention_bias(
     return bias.masked_fill(~mask, float("-inf"))  # (B, H, Q, T)
 
 
+class _LowPrecisionCrossEntropy(torch.autograd.Function):
+    """Mean cross entropy of bf16 / fp16 logits (N, V), computed in fp32 a block of rows at a time.
+
+    F.cross_entropy(logits.float()) keeps an fp32 copy of the logits for log_softmax's backward,
+    fills an (N, V) zero gradient for the target gather, runs log_softmax's backward and casts the
+    gradient back, each pass writing a fresh N x V tensor: on a CPU core about a sixth of a small
+    pretraining step (a vocabulary of ~2000 codes). Here the forward keeps only the low-precision
+    logits and one log-sum-exp per row, and the backward rebuilds the softmax from them in place,
+    in one reused fp32 block that stays in cache. Same loss in fp32, and the same gradient up to
+    its final rounding to the logits' dtype.
+    """
+
+    BLOCK_ROWS = 256  # rows converted to fp32 at once (2 MB for 2000 codes)
+
+    @staticmethod
+    def _blocks(logits: torch.Tensor):
+        """(row slice, fp32 copy of those rows) for each block; the copy's memory is reused."""
+        buffer = torch.empty(min(_LowPrecisionCrossEntropy.BLOCK_ROWS, logits.shape[0]), logits.shape[1], device=logits.device)
+        for start in range(0, logits.shape[0], _LowPrecisionCrossEntropy.BLOCK_ROWS):
+            rows = slice(start, start + _LowPrecisionCrossEntropy.BLOCK_ROWS)
+            block = buffer[: logits[rows].shape[0]]
+            block.copy_(logits[rows])
+            yield rows, block
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, ignore_index: int) -> torch.Tensor:
+        valid = targets != ignore_index  # (N,)
+        safe_targets = targets.clamp(min=0)
+        log_norm = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)  # (N,) log-sum-exp
+        for rows, block in _LowPrecisionCrossEntropy._blocks(logits):
+            torch.logsumexp(block, dim=-1, out=log_norm[rows])
+        target_logit = logits.gather(1, safe_targets[:, None])[:, 0].float()  # (N,)
+        count = valid.sum().clamp(min=1)
+        ctx.save_for_backward(logits, safe_targets, valid, log_norm, count)
+        return ((log_norm - target_logit) * valid).sum() / count
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor):
+        logits, targets, valid, log_norm, count = ctx.saved_tensors
+        grad = torch.empty_like(logits)
+        weight = (valid / count * grad_loss)[:, None]  # (N, 1): d loss / d nll of each row
+        minus_one = torch.full((1, 1), -1.0, device=logits.device)
+        for rows, block in _LowPrecisionCrossEntropy._blocks(logits):
+            block.sub_(log_norm[rows, None]).exp_()  # the softmax
+            block.scatter_add_(1, targets[rows, None], minus_one.expand(block.shape[0], 1))
+            grad[rows].copy_(block.mul_(weight[rows]))
+        return grad, None, None
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """F.cross_entropy's mean loss of logits (N, V) against targets (N,), always computed in fp32.
+    bf16 / fp16 logits on a CPU (autocast) take the lean path of _LowPrecisionCrossEntropy; fp32
+    logits, and every accelerator, F.cross_entropy."""
+    if logits.dtype == torch.float32 or logits.device.type != "cpu":
+        return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)
+    return _LowPrecisionCrossEntropy.apply(logits, targets, ignore_index)
+
+
 class SelfAttention(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()

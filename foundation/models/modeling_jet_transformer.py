@@ -25,7 +25,13 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers.utils import ModelOutput
 
-from foundation.layers import KVCache, TransformerStack, attention_mask_for, with_attention_bias
+from foundation.layers import (
+    KVCache,
+    TransformerStack,
+    attention_mask_for,
+    cross_entropy,
+    with_attention_bias,
+)
 from foundation.models.configuration_jet_transformer import JetTransformerConfig
 from foundation.models.interaction import PairInteractionEmbedding
 from foundation.models.jet_observables import JET_OBSERVABLES, jet_observables
@@ -230,11 +236,12 @@ def causal_objective(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor
 def causal_loss_at_targets(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """causal_objective's mean loss from hidden states (B, L, D), with the head applied only where a
     token is to be predicted: no vocabulary-wide logits for padding.
-    -> (loss, logits (T, V) of the targets labels[:, 1:][labels[:, 1:] != IGNORE_INDEX], in that order)."""
+    -> (loss, logits (T, V) of the targets labels[:, 1:][labels[:, 1:] != IGNORE_INDEX], in that order,
+    in the head's dtype: bf16 under autocast)."""
     valid = labels[:, 1:] != IGNORE_INDEX  # (B, L-1)
     targets = labels[:, 1:][valid]  # (T,)
-    logits = head(hidden[:, :-1][valid]).float()  # (T, V)
-    return F.cross_entropy(logits, targets), logits
+    logits = head(hidden[:, :-1][valid])  # (T, V)
+    return cross_entropy(logits, targets), logits
 
 
 def choose_masked_particles(
@@ -283,10 +290,12 @@ def masked_objective(
     else:
         # Only the masked particles are scored: the head's vocabulary-wide matmul and softmax on the
         # other ~70% of the positions would be thrown away.
-        logits = picked = head(hidden[masked_positions]).float()  # (M, vocab_codes)
+        picked = head(hidden[masked_positions])  # (M, vocab_codes), bf16 under autocast
+        # fp32 logits for the caller's metrics; in training nobody reads them (no fp32 copy kept)
+        logits = picked if transformer.training else picked.float()
     loss = None
     if labels is not None:
-        loss = F.cross_entropy(picked, labels[masked_positions], ignore_index=IGNORE_INDEX)
+        loss = cross_entropy(picked, labels[masked_positions], ignore_index=IGNORE_INDEX)
     return MaskedParticleModelingOutput(loss, logits, masked_positions, hidden)
 
 
@@ -554,7 +563,7 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
             out.loss = torch.stack(losses).sum()
         if not self.training:
             # For metrics computed outside (accuracies); in training no vocabulary-wide tensor outlives the step.
-            out.target_logits = target_logits if cfg.causal_loss_weight > 0 else None
+            out.target_logits = target_logits.float() if cfg.causal_loss_weight > 0 and target_logits is not None else None
             out.masked_logits = masked_logits if cfg.masked_loss_weight > 0 else None
         return out
 

@@ -240,3 +240,50 @@ def test_a_pretraining_bundle_loads_as_a_tagger_with_only_the_new_head_missing(t
     _, info = JetTransformerForJetClassification.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["unexpected_keys"]
     assert info["missing_keys"] and all(key.startswith(("pooling.", "classifier.")) for key in info["missing_keys"])
+
+
+def test_the_lean_cross_entropy_of_bf16_logits_matches_torchs():
+    from foundation.layers import _LowPrecisionCrossEntropy, cross_entropy
+
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(2500, 300)).bfloat16()  # more rows than one block of the lean path
+    targets = torch.randint(0, 300, (2500,))
+    targets[::7] = -100  # ignored rows take no part in the loss or its mean
+    assert 2500 % _LowPrecisionCrossEntropy.BLOCK_ROWS  # a last block of fewer rows
+    lean = logits.clone().requires_grad_()
+    reference = logits.clone().requires_grad_()
+    loss = cross_entropy(lean, targets)
+    expected = torch.nn.functional.cross_entropy(reference.float(), targets, ignore_index=-100)
+    loss.backward()
+    expected.backward()
+    assert loss.dtype == torch.float32 and loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert lean.grad.dtype == torch.bfloat16
+    torch.testing.assert_close(lean.grad.float(), reference.grad.float(), rtol=1e-2, atol=1e-7)  # bf16 rounding of the gradient
+    assert lean.grad[::7].abs().max() == 0
+
+
+def test_a_bf16_pretraining_step_gives_the_loss_and_gradients_of_fp32_cross_entropy(monkeypatch):
+    # The whole model under CPU autocast: the lean cross entropy against F.cross_entropy of fp32 logits.
+    import foundation.models.modeling_jet_transformer as modeling
+
+    config = JetTransformerConfig(vocab_codes=40, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_particles=12)
+    model = JetTransformerForPretraining(config)
+    ids = torch.randint(0, 40, (6, 14))
+    ids[:, 0], ids[:, 10], ids[:, 11:] = 40, 41, 42
+    attention = ids != 42
+    labels = language_model_labels(ids, attention)
+
+    def step():
+        model.zero_grad()
+        torch.manual_seed(1)  # the same masked particles
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    lean_loss, lean_grads = step()
+    monkeypatch.setattr(modeling, "cross_entropy", lambda x, t, ignore_index=-100: torch.nn.functional.cross_entropy(x.float(), t, ignore_index=ignore_index))
+    loss, grads = step()
+    assert lean_loss == pytest.approx(loss, rel=1e-6)
+    for lean, reference in zip(lean_grads, grads, strict=True):
+        torch.testing.assert_close(lean, reference, rtol=2e-2, atol=1e-5)
