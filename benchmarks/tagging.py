@@ -559,6 +559,8 @@ def labels_saved_line(summary: list[dict]) -> LabelsSaved:
     scr = [r for r in summary if r["model"] == "scratch"]
     if not pre or not scr:
         return LabelsSaved("labels saved: needs pretrained and scratch runs", None, False, None)
+    if len({r["labelled_jets"] for r in pre}) < 2:  # one budget compares the two models, it saves no labels
+        return LabelsSaved("labels saved: needs at least two budgets", None, False, None)
     top = max(scr, key=lambda r: r["labelled_jets"])
     factor, how = labels_saved(np.array([r["labelled_jets"] for r in pre]), np.array([r["auc"] for r in pre]), top["auc"], top["labelled_jets"])
     target = f"scratch's test AUC {top['auc']:.4f} with {top['labelled_jets']} labels (budget {top['budget']:g})"

@@ -175,6 +175,8 @@ def test_labels_saved_says_when_it_is_a_lower_bound():
     assert (saved.factor, saved.at_least, saved.target_jets, saved.figure) == (10.0, True, 100, "at least 10.0x")
     rows[0]["auc"] = rows[1]["auc"] = 0.93
     assert tagging.labels_saved_line(rows).figure == "not reached"
+    one_budget = [r for r in rows if r["labelled_jets"] == 100]
+    assert tagging.labels_saved_line(one_budget).line == "labels saved: needs at least two budgets"
 
 
 def test_labels_saved_interpolates_the_pretrained_curve():
