@@ -39,7 +39,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -568,9 +568,8 @@ def labels_saved_line(summary: list[dict]) -> LabelsSaved:
         return LabelsSaved(f"labels saved: MISS (pretrained never reaches {target})", None, False, top["labelled_jets"])
     verdict = "PASS" if factor >= 10 else "MISS"
     aim = "reached" if factor >= 100 else "not reached"
-    at_least = how == "at least"
-    line = f"labels saved: {verdict} — {'at least ' if at_least else ''}{factor:.1f}x to reach {target} (floor 10x; aim 100x {aim})"
-    return LabelsSaved(line, factor, at_least, top["labelled_jets"])
+    saved = LabelsSaved("", factor, how == "at least", top["labelled_jets"])
+    return replace(saved, line=f"labels saved: {verdict} — {saved.figure} to reach {target} (floor 10x; aim 100x {aim})")
 
 
 def goal_table(summary: list[dict]) -> str:

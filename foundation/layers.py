@@ -133,9 +133,9 @@ class _LowPrecisionCrossEntropy(torch.autograd.Function):
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """F.cross_entropy's mean loss of logits (N, V) against targets (N,), always computed in fp32.
-    bf16 / fp16 logits on a CPU (autocast) take the lean path of _LowPrecisionCrossEntropy; fp32
-    logits, and every accelerator, F.cross_entropy."""
-    if logits.dtype == torch.float32 or logits.device.type != "cpu":
+    bf16 / fp16 logits on a CPU (autocast) take the lean path of _LowPrecisionCrossEntropy; other
+    dtypes, and every accelerator, F.cross_entropy."""
+    if logits.dtype not in (torch.bfloat16, torch.float16) or logits.device.type != "cpu":
         return F.cross_entropy(logits.float(), targets, ignore_index=ignore_index)
     return _LowPrecisionCrossEntropy.apply(logits, targets, ignore_index)
 

@@ -290,9 +290,7 @@ def masked_objective(
     else:
         # Only the masked particles are scored: the head's vocabulary-wide matmul and softmax on the
         # other ~70% of the positions would be thrown away.
-        picked = head(hidden[masked_positions])  # (M, vocab_codes), bf16 under autocast
-        # fp32 logits for the caller's metrics; in training nobody reads them (no fp32 copy kept)
-        logits = picked if transformer.training else picked.float()
+        logits = picked = head(hidden[masked_positions])  # (M, vocab_codes), bf16 under autocast
     loss = None
     if labels is not None:
         loss = cross_entropy(picked, labels[masked_positions], ignore_index=IGNORE_INDEX)
@@ -564,7 +562,7 @@ class JetTransformerForPretraining(_WithLanguageModelHead, JetTransformerPreTrai
         if not self.training:
             # For metrics computed outside (accuracies); in training no vocabulary-wide tensor outlives the step.
             out.target_logits = target_logits.float() if cfg.causal_loss_weight > 0 and target_logits is not None else None
-            out.masked_logits = masked_logits if cfg.masked_loss_weight > 0 else None
+            out.masked_logits = masked_logits.float() if cfg.masked_loss_weight > 0 else None
         return out
 
     @property
