@@ -8,6 +8,8 @@ learning rate chosen on validation): its runs are reused, and these are reused b
 labels saved: the largest budget's labels divided by the labels the pretrained model needs to reach
 the from-scratch model's test AUC there (interpolated in log(jets) on the pretrained curve); 10x is
 the floor, 100x the aim. Also, per pretrained point, the labels scratch needs for the same AUC.
+`--models pretrained main_job scratch` adds the main job's model (what `foundation run` pretrains)
+as a third curve, with its own labels saved: the released model should save more.
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ import numpy as np
 
 from benchmarks.common import base_parser, print_table, run_script, write_results
 from benchmarks.tagging import (
+    NAMES,
+    SHORT_NAMES,
     add_arguments,
+    fail,
     labels_saved_line,
+    measured_bundles,
     prepare,
     run_models,
     summarise,
@@ -52,51 +58,67 @@ def _spread(rows: list[dict]) -> list[float] | None:
 
 def main(argv=None) -> dict:
     parser = base_parser(__doc__, "label_efficiency")
-    add_arguments(parser, [0.001, 0.01, 0.1, 1.0], None)  # benchmark 1's budgets and 0.1%: its runs are reused
+    add_arguments(parser, [0.001, 0.01, 0.1, 1.0], ["pretrained", "scratch"], ["pretrained", "main_job", "scratch"])  # benchmark 1's budgets and 0.1%: its runs are reused
     args, bench = prepare(parser, argv)
-    models = ["pretrained", "scratch"]
+    models = [m for m in ("pretrained", "main_job", "scratch") if m in args.models]
+    if "pretrained" not in models or "scratch" not in models:
+        fail("--models: labels saved compare pretrained with scratch; give both")
     if args.validation_only:
         return validation_pass(bench, args, models)
     rows = run_models(bench, args, models)
     summary = summarise(rows)
-    pre = [r for r in summary if r["model"] == "pretrained"]
-    scr = [r for r in summary if r["model"] == "scratch"]
-    factors = label_factor(
-        np.array([r["labelled_jets"] for r in pre], float), np.array([r["auc"] for r in pre]),
-        np.array([r["labelled_jets"] for r in scr], float), np.array([r["auc"] for r in scr]),
-    )
-    table_rows = [
-        {
-            "labelled_jets": p["labelled_jets"], "auc_pretrained": p["auc"], "auc_pretrained_std": p["auc_std"], "auc_scratch": s["auc"], "auc_scratch_std": s["auc_std"],
-            "epochs_pretrained": p["epochs"], "epochs_scratch": s["epochs"], "label_factor": f if f is not None else "beyond range",
-        }
-        for p, s, f in zip(pre, scr, factors, strict=True)
-    ]
-    table = print_table(table_rows, [
-        ("labelled_jets", "labelled jets", "d"), ("auc_pretrained", "AUC pretrained", ".4f"), ("auc_pretrained_std", "±", ".4f"),
-        ("auc_scratch", "AUC scratch", ".4f"), ("auc_scratch_std", "±", ".4f"), ("epochs_pretrained", "epochs (pre)", ".1f"),
-        ("epochs_scratch", "epochs (scratch)", ".1f"), ("label_factor", "scratch labels for the same AUC (x)", ".1f"),
-    ])
-    saved = labels_saved_line(summary)
-    print(saved.line, flush=True)
-    wall = wall_clock(bench, ["pretrained", "scratch"])
+    curves = {kind: [r for r in summary if r["model"] == kind] for kind in models}
+    pretrained_kinds = [m for m in models if m != "scratch"]
+    table_rows = factor_rows(curves, pretrained_kinds)
+    table = print_table(table_rows, factor_columns(pretrained_kinds))
+    saved = {kind: labels_saved_line(summary, kind) for kind in pretrained_kinds}
+    for kind in pretrained_kinds:
+        print(("" if kind == "pretrained" else f"{SHORT_NAMES[kind]}: ") + saved[kind].line, flush=True)
+    wall = wall_clock(bench, models)
     print("training wall-clock per model, every run (learning-rate search included): " + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in wall.items()), flush=True)
     from foundation.evaluation.plots import plot_label_efficiency
 
     plot = plot_label_efficiency(
-        {
-            "pretrained + fine-tuned": ([r["labelled_jets"] for r in pre], [r["auc"] for r in pre], _spread(pre)),
-            "from scratch": ([r["labelled_jets"] for r in scr], [r["auc"] for r in scr], _spread(scr)),
-        },
+        {NAMES[kind] if kind != "scratch" else "from scratch": ([r["labelled_jets"] for r in rows_], [r["auc"] for r in rows_], _spread(rows_)) for kind, rows_ in curves.items()},
         args.out / "label_efficiency.png",
     )
+    released = saved["pretrained"]
     # the largest budget's labels are the full data set only when the budgets reach 1
-    headline = {"metric": f"labels saved at the from-scratch model's test AUC with {saved.target_jets} labels", "ours": saved.figure, "peer": None}
+    headline = {
+        "metric": f"labels saved at the from-scratch model's test AUC with {released.target_jets} labels", "ours": released.figure,
+        "peer": f"main job's model {saved['main_job'].figure}" if "main_job" in saved else None,
+    }
+    extra = {"labels_saved_main_job": saved["main_job"].line, "labels_saved_main_job_factor": saved["main_job"].factor} if "main_job" in saved else {}
     write_results(args, "label_efficiency", rows, {
-        "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": saved.line, "labels_saved_factor": saved.factor,
-        "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
-    }, models=[args.pretrained])
-    return {"summary": summary, "factors": table_rows, "labels_saved": saved.factor}
+        "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": released.line, "labels_saved_factor": released.factor,
+        **extra, "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
+    }, models=measured_bundles(args, models))
+    return {"summary": summary, "factors": table_rows, "labels_saved": released.factor, **({"labels_saved_main_job": saved["main_job"].factor} if "main_job" in saved else {})}
+
+
+def factor_rows(curves: dict[str, list[dict]], pretrained_kinds: list[str]) -> list[dict]:
+    """One row per budget: each model's test AUC and spread, epochs, and for each pretrained model
+    the labels scratch needs for its AUC, as a multiple of the labels it used."""
+    scr = curves["scratch"]
+    out = [{"labelled_jets": s["labelled_jets"], "auc_scratch": s["auc"], "auc_scratch_std": s["auc_std"], "epochs_scratch": s["epochs"]} for s in scr]
+    for kind in pretrained_kinds:
+        pre = curves[kind]
+        factors = label_factor(
+            np.array([r["labelled_jets"] for r in pre], float), np.array([r["auc"] for r in pre]),
+            np.array([r["labelled_jets"] for r in scr], float), np.array([r["auc"] for r in scr]),
+        )
+        for row, p, f in zip(out, pre, factors, strict=True):
+            row.update({f"auc_{kind}": p["auc"], f"auc_{kind}_std": p["auc_std"], f"epochs_{kind}": p["epochs"], f"label_factor_{kind}": f if f is not None else "beyond range"})
+    return out
+
+
+def factor_columns(pretrained_kinds: list[str]) -> list[tuple[str, str, str]]:
+    columns = [("labelled_jets", "labelled jets", "d")]
+    for kind in pretrained_kinds:
+        columns += [(f"auc_{kind}", f"AUC {SHORT_NAMES[kind]}", ".4f"), (f"auc_{kind}_std", "±", ".4f")]
+    columns += [("auc_scratch", "AUC scratch", ".4f"), ("auc_scratch_std", "±", ".4f")]
+    columns += [(f"epochs_{kind}", f"epochs ({SHORT_NAMES[kind]})", ".1f") for kind in pretrained_kinds] + [("epochs_scratch", "epochs (scratch)", ".1f")]
+    return columns + [(f"label_factor_{kind}", f"scratch labels for {SHORT_NAMES[kind]}'s AUC (x)", ".1f") for kind in pretrained_kinds]
 
 
 if __name__ == "__main__":

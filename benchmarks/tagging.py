@@ -4,7 +4,8 @@
 
 Three models, on fair terms: the pretrained backbone fine-tuned (--recipe, default finetune/top_tagging.yaml), the
 same architecture from scratch, and ParT (weaver-core) from scratch, all on the same 13 particle
-features, batch size and training loop.
+features, batch size and training loop. `--models ... main_job` adds the main job's model (the one
+`foundation run` pretrains, --main-job-model) fine-tuned the same way: the released model should beat it.
 
 Data: labelled top + QCD jets generated with --train-seed (25k by default), of which 10% are split
 off for validation, and an independent test sample generated with --test-seed (10k): disjoint
@@ -28,7 +29,8 @@ upwards, the more so the noisier the run's curve; --validation-only therefore al
 chosen run's kept weights on a development sample (--dev-data, or generated with --dev-seed),
 independent of the training, validation and test jets: the figure to compare settings by.
 Prints AUC, accuracy, 1/eps_B at eps_S = 0.3 and 0.5 (mean and spread over seeds), the epochs each
-model used, its wall-clock, and the goal check: pretrained ahead of ParT beyond the seed spread.
+model used, its wall-clock, and the goal checks: pretrained ahead of ParT (and of the main job's
+model, when it runs) beyond the seed spread.
 """
 
 from __future__ import annotations
@@ -62,8 +64,15 @@ FEATURES = [
     "log_pt", "log_e", "log_pt_rel", "log_e_rel", "eta_rel", "phi_rel", "delta_r",
     "charge", "is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron",
 ]
-MODELS = ["pretrained", "scratch", "part"]
-NAMES = {"pretrained": "pretrained + fine-tuned", "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch"}
+MODELS = ["pretrained", "main_job", "scratch", "part"]
+NAMES = {
+    "pretrained": "pretrained + fine-tuned", "main_job": "main job's model (`foundation run`) + fine-tuned",
+    "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch",
+}
+SHORT_NAMES = {"pretrained": "pretrained", "main_job": "main job's model", "scratch": "scratch", "part": "ParT"}  # in verdicts and column heads
+# Where `foundation run` leaves its pretrained bundle: the model a user gets without the released one
+# (issue 29: the released model must beat it on benchmarks 1 and 2).
+MAIN_JOB_MODEL = "checkpoints/main/pretrain/model"
 MAX_PARTICLES = 128
 TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
 DEV_SEED = 2704  # the development sample of --validation-only (2703 is benchmark 4's reference)
@@ -250,19 +259,24 @@ class Bench:
     recipe: str
     pretrained: str
     tiny: bool
+    main_job: str | None = None  # the main job's pretrained bundle, for the "main_job" model
 
-    def pretrained_digest(self) -> str:
-        """The pretrained bundle by content (its manifest lists every file's sha256), not by path."""
+    def bundle(self, kind: str) -> str:
+        """The bundle a model of ours starts from (scratch: its architecture and tokenizer only)."""
+        return self.main_job if kind == "main_job" else self.pretrained
+
+    def bundle_digest(self, kind: str) -> str:
+        """That bundle by content (its manifest lists every file's sha256), not by path."""
         from foundation.hub import MANIFEST, resolve
 
-        return _digest((resolve(self.pretrained) / MANIFEST).read_text())
+        return _digest((resolve(self.bundle(kind)) / MANIFEST).read_text())
 
 
 def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, output_dir: str):
     from foundation.pipelines.finetune import load_finetune_recipe
 
     values = {
-        "model": bench.pretrained, "init": "scratch" if kind == "scratch" else "pretrained", "particle_features": FEATURES,
+        "model": bench.bundle(kind), "init": "scratch" if kind == "scratch" else "pretrained", "particle_features": FEATURES,
         **bench.protocol.overrides(jets, seed, learning_rate), "training.output_dir": output_dir,
     }
     if kind == "scratch":
@@ -291,7 +305,7 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: f
 
         recipe = to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>"))
         recipe.pop("model")
-        settings.update(recipe=recipe, pretrained=bench.pretrained_digest())
+        settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
 
 
@@ -553,39 +567,43 @@ class LabelsSaved:
         return f"{'at least ' if self.at_least else ''}{self.factor:.1f}x"
 
 
-def labels_saved_line(summary: list[dict]) -> LabelsSaved:
-    """Benchmark 2's goal: labels the pretrained model needs to match scratch at the largest budget."""
-    pre = [r for r in summary if r["model"] == "pretrained"]
+def labels_saved_line(summary: list[dict], kind: str = "pretrained") -> LabelsSaved:
+    """Benchmark 2's goal: labels a pretrained model (`kind`: the released one, or the main job's)
+    needs to match scratch at the largest budget."""
+    name = SHORT_NAMES[kind]
+    pre = [r for r in summary if r["model"] == kind]
     scr = [r for r in summary if r["model"] == "scratch"]
     if not pre or not scr:
-        return LabelsSaved("labels saved: needs pretrained and scratch runs", None, False, None)
+        return LabelsSaved(f"labels saved: needs {name} and scratch runs", None, False, None)
     if len({r["labelled_jets"] for r in pre}) < 2:  # one budget compares the two models, it saves no labels
         return LabelsSaved("labels saved: needs at least two budgets", None, False, None)
     top = max(scr, key=lambda r: r["labelled_jets"])
     factor, how = labels_saved(np.array([r["labelled_jets"] for r in pre]), np.array([r["auc"] for r in pre]), top["auc"], top["labelled_jets"])
     target = f"scratch's test AUC {top['auc']:.4f} with {top['labelled_jets']} labels (budget {top['budget']:g})"
     if factor is None:
-        return LabelsSaved(f"labels saved: MISS (pretrained never reaches {target})", None, False, top["labelled_jets"])
+        return LabelsSaved(f"labels saved: MISS ({name} never reaches {target})", None, False, top["labelled_jets"])
     verdict = "PASS" if factor >= 10 else "MISS"
     aim = "reached" if factor >= 100 else "not reached"
     saved = LabelsSaved("", factor, how == "at least", top["labelled_jets"])
     return replace(saved, line=f"labels saved: {verdict} — {saved.figure} to reach {target} (floor 10x; aim 100x {aim})")
 
 
-def goal_table(summary: list[dict]) -> str:
+def goal_table(summary: list[dict], ours: str = "pretrained", peer: str = "part") -> str:
+    """Per budget, `ours` against `peer` on test AUC and 1/eps_B at eps_S = 0.3 ("" when either is missing)."""
     rows = []
     for budget in sorted({r["budget"] for r in summary}):
         by = {r["model"]: r for r in summary if r["budget"] == budget}
-        if "pretrained" in by and "part" in by:
-            pre, part = by["pretrained"], by["part"]
+        if ours in by and peer in by:
+            a, b = by[ours], by[peer]
             rows.append({
-                "budget": budget, "jets": pre["labelled_jets"],
-                "auc": f"{pre['auc']:.4f} vs {part['auc']:.4f}: {ahead(pre, part, 'auc')}",
-                "rej": f"{pre['rejection_at_0.3']:.0f} vs {part['rejection_at_0.3']:.0f}: {ahead(pre, part, 'rejection_at_0.3')}",
+                "budget": budget, "jets": a["labelled_jets"],
+                "auc": f"{a['auc']:.4f} vs {b['auc']:.4f}: {ahead(a, b, 'auc')}",
+                "rej": f"{a['rejection_at_0.3']:.0f} vs {b['rejection_at_0.3']:.0f}: {ahead(a, b, 'rejection_at_0.3')}",
             })
     if not rows:
         return ""
-    return print_table(rows, [("budget", "labels", "g"), ("jets", "jets", "d"), ("auc", "AUC: pretrained vs ParT", ""), ("rej", "1/eps_B @0.3: pretrained vs ParT", "")])
+    versus = f"{SHORT_NAMES[ours]} vs {SHORT_NAMES[peer]}"
+    return print_table(rows, [("budget", "labels", "g"), ("jets", "jets", "d"), ("auc", f"AUC: {versus}", ""), ("rej", f"1/eps_B @0.3: {versus}", "")])
 
 
 SUMMARY_COLUMNS = [
@@ -622,13 +640,14 @@ def wall_clock(bench: Bench, models: list[str]) -> dict:
 
 
 # ----- command line -----
-def add_arguments(parser, budgets: list[float], models: list[str] | None) -> None:
-    """The arguments benchmarks 1 and 2 share (their runs and data are shared too)."""
+def add_arguments(parser, budgets: list[float], models: list[str], choices: list[str]) -> None:
+    """The arguments benchmarks 1 and 2 share (their runs and data are shared too); `models` is the
+    default of --models, `choices` what it accepts."""
     parser.add_argument("--pretrained", default="jet-foundation-small", help="pretrained bundle: a registered name, a folder or a hub repo id")
+    parser.add_argument("--main-job-model", default=None, help=f"the main job's pretrained bundle, for --models main_job (default: {MAIN_JOB_MODEL} under FOUNDATION_HOME, where `foundation run` leaves it)")
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe: mode, head, weight decay (the protocol sets its schedule, batch and learning rate)")
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
-    if models is not None:
-        parser.add_argument("--models", nargs="+", default=models, choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=models, choices=choices, help=f"default: {' '.join(models)}; main_job: the main job's model (--main-job-model)")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
     parser.add_argument("--select-at", type=float, default=None, help="choose the learning rate at this budget and reuse it (default: at each budget)")
     parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
@@ -669,10 +688,27 @@ def prepare(parser, argv) -> tuple:
     check_data_arguments(args)
     if not Path(args.recipe).exists():
         fail(f"--recipe {args.recipe}: no such file")
+    check_main_job_model(args)
     args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
-    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny)
+    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny, args.main_job_model)
     return args, bench
+
+
+def check_main_job_model(args) -> None:
+    """--main-job-model's default, and a bundle there before any run starts (only with --models main_job)."""
+    if "main_job" not in args.models:
+        if args.main_job_model is not None:
+            fail("--main-job-model: given without main_job in --models")
+        return
+    from foundation.hub import BundleError, bundle_folder
+    from foundation.recipes import under_home
+
+    args.main_job_model = args.main_job_model or under_home(MAIN_JOB_MODEL)
+    try:
+        bundle_folder(args.main_job_model)
+    except BundleError as err:
+        fail(f"--main-job-model: {err} (`foundation run` writes it there)")
 
 
 def check_data_arguments(args) -> None:
@@ -691,7 +727,7 @@ def check_data_arguments(args) -> None:
 
 def main(argv=None) -> list[dict]:
     parser = base_parser(__doc__, "tagging")
-    add_arguments(parser, [0.01, 0.1, 1.0], MODELS)
+    add_arguments(parser, [0.01, 0.1, 1.0], ["pretrained", "scratch", "part"], MODELS)
     args, bench = prepare(parser, argv)
     if args.validation_only:
         return validation_pass(bench, args, args.models)
@@ -700,6 +736,7 @@ def main(argv=None) -> list[dict]:
     table = print_table(summary, SUMMARY_COLUMNS)
     selection = selection_table(rows)
     goal = goal_table(summary)
+    over_main_job = goal_table(summary, peer="main_job")
     saved = labels_saved_line(summary).line
     print(saved, flush=True)
     wall = wall_clock(bench, args.models)
@@ -708,6 +745,8 @@ def main(argv=None) -> list[dict]:
     tables = {"Test results (mean and spread over seeds)": table, "Learning-rate selection (validation only)": selection}
     if goal:
         tables["Goal: pretrained ahead of ParT beyond the seed spread"] = goal
+    if over_main_job:
+        tables["Goal: the released model ahead of the main job's model beyond the seed spread"] = over_main_job
     headline = None
     full = [r for r in summary if r["budget"] == max(args.budgets)]
     by = {r["model"]: r for r in full}
@@ -716,8 +755,13 @@ def main(argv=None) -> list[dict]:
     write_results(args, "tagging", rows, {
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
         "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
-    }, models=[args.pretrained] if "pretrained" in args.models else [])
+    }, models=measured_bundles(args, args.models))
     return summary
+
+
+def measured_bundles(args, models: list[str]) -> list[str]:
+    """The pretrained bundles the page's figures measure (scratch uses the released one's shape only)."""
+    return ([args.pretrained] if "pretrained" in models else []) + ([args.main_job_model] if "main_job" in models else [])
 
 
 def validation_pass(bench: Bench, args, models: list[str]) -> list[dict]:

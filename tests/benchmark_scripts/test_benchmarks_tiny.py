@@ -143,7 +143,7 @@ def test_a_layerwise_recipe_applies_to_the_pretrained_model_only(tmp_path):
     recipe = tmp_path / "layerwise.yaml"
     recipe.write_text(Path("finetune/top_tagging.yaml").read_text().replace("mode: full", "mode: layerwise"))
     data = SimpleNamespace(train=["train.h5"], validation=["validation.h5"])
-    bench = SimpleNamespace(pretrained="jet-foundation-small", recipe=str(recipe), protocol=tagging.Protocol(), data=data)
+    bench = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", str(recipe), "jet-foundation-small", tiny=False)
     modes = {kind: tagging.our_recipe(bench, kind, 225, 0, 1e-3, str(tmp_path)).mode for kind in ("pretrained", "scratch")}
     assert modes == {"pretrained": "layerwise", "scratch": "full"}
 
@@ -156,16 +156,41 @@ def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
     assert over["training.early_stopping_patience"] == 5 and over["training.keep_best"] == "eval/auc"
 
 
-def test_label_efficiency(independent_samples, tiny_bundle, tmp_path):
+def test_label_efficiency(independent_samples, tiny_bundle, tiny_conditional_bundle, tmp_path):
     args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
-    result = label_efficiency.main([*args, "--budgets", "0.2", "1", "--seeds", "0", "--out", str(tmp_path)])
+    # The main job's model (here another tiny bundle) as a third curve, with its own labels saved.
+    models = ["--models", "pretrained", "main_job", "scratch", "--main-job-model", str(tiny_conditional_bundle)]
+    result = label_efficiency.main([*args, *models, "--budgets", "0.2", "1", "--seeds", "0", "--out", str(tmp_path)])
     assert len(result["factors"]) == 2 and (tmp_path / "label_efficiency.png").exists()
+    assert all(f"auc_{kind}" in row for row in result["factors"] for kind in ("pretrained", "main_job", "scratch"))
     assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
     page = json.loads((tmp_path / "results.json").read_text())
     saved = page["labels_saved"]
     assert saved.startswith("labels saved: ") and ("PASS" in saved or "MISS" in saved)
+    assert page["labels_saved_main_job"].startswith("labels saved: ") and page["headline"]["peer"].startswith("main job's model ")
     largest = max(r["labelled_jets"] for r in result["factors"])  # the headline names the labels it is measured at
     assert page["headline"]["metric"] == f"labels saved at the from-scratch model's test AUC with {largest} labels"
+    # Each model is measured on its own weights: the page records both bundles, the runs start from each.
+    assert [m["weights_sha256"] for m in page["models"]] == [weights_sha256(tiny_bundle), weights_sha256(tiny_conditional_bundle)]
+    starts = {}
+    for settings in (tmp_path / "runs").glob("*/*/settings.json"):
+        run = json.loads(settings.read_text())
+        starts.setdefault(run["model"], set()).add(run["pretrained"])
+    assert set(starts) == {"pretrained", "main_job", "scratch"} and all(len(v) == 1 for v in starts.values())
+    assert starts["main_job"] != starts["pretrained"] == starts["scratch"]  # scratch: the released model's shape
+
+
+def test_the_main_job_model_is_checked_before_any_run(independent_samples, tiny_bundle, tmp_path, capsys):
+    args = [*_tagging_args(tiny_bundle, independent_samples, tmp_path), "--out", str(tmp_path / "out")]
+    for extra, words in (
+        (["--models", "pretrained", "main_job", "--main-job-model", str(tmp_path / "nowhere")], "nowhere"),
+        (["--main-job-model", str(tiny_bundle)], "without main_job"),
+    ):
+        with pytest.raises(SystemExit) as err:
+            tagging.main([*args, *extra])
+        message = capsys.readouterr().err.strip()
+        assert err.value.code == 2 and message.count("\n") == 0 and "--main-job-model" in message and words in message
+    assert not (tmp_path / "runs").exists()
 
 
 def test_labels_saved_says_when_it_is_a_lower_bound():
