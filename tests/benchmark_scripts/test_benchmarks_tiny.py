@@ -213,6 +213,15 @@ def test_labels_saved_interpolates_the_pretrained_curve():
     assert tagging.labels_saved(jets, np.array([0.90, 0.91, 0.92]), 0.95, 10000) == (None, "not reached")
 
 
+def test_goal_table_compares_any_two_models():
+    rows = [{"model": m, "budget": 0.01, "labelled_jets": 225, "auc": a, "auc_std": 0.002, "rejection_at_0.3": r, "rejection_at_0.3_std": 2.0}
+            for m, a, r in [("pretrained", 0.95, 40.0), ("main_job", 0.93, 30.0), ("part", 0.951, 41.0)]]
+    released = tagging.goal_table(rows, peer="main_job")
+    assert "AUC: pretrained vs main job's model" in released and "0.9500 vs 0.9300: PASS" in released and "40 vs 30: PASS" in released
+    assert "0.9500 vs 0.9510: MISS" in tagging.goal_table(rows)  # the default: against ParT
+    assert tagging.goal_table([r for r in rows if r["model"] != "main_job"], peer="main_job") == ""
+
+
 def test_label_factor_interpolation():
     import numpy as np
 
