@@ -76,7 +76,9 @@ MAIN_JOB_MODEL = "checkpoints/main/pretrain/model"
 MAX_PARTICLES = 128
 TRAIN_SEED, TEST_SEED = 2701, 2702  # the benchmark's own generator seeds (issue 27)
 DEV_SEED = 2704  # the development sample of --validation-only (2703 is benchmark 4's reference)
-LEARNING_RATES = [1e-4, 3e-4, 1e-3]
+# The grid every model's learning rate is chosen from. 3e-5 was added when the pretrained model chose
+# 1e-4, the grid's lowest then, at 22 and 225 labels: a choice at the edge says the grid is too short.
+LEARNING_RATES = [3e-5, 1e-4, 3e-4, 1e-3]
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
 
 
