@@ -23,6 +23,7 @@ read, no results page), for comparing backbones while choosing one.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -111,13 +112,13 @@ def observables(jets) -> np.ndarray:
 
 def cached_embeddings(model: str, files: list[str], jets, folder: Path) -> np.ndarray:
     """(J, D) per-jet embeddings of the model (foundation.embed) of the jets read from `files`, kept
-    in `folder` keyed by the bundle's manifest and the files, so each backbone embeds each sample once."""
+    in `folder` keyed by the bundle's content (not its card) and the files, so each backbone embeds each sample once."""
     import foundation
-    from foundation.hub import MANIFEST, resolve
+    from foundation.hub import content_sha256, resolve
     from foundation.outputs import atomic_output
 
     bundle = resolve(model)
-    record = (bundle / MANIFEST).read_text() + "".join(f"{Path(f).resolve()}:{Path(f).stat().st_size}" for f in files)
+    record = json.dumps(content_sha256(bundle), sort_keys=True) + "".join(f"{Path(f).resolve()}:{Path(f).stat().st_size}" for f in files)
     path = Path(folder) / f"{hashlib.sha256(record.encode()).hexdigest()[:16]}.npy"
     if path.exists():
         return np.load(path)

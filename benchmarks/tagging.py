@@ -268,10 +268,10 @@ class Bench:
         return self.main_job if kind == "main_job" else self.pretrained
 
     def bundle_digest(self, kind: str) -> str:
-        """That bundle by content (its manifest lists every file's sha256), not by path."""
-        from foundation.hub import MANIFEST, resolve
+        """That bundle by content (the sha256 of its weights, configs and tokenizer), not by path."""
+        from foundation.hub import content_sha256, resolve
 
-        return _digest((resolve(self.bundle(kind)) / MANIFEST).read_text())
+        return _digest(content_sha256(resolve(self.bundle(kind))))
 
 
 def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, output_dir: str):

@@ -180,6 +180,13 @@ def weights_sha256(folder: str | Path) -> str | None:
     return entry["sha256"] if entry else None
 
 
+def content_sha256(folder: str | Path) -> dict[str, str]:
+    """{file: sha256} from the bundle's manifest for what the model computes with (weights, configs,
+    tokenizer), leaving out its documentation (the model card and plots): a card rewritten by
+    `foundation release` does not make the same weights a different model for a cache key."""
+    return {name: entry["sha256"] for name, entry in _read_manifest(Path(folder)).items() if name != "README.md" and not name.endswith(".png")}
+
+
 def read_data_config(folder: str | Path) -> dict:
     path = Path(folder) / DATA_CONFIG
     if not path.exists():

@@ -56,3 +56,22 @@ def test_pickles_and_missing_files_are_refused(tiny_bundle, tmp_path):
         verify_bundle(copy)
     with pytest.raises(BundleError, match="no such folder"):
         load_bundle(tmp_path / "nothing" / "here")
+
+
+def test_a_rewritten_card_leaves_the_bundle_content_the_same(tiny_bundle, tmp_path):
+    """Benchmark caches key a bundle by content_sha256: a new model card (foundation release
+    --overwrite) must not make the same weights look like another model; new weights must."""
+    from foundation.hub import content_sha256, write_manifest
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, copy)
+    before = content_sha256(copy)
+    assert "model.safetensors" in before and "README.md" not in before
+    (copy / "README.md").write_text("# a new card\n")
+    write_manifest(copy)
+    assert content_sha256(copy) == before
+    data = bytearray((copy / "model.safetensors").read_bytes())
+    data[-10] ^= 0xFF
+    (copy / "model.safetensors").write_bytes(bytes(data))
+    write_manifest(copy)
+    assert content_sha256(copy)["model.safetensors"] != before["model.safetensors"]
