@@ -92,7 +92,7 @@ def main(argv=None) -> dict:
     write_results(args, "label_efficiency", rows, {
         "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": released.line, "labels_saved_factor": released.factor,
         **extra, "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
-    }, models=measured_bundles(args, models))
+    }, models=measured_bundles(bench, models))
     return {"summary": summary, "factors": table_rows, "labels_saved": released.factor, **({"labels_saved_main_job": saved["main_job"].factor} if "main_job" in saved else {})}
 
 

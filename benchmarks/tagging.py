@@ -710,7 +710,7 @@ def check_main_job_model(args) -> None:
     try:
         bundle_folder(args.main_job_model)
     except BundleError as err:
-        fail(f"--main-job-model: {err} (`foundation run` writes it there)")
+        fail(f"--main-job-model: {err} (`foundation run` writes the main job's model to {under_home(MAIN_JOB_MODEL)})")
 
 
 def check_data_arguments(args) -> None:
@@ -757,13 +757,13 @@ def main(argv=None) -> list[dict]:
     write_results(args, "tagging", rows, {
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
         "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
-    }, models=measured_bundles(args, args.models))
+    }, models=measured_bundles(bench, args.models))
     return summary
 
 
-def measured_bundles(args, models: list[str]) -> list[str]:
+def measured_bundles(bench: Bench, models: list[str]) -> list[str]:
     """The pretrained bundles the page's figures measure (scratch uses the released one's shape only)."""
-    return ([args.pretrained] if "pretrained" in models else []) + ([args.main_job_model] if "main_job" in models else [])
+    return [bench.bundle(kind) for kind in ("pretrained", "main_job") if kind in models]
 
 
 def validation_pass(bench: Bench, args, models: list[str]) -> list[dict]:
