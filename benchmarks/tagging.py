@@ -16,7 +16,8 @@ Protocol, identical for every model: train until the validation AUC has not impr
 evaluations (one evaluation per epoch, at least every --min-eval-steps steps), for at most
 --max-epochs epochs (at least --min-steps steps, for the small budgets), ending with the weights of
 the best validation AUC. The learning rate is chosen per model from the same grid (--learning-rates)
-by validation AUC with the first seed, at each budget (or at --select-at and reused); the other seeds
+by validation AUC with the first seed, at each budget (budgets above --select-at reuse the rate chosen
+there: their runs are the longest, four of them per model the most costly part); the other seeds
 then train at the chosen rate. A budget's labelled jets are one fixed random subset of the pool, the
 same for every model and seed (the models are compared on the same jets; the seeds vary the
 initialisation and the order of the batches). Only the chosen runs are ever evaluated on the test
@@ -477,6 +478,11 @@ def budget_jets(budget: float, full: int) -> int:
     return max(int(round(budget * full)), 16)
 
 
+def selection_budget(budget: float, select_at: float | None) -> float:
+    """The budget whose learning rate `budget` trains at: its own, or select_at's for larger ones."""
+    return budget if select_at is None or budget <= select_at else select_at
+
+
 def select_learning_rate(bench: Bench, kind: str, jets: int, seed: int, grid: list[float]) -> tuple[float, dict]:
     """The grid's learning rate with the best validation AUC (ties: the first), and every rate's AUC."""
     auc = {lr: train_run(bench, kind, jets, seed, lr)["validation_auc"] for lr in grid}
@@ -496,7 +502,7 @@ def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list
     for kind in models:
         for budget in args.budgets:
             jets = budget_jets(budget, full)
-            select_jets = jets if args.select_at is None else budget_jets(args.select_at, full)
+            select_jets = budget_jets(selection_budget(budget, args.select_at), full)
             lr, grid = select_learning_rate(bench, kind, select_jets, args.seeds[0], args.learning_rates)
             for seed in args.seeds:
                 run = train_run(bench, kind, jets, seed, lr)
@@ -651,7 +657,7 @@ def add_arguments(parser, budgets: list[float], models: list[str], choices: list
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
     parser.add_argument("--models", nargs="+", default=models, choices=choices, help=f"default: {' '.join(models)}; main_job: the main job's model (--main-job-model)")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
-    parser.add_argument("--select-at", type=float, default=None, help="choose the learning rate at this budget and reuse it (default: at each budget)")
+    parser.add_argument("--select-at", type=float, default=None, help="budgets above this one reuse the learning rate chosen at it; budgets up to it choose their own (default: every budget chooses)")
     parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
     parser.add_argument("--min-steps", type=int, default=Protocol.min_steps)
     parser.add_argument("--patience", type=int, default=Protocol.patience, help="evaluations without a better validation AUC before a run stops")

@@ -156,6 +156,12 @@ def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
     assert over["training.early_stopping_patience"] == 5 and over["training.keep_best"] == "eval/auc"
 
 
+def test_budgets_above_select_at_reuse_its_learning_rate():
+    """The costly largest budgets reuse the rate chosen at --select-at; the smaller ones keep choosing their own."""
+    assert [tagging.selection_budget(b, 0.1) for b in (0.001, 0.01, 0.1, 1.0)] == [0.001, 0.01, 0.1, 0.1]
+    assert [tagging.selection_budget(b, None) for b in (0.001, 1.0)] == [0.001, 1.0]
+
+
 def test_label_efficiency(independent_samples, tiny_bundle, tiny_conditional_bundle, tmp_path):
     args = _tagging_args(tiny_bundle, independent_samples, tmp_path)
     # The main job's model (here another tiny bundle) as a third curve, with its own labels saved.
