@@ -283,14 +283,19 @@ def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: flo
         **bench.protocol.overrides(jets, seed, learning_rate), "training.output_dir": output_dir,
     }
     if kind == "scratch":
-        # Random weights have nothing to keep: the recipe's frozen or layer-wise mode is for the
-        # pretrained model; from scratch every layer trains at the chosen rate.
-        values["mode"] = "full"
+        # Random weights have nothing to keep: the recipe's frozen or layer-wise mode, or its head-only
+        # start, is for the pretrained model; from scratch every layer trains at the chosen rate throughout.
+        values["mode"], values["head_only_steps"] = "full", 0
     recipe = load_finetune_recipe(bench.recipe, values)
     # The training runs never get the test sample: their own "test" pass is on the validation jets.
     recipe.data.files, recipe.data.validation_files, recipe.data.test_files = bench.data.train, bench.data.validation, bench.data.validation
     recipe.data.train_limit = jets
     return recipe
+
+
+# Fine-tuning recipe fields added after runs were cached, with the default that means "as before":
+# left out of a run's key at that default, so the runs made before the field existed stay valid.
+RECIPE_FIELDS_ADDED_LATER = {"head_only_steps": 0}
 
 
 def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
@@ -308,6 +313,9 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: f
 
         recipe = to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>"))
         recipe.pop("model")
+        for name, default in RECIPE_FIELDS_ADDED_LATER.items():
+            if recipe.get(name) == default:
+                recipe.pop(name)
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
 

@@ -45,6 +45,10 @@ class FinetuneRecipe:
     init: Literal["pretrained", "scratch"] = "pretrained"  # scratch: same architecture, random weights
     mode: Literal["full", "frozen", "layerwise"] = "full"  # train everything, the head only, or with layer-wise rates
     layerwise_lr_decay: float = 0.75  # mode layerwise: lr x decay^(depth from the top)
+    # Modes full and layerwise: train the head (and new particle-feature inputs) alone for this many
+    # steps before the backbone joins, its rate warming up again (LP-FT, arXiv 2202.10054): the
+    # first gradients of a random head would otherwise reach, and scramble, the pretrained features.
+    head_only_steps: int = 0
     particle_features: list[str] | None = None  # None: as pretrained; a list adds inputs (zero-initialised)
     head: dict = field(default_factory=dict)  # model config overrides, one of HEAD_FIELDS
     architecture: dict = field(default_factory=dict)  # init scratch only: backbone shape, one of ARCHITECTURE_FIELDS
@@ -55,6 +59,9 @@ class FinetuneRecipe:
 
     def __post_init__(self):
         check(0 < self.layerwise_lr_decay <= 1, "layerwise_lr_decay", "must be in (0, 1]")
+        check(self.head_only_steps >= 0, "head_only_steps", f"must be >= 0, got {self.head_only_steps}")
+        check(not self.head_only_steps or self.init == "pretrained", "head_only_steps", "a model from scratch (init: scratch) has no pretrained features to keep; set 0")
+        check(not self.head_only_steps or self.mode != "frozen", "head_only_steps", "mode frozen trains the head alone throughout; set 0")
         unknown = [f for f in (self.particle_features or []) if f not in FEATURES]
         check(not unknown, "particle_features", f"unknown feature(s) {unknown}; known: {list(FEATURES)}")
         _check_known_keys("head", self.head, HEAD_FIELDS)
@@ -100,6 +107,25 @@ def layerwise_param_groups(
         group = groups.setdefault(key, {"params": [], "weight_decay": weight_decay if decays else 0.0, "lr_scale": decay ** (num_layers + 1 - depth)})
         group["params"].append(param)
     return list(groups.values())
+
+
+def is_backbone(name: str) -> bool:
+    """A pretrained backbone weight: not the head, nor a particle-feature input the backbone lacked
+    (mode frozen trains the same two)."""
+    return name.startswith("transformer.") and not name.startswith("transformer.feature_proj")
+
+
+def backbone_joins_later(groups: list[dict], model: torch.nn.Module, start_step: int) -> list[dict]:
+    """Each parameter group split in two: the backbone's part starts training at start_step (the
+    trainer's "start_step"), the rest (head, new inputs) at once, with the group's other settings."""
+    backbone = {id(p) for name, p in model.named_parameters() if is_backbone(name)}
+    out = []
+    for group in groups:
+        for joins_later in (False, True):
+            params = [p for p in group["params"] if (id(p) in backbone) == joins_later]
+            if params:
+                out.append({**group, "params": params, **({"start_step": start_step} if joins_later else {})})
+    return out
 
 
 class ValidationAUC:
@@ -192,13 +218,15 @@ def finetune(recipe: FinetuneRecipe, resume: bool = False, data_root=None) -> Pa
     if recipe.mode == "frozen":
         for name, param in model.named_parameters():
             # a newly added feature input must still learn
-            if name.startswith("transformer.") and not name.startswith("transformer.feature_proj"):
+            if is_backbone(name):
                 param.requires_grad = False
     groups = (
         layerwise_param_groups(model, recipe.layerwise_lr_decay, recipe.training.weight_decay, new_inputs=new_feature_input)
         if recipe.mode == "layerwise"
         else default_param_groups(model, recipe.training.weight_decay)
     )
+    if recipe.head_only_steps:
+        groups = backbone_joins_later(groups, model, recipe.head_only_steps)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     logger.info(
         "fine-tuning (%s, %s) %.2f M of %.2f M parameters on %d jets, classes %s",

@@ -100,6 +100,14 @@ class TrainingConfig:
         )
         return self.global_batch_size // per_step
 
+    def delayed_start_factor(self, step: int, start_step: int) -> float:
+        """For a parameter group that joins the run at start_step (a param group's "start_step"):
+        0 before it (AdamW with a zero rate leaves the weights exactly as they are, decay included),
+        then a linear warm-up over warmup_steps of its own, as the run had at its start."""
+        if step < start_step:
+            return 0.0
+        return min(1.0, (step - start_step + 1) / max(1, self.warmup_steps))
+
     def learning_rate_factor(self, step: int) -> float:
         """Linear warmup, then cosine down to min_learning_rate_ratio, as a factor of learning_rate."""
         import math

@@ -270,7 +270,7 @@ class Trainer:
     def _set_learning_rate(self, step: int) -> float:
         lr = self.config.learning_rate * self.config.learning_rate_factor(step)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
+            group["lr"] = lr * group.get("lr_scale", 1.0) * self.config.delayed_start_factor(step, group.get("start_step", 0))
         return lr
 
     # ----- state and checkpoints -----
@@ -420,6 +420,15 @@ class Trainer:
     def should_save(self, step: int) -> bool:
         return step % self.config.save_every == 0 or step == self.config.max_steps
 
+    def _drop_gradients_of_waiting_groups(self) -> None:
+        """Parameter groups whose "start_step" is still ahead learn nothing yet (zero rate); without
+        their gradients they neither count in the clipped norm nor fill AdamW's moments before they
+        join. (Under DeepSpeed the engine holds the gradients: the zero rate alone keeps them fixed.)"""
+        for group in self.optimizer.param_groups:
+            if group.get("start_step", 0) > self.state.step:
+                for param in group["params"]:
+                    param.grad = None
+
     def train_step(self, batch: dict) -> torch.Tensor:
         """One micro-batch: forward, backward and, once gradients are synchronised (the last micro-batch
         of an accumulation), clipping and the optimizer step. Returns the detached loss."""
@@ -427,6 +436,8 @@ class Trainer:
         with acc.accumulate(self.model):
             output = self.model(**select_inputs(self.input_names, batch))
             acc.backward(output.loss)
+            if acc.sync_gradients:
+                self._drop_gradients_of_waiting_groups()
             if acc.sync_gradients and cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
             self.optimizer.step()

@@ -40,6 +40,34 @@ def test_frozen_mode_leaves_the_backbone_alone(jet_files, tiny_bundle, tmp_path)
     assert "auc" in card and "mode: frozen" in card
 
 
+def test_head_only_steps_keep_the_backbone_until_it_joins(jet_files, tiny_bundle, tmp_path):
+    """LP-FT: for head_only_steps the backbone is exactly the pretrained one while the head and the
+    new feature input learn; after them the backbone trains too."""
+    pretrained = load_file(tiny_bundle / "model.safetensors")
+    # the weights of the last step, and a particle-feature input new to the backbone
+    last = {"training.keep_best": None, "training.early_stopping_patience": None, "particle_features": ["log_pt", "eta_rel"]}
+
+    def backbone_changed(head_only_steps):
+        bundle = finetune(_recipe(jet_files, tiny_bundle, tmp_path / f"lpft-{head_only_steps}", head_only_steps=head_only_steps, **last))
+        tuned = load_file(bundle / "model.safetensors")
+        return {key: not torch.equal(pretrained[key], tuned[key]) for key in pretrained if key.startswith("transformer.")}, tuned
+
+    changed, tuned = backbone_changed(20)  # the whole run (20 steps)
+    assert not any(changed.values())
+    assert tuned["transformer.feature_proj.weight"].abs().sum() > 0  # zero-initialised, it learnt beside the head
+    changed, _ = backbone_changed(10)
+    assert changed["transformer.stack.blocks.0.attn.qkv.weight"] and changed["transformer.wte.weight"]
+
+
+def test_head_only_steps_need_a_pretrained_backbone_that_trains(jet_files, tiny_bundle, tmp_path):
+    with pytest.raises(ConfigError, match="'head_only_steps': a model from scratch"):
+        _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", head_only_steps=5)
+    with pytest.raises(ConfigError, match="'head_only_steps': mode frozen"):
+        _recipe(jet_files, tiny_bundle, tmp_path, mode="frozen", head_only_steps=5)
+    with pytest.raises(ConfigError, match="'head_only_steps': must be >= 0"):
+        _recipe(jet_files, tiny_bundle, tmp_path, head_only_steps=-1)
+
+
 def test_scratch_has_the_same_architecture_and_other_weights(jet_files, tiny_bundle, tmp_path):
     bundle = finetune(_recipe(jet_files, tiny_bundle, tmp_path / "scratch", init="scratch", **{"training.max_steps": 2, "training.save_every": 2, "training.eval_every": 2}))
     pre, scratch = load_file(tiny_bundle / "model.safetensors"), load_file(bundle / "model.safetensors")
