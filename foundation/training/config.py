@@ -103,7 +103,10 @@ class TrainingConfig:
     def delayed_start_factor(self, step: int, start_step: int) -> float:
         """For a parameter group that joins the run at start_step (a param group's "start_step"):
         0 before it (AdamW with a zero rate leaves the weights exactly as they are, decay included),
-        then a linear warm-up over warmup_steps of its own, as the run had at its start."""
+        then a linear warm-up over warmup_steps of its own, as the run had at its start. A group
+        that starts with the run (start_step 0) has the run's warm-up only: factor 1."""
+        if start_step == 0:
+            return 1.0
         if step < start_step:
             return 0.0
         return min(1.0, (step - start_step + 1) / max(1, self.warmup_steps))

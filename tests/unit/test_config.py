@@ -69,4 +69,4 @@ def test_gradient_accumulation_is_derived():
 def test_a_parameter_group_that_joins_later_warms_up_from_zero():
     t = TrainingConfig(warmup_steps=4, max_steps=100)
     assert [t.delayed_start_factor(step, 10) for step in (0, 9, 10, 11, 13, 50)] == [0.0, 0.0, 0.25, 0.5, 1.0, 1.0]
-    assert t.delayed_start_factor(0, 0) == 0.25  # a group with no start_step follows the run's own warm-up
+    assert t.delayed_start_factor(0, 0) == 1.0  # a group that starts with the run has the run's warm-up only
