@@ -177,7 +177,19 @@ def measured_model(model: str) -> dict:
     from foundation.hub import bundle_folder, weights_sha256
 
     entry = registry.lookup(model)
-    return {"model": str(model), "version": entry.version if entry else None, "weights_sha256": weights_sha256(bundle_folder(model))}
+    return {"model": _as_typed(model), "version": entry.version if entry else None, "weights_sha256": weights_sha256(bundle_folder(model))}
+
+
+def _as_typed(model: str) -> str:
+    """A folder under the working directory as the page's command would name it (relative), not as
+    this machine's absolute path (a default such as $FOUNDATION_HOME/main/pretrain/model is absolute)."""
+    path = Path(model)
+    if path.is_absolute():
+        try:
+            return path.relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            pass
+    return str(model)
 
 
 def _relative_plot(plot: Path, out: Path) -> str:

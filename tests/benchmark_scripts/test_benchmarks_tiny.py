@@ -156,6 +156,16 @@ def test_early_stopping_protocol_is_the_same_for_every_budget_unit():
     assert over["training.early_stopping_patience"] == 5 and over["training.keep_best"] == "eval/auc"
 
 
+def test_a_page_names_a_model_folder_as_its_command_would(tiny_bundle, tmp_path, monkeypatch):
+    """Relative to the working directory (where the page's command runs), never this machine's absolute path."""
+    from benchmarks.common import measured_model
+
+    monkeypatch.chdir(tiny_bundle.parent)
+    assert measured_model(str(tiny_bundle.resolve()))["model"] == tiny_bundle.name
+    monkeypatch.chdir(tmp_path)
+    assert measured_model(str(tiny_bundle.resolve()))["model"] == str(tiny_bundle.resolve())  # outside: as given
+
+
 def test_budgets_above_select_at_reuse_its_learning_rate():
     """The costly largest budgets reuse the rate chosen at --select-at; the smaller ones keep choosing their own."""
     assert [tagging.selection_budget(b, 0.1) for b in (0.001, 0.01, 0.1, 1.0)] == [0.001, 0.01, 0.1, 0.1]
