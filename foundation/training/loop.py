@@ -371,9 +371,14 @@ class Trainer:
         return {"step": step, "metric": name, "value": value}
 
     def should_stop(self) -> bool:
-        """Early stopping: keep_best has not improved for training.early_stopping_patience evaluations."""
+        """Early stopping: keep_best has not improved for training.early_stopping_patience evaluations,
+        and every parameter group has trained for that many evaluations (a backbone joining at its
+        start_step gets its chance even if the head alone had stopped improving)."""
         patience = self.config.early_stopping_patience
-        return patience is not None and self.state.evals_since_best >= patience
+        if patience is None or self.state.evals_since_best < patience:
+            return False
+        last_start = max((group.get("start_step", 0) for group in self.optimizer.param_groups), default=0)
+        return self.state.step >= last_start + patience * self.config.eval_every
 
     # ----- evaluation -----
     @torch.no_grad()

@@ -59,6 +59,19 @@ def test_head_only_steps_keep_the_backbone_until_it_joins(jet_files, tiny_bundle
     assert changed["transformer.stack.blocks.0.attn.qkv.weight"] and changed["transformer.wte.weight"]
 
 
+def test_early_stopping_waits_for_the_backbone_to_join(jet_files, tiny_bundle, tmp_path):
+    """A head that stops improving during its head-only steps must not end the run before the
+    backbone has trained for `patience` evaluations. (A rate too small to change the validation AUC:
+    every evaluation after the first is "no better".)"""
+    overrides = {
+        "head_only_steps": 15, "training.learning_rate": 1e-9, "training.eval_every": 5, "training.warmup_steps": 1,
+        "training.keep_best": "eval/auc", "training.keep_best_mode": "max", "training.early_stopping_patience": 1, "training.max_steps": 40,
+    }
+    bundle = finetune(_recipe(jet_files, tiny_bundle, tmp_path / "patient", **overrides))
+    metrics = json.loads((bundle.parent / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["steps"] == 15 + 5  # the backbone's start + one evaluation of patience
+
+
 def test_head_only_steps_need_a_pretrained_backbone_that_trains(jet_files, tiny_bundle, tmp_path):
     with pytest.raises(ConfigError, match="'head_only_steps': a model from scratch"):
         _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", head_only_steps=5)
