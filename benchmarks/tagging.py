@@ -293,11 +293,6 @@ def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: flo
     return recipe
 
 
-# Fine-tuning recipe fields added after runs were cached, with the default that means "as before":
-# left out of a run's key at that default, so the runs made before the field existed stay valid.
-RECIPE_FIELDS_ADDED_LATER = {"head_only_steps": 0}
-
-
 def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
     """All a run's result depends on: its cache key."""
     settings = {
@@ -313,7 +308,10 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: f
 
         recipe = to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>"))
         recipe.pop("model")
-        for name, default in RECIPE_FIELDS_ADDED_LATER.items():
+        from foundation.training.checkpoint import FIELDS_ADDED_SINCE
+
+        # left out of the key at their "as before" value: runs cached before they existed stay valid
+        for name, default in FIELDS_ADDED_SINCE.items():
             if recipe.get(name) == default:
                 recipe.pop(name)
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))

@@ -110,6 +110,11 @@ RESUMABLE_CHANGES = frozenset({
 })
 
 
+# Recipe fields added after runs were saved (dotted keys), with the value that means "as before": a
+# saved run without the field matches it at that value, so it still resumes (and stays a cache hit).
+FIELDS_ADDED_SINCE = {"head_only_steps": 0}
+
+
 def run_identity(recipe: dict, starts_from: dict | None = None) -> dict:
     """What a run to be resumed must share with this one: every recipe field (dotted keys) but
     RESUMABLE_CHANGES, and what it starts from beyond the recipe's names (e.g. the sha256 of the
@@ -142,6 +147,7 @@ def check_same_run(checkpoint: Path, saved: dict | None, identity: dict) -> None
     run identities were saved (no `saved`) are not checked."""
     if saved is None:
         return
+    saved = {**{k: v for k, v in FIELDS_ADDED_SINCE.items() if k in identity}, **saved}
     changed = sorted(k for k in saved.keys() | identity.keys() if saved.get(k, "<unset>") != identity.get(k, "<unset>"))
     if not changed:
         return

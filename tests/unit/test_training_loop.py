@@ -225,3 +225,12 @@ def test_a_checkpoint_written_before_run_identities_still_resumes(tmp_path):
     state_file.write_text(json.dumps(state))
     _, resumed, _ = _train(run, resume=True, learning_rate=0.05)
     assert resumed.step == 40
+
+
+def test_a_run_saved_before_a_field_existed_resumes_at_its_as_before_value():
+    """A checkpoint whose recipe lacks head_only_steps (added since) resumes with 0, the old behaviour,
+    and is refused with any other value."""
+    saved = ckpt.run_identity({"mode": "full", "training": {"learning_rate": 1e-4}})
+    ckpt.check_same_run("ckpt", saved, ckpt.run_identity({"mode": "full", "head_only_steps": 0, "training": {"learning_rate": 1e-4}}))
+    with pytest.raises(ConfigError, match="head_only_steps 0 there, 200 now"):
+        ckpt.check_same_run("ckpt", saved, ckpt.run_identity({"mode": "full", "head_only_steps": 200, "training": {"learning_rate": 1e-4}}))
