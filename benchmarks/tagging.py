@@ -305,15 +305,11 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: f
         settings["part"] = {**PART_DEFAULT, **(PART_TINY if bench.tiny else {})}
     else:
         from foundation.config import to_dict
+        from foundation.training.checkpoint import without_fields_at_as_before
 
-        recipe = to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>"))
+        # Fields added since, at their as-before value, are left out: runs cached before they existed stay valid.
+        recipe = without_fields_at_as_before(to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>")))
         recipe.pop("model")
-        from foundation.training.checkpoint import FIELDS_ADDED_SINCE
-
-        # left out of the key at their "as before" value: runs cached before they existed stay valid
-        for name, default in FIELDS_ADDED_SINCE.items():
-            if recipe.get(name) == default:
-                recipe.pop(name)
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -113,6 +114,20 @@ RESUMABLE_CHANGES = frozenset({
 # Recipe fields added after runs were saved (dotted keys), with the value that means "as before": a
 # saved run without the field matches it at that value, so it still resumes (and stays a cache hit).
 FIELDS_ADDED_SINCE = {"head_only_steps": 0}
+
+
+def without_fields_at_as_before(recipe: dict) -> dict:
+    """A copy of a (nested) recipe dict without the FIELDS_ADDED_SINCE that hold their as-before
+    value: what the recipe would have been before they existed (e.g. for a cache key)."""
+    out = copy.deepcopy(recipe)
+    for dotted, as_before in FIELDS_ADDED_SINCE.items():
+        *parents, name = dotted.split(".")
+        section = out
+        for parent in parents:
+            section = section.get(parent) if isinstance(section, dict) else None
+        if isinstance(section, dict) and name in section and section[name] == as_before:
+            del section[name]
+    return out
 
 
 def run_identity(recipe: dict, starts_from: dict | None = None) -> dict:

@@ -234,3 +234,13 @@ def test_a_run_saved_before_a_field_existed_resumes_at_its_as_before_value():
     ckpt.check_same_run("ckpt", saved, ckpt.run_identity({"mode": "full", "head_only_steps": 0, "training": {"learning_rate": 1e-4}}))
     with pytest.raises(ConfigError, match="head_only_steps 0 there, 200 now"):
         ckpt.check_same_run("ckpt", saved, ckpt.run_identity({"mode": "full", "head_only_steps": 200, "training": {"learning_rate": 1e-4}}))
+
+
+def test_fields_added_since_leave_a_recipe_only_at_their_as_before_value(monkeypatch):
+    """Top-level and dotted (nested) fields alike; any other value stays, and the input is not changed."""
+    monkeypatch.setattr(ckpt, "FIELDS_ADDED_SINCE", {"head_only_steps": 0, "training.new_knob": False})
+    recipe = {"mode": "full", "head_only_steps": 0, "training": {"learning_rate": 1e-4, "new_knob": False}}
+    assert ckpt.without_fields_at_as_before(recipe) == {"mode": "full", "training": {"learning_rate": 1e-4}}
+    assert recipe["head_only_steps"] == 0 and recipe["training"]["new_knob"] is False
+    changed = {"mode": "full", "head_only_steps": 200, "training": {"new_knob": True}}
+    assert ckpt.without_fields_at_as_before(changed) == changed
