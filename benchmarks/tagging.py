@@ -17,8 +17,11 @@ evaluations (one evaluation per epoch, at least every --min-eval-steps steps), f
 --max-epochs epochs (at least --min-steps steps, for the small budgets), ending with the weights of
 the best validation AUC. The learning rate is chosen per model from the same grid (--learning-rates)
 by validation AUC with the first seed, at each budget (budgets above --select-at reuse the rate chosen
-there: their runs are the longest, four of them per model the most costly part); the other seeds
-then train at the chosen rate. A budget's labelled jets are one fixed random subset of the pool, the
+there: their runs are the longest, four of them per model the most costly part). --refine adds a
+refinement round, one more configuration per model so that every model's search stays the same size:
+a pretrained model tries a head-only start (--head-first-steps, LP-FT) at its chosen rate, a model
+from scratch (ours, ParT) a rate between its chosen one and the better neighbour. The other seeds
+then train with the chosen configuration. A budget's labelled jets are one fixed random subset of the pool, the
 same for every model and seed (the models are compared on the same jets; the seeds vary the
 initialisation and the order of the batches). Only the chosen runs are ever evaluated on the test
 sample: training runs get no test file at all. Every run is cached under --runs, keyed by all its settings, and
@@ -127,6 +130,20 @@ class Protocol:
 
 
 TINY_PROTOCOL = Protocol(batch=16, max_epochs=4, min_steps=6, patience=2, min_eval_steps=2)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration of a run: what the search on validation jets chooses between."""
+
+    learning_rate: float
+    # Our pretrained models only: steps the head trains alone before the backbone joins (LP-FT);
+    # None keeps the recipe's head_only_steps (the refinement round sets it).
+    head_only_steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.learning_rate:g}" + (f" head-first {self.head_only_steps}" if self.head_only_steps else "")
 
 
 # ----- data -----
@@ -275,13 +292,15 @@ class Bench:
         return _digest(content_sha256(resolve(self.bundle(kind))))
 
 
-def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, output_dir: str):
+def our_recipe(bench: Bench, kind: str, jets: int, seed: int, setting: Setting, output_dir: str):
     from foundation.pipelines.finetune import load_finetune_recipe
 
     values = {
         "model": bench.bundle(kind), "init": "scratch" if kind == "scratch" else "pretrained", "particle_features": FEATURES,
-        **bench.protocol.overrides(jets, seed, learning_rate), "training.output_dir": output_dir,
+        **bench.protocol.overrides(jets, seed, setting.learning_rate), "training.output_dir": output_dir,
     }
+    if setting.head_only_steps is not None:
+        values["head_only_steps"] = setting.head_only_steps
     if kind == "scratch":
         # Random weights have nothing to keep: the recipe's frozen or layer-wise mode, or its head-only
         # start, is for the pretrained model; from scratch every layer trains at the chosen rate throughout.
@@ -293,10 +312,10 @@ def our_recipe(bench: Bench, kind: str, jets: int, seed: int, learning_rate: flo
     return recipe
 
 
-def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
+def run_settings(bench: Bench, kind: str, jets: int, seed: int, setting: Setting) -> dict:
     """All a run's result depends on: its cache key."""
     settings = {
-        "format": RUN_FORMAT, "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": learning_rate,
+        "format": RUN_FORMAT, "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": setting.learning_rate,
         "protocol": asdict(bench.protocol), "data": bench.data.digest, "features": FEATURES,
     }
     if kind == "part":
@@ -308,38 +327,47 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, learning_rate: f
         from foundation.training.checkpoint import without_fields_at_as_before
 
         # Fields added since, at their as-before value, are left out: runs cached before they existed stay valid.
-        recipe = without_fields_at_as_before(to_dict(our_recipe(bench, kind, jets, seed, learning_rate, "<run>")))
+        recipe = without_fields_at_as_before(to_dict(our_recipe(bench, kind, jets, seed, setting, "<run>")))
         recipe.pop("model")
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
 
 
+def head_only_steps_of(settings: dict) -> int:
+    """The head-only steps a run's key records (absent at 0, the value before the field existed; ParT: 0)."""
+    return settings.get("recipe", {}).get("head_only_steps", 0)
+
+
 def run_folder(bench: Bench, settings: dict) -> Path:
+    # the digest tells runs apart; the name only helps a reader (and stays as it was, for the cache)
     name = f"{settings['model']}-seed{settings['seed']}-lr{settings['learning_rate']:g}-{_digest(settings)}"
     return bench.runs / f"jets-{settings['labelled_jets']}" / name
 
 
-def train_run(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float) -> dict:
+def train_run(bench: Bench, kind: str, jets: int, seed: int, setting: Setting) -> dict:
     """One training run (validation metrics only), reused when finished, resumed when interrupted."""
-    settings = run_settings(bench, kind, jets, seed, learning_rate)
+    settings = run_settings(bench, kind, jets, seed, setting)
+    head_first = head_only_steps_of(settings)
+    what = f"{kind}, {jets} jets, seed {seed}, lr {setting.learning_rate:g}" + (f", head first for {head_first} steps" if head_first else "")
     folder = run_folder(bench, settings)
     done = folder / "run.json"
     schedule = bench.protocol.schedule(jets)
     if done.exists():
         run = json.loads(done.read_text())
-        print(f"--- {kind}, {jets} jets, seed {seed}, lr {learning_rate:g}: done before ({folder})", flush=True)
+        run.setdefault("head_only_steps", head_first)  # runs finished before the field was recorded
+        print(f"--- {what}: done before ({folder})", flush=True)
         return run
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "settings.json").write_text(json.dumps(settings, indent=1))
     print(
-        f"--- {kind}, {jets} labelled jets, seed {seed}, lr {learning_rate:g}: up to {schedule['max_steps']} steps "
+        f"--- {what}: up to {schedule['max_steps']} steps "
         f"({schedule['max_epochs']:g} epochs), evaluated every {schedule['eval_every']} steps, patience {bench.protocol.patience}",
         flush=True,
     )
     start = time.perf_counter()
-    result = _train_part(bench, jets, seed, learning_rate, folder) if kind == "part" else _train_ours(bench, kind, jets, seed, learning_rate, folder)
+    result = _train_part(bench, jets, seed, setting.learning_rate, folder) if kind == "part" else _train_ours(bench, kind, jets, seed, setting, folder)
     run = {
-        "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": learning_rate, "folder": str(folder), **result,
+        "model": kind, "labelled_jets": jets, "seed": seed, "learning_rate": setting.learning_rate, "head_only_steps": head_first, "folder": str(folder), **result,
         "epochs": result["steps"] / schedule["steps_per_epoch"], "max_epochs": schedule["max_epochs"],
         "wall_seconds": time.perf_counter() - start,  # of this invocation (a resumed run: its last part)
     }
@@ -362,10 +390,10 @@ def _params(bundle: Path) -> int:
         return int(sum(np.prod(f.get_slice(k).get_shape()) for k in f.keys() if not k.startswith(("lm_head", "mpm_head", "jet_head", "jet_target_"))))
 
 
-def _train_ours(bench: Bench, kind: str, jets: int, seed: int, learning_rate: float, folder: Path) -> dict:
+def _train_ours(bench: Bench, kind: str, jets: int, seed: int, setting: Setting, folder: Path) -> dict:
     from foundation.pipelines.finetune import finetune
 
-    bundle = finetune(our_recipe(bench, kind, jets, seed, learning_rate, str(folder)), resume=True)
+    bundle = finetune(our_recipe(bench, kind, jets, seed, setting, str(folder)), resume=True)
     metrics = json.loads((folder / "metrics.json").read_text())
     return {
         "validation_auc": metrics["weights_from"]["value"], "best_step": metrics["weights_from"]["step"], "steps": metrics["steps"],
@@ -485,16 +513,45 @@ def selection_budget(budget: float, select_at: float | None) -> float:
     return budget if select_at is None or budget <= select_at else select_at
 
 
-def select_learning_rate(bench: Bench, kind: str, jets: int, seed: int, grid: list[float]) -> tuple[float, dict]:
-    """The grid's learning rate with the best validation AUC (ties: the first), and every rate's AUC."""
-    auc = {lr: train_run(bench, kind, jets, seed, lr)["validation_auc"] for lr in grid}
-    chosen = max(grid, key=lambda lr: auc[lr])
-    print(f"=== {kind}, {jets} jets: learning rate {chosen:g} chosen on validation AUC ({', '.join(f'{lr:g}: {a:.4f}' for lr, a in auc.items())})", flush=True)
-    return chosen, {f"{lr:g}": a for lr, a in auc.items()}
+PRETRAINED_KINDS = ("pretrained", "main_job")  # the models whose fine-tuning can keep pretrained features
+
+
+def refinement(kind: str, chosen: float, auc: dict[float, float], head_only_steps: int) -> Setting:
+    """The one configuration the refinement round adds after the learning-rate grid, the same for
+    every model in number: a pretrained model tries a head-only start at its chosen rate; a model
+    from scratch (ours, ParT), with nothing to keep, a rate between the chosen one and its better
+    neighbour on the grid (half a grid step beyond the chosen one when it is at the grid's edge)."""
+    if kind in PRETRAINED_KINDS:
+        return Setting(chosen, head_only_steps)
+    grid = sorted(auc)
+    i = grid.index(chosen)
+    if len(grid) == 1:
+        return Setting(float(f"{chosen * math.sqrt(10):.3g}"))  # no neighbour: half a decade up
+    if i in (0, len(grid) - 1):  # at the edge: a choice there says the grid may be too short
+        neighbour = grid[1] if i == 0 else grid[-2]
+        rate = chosen * math.sqrt(chosen / neighbour)
+    else:
+        neighbour = max(grid[i - 1], grid[i + 1], key=lambda lr: auc[lr])
+        rate = math.sqrt(chosen * neighbour)
+    return Setting(float(f"{rate:.3g}"))
+
+
+def select_setting(bench: Bench, kind: str, jets: int, seed: int, grid: list[float], head_only_steps: int | None) -> tuple[Setting, dict]:
+    """The configuration with the best validation AUC (ties: the first tried), and every one's AUC:
+    the learning-rate grid, then (with `head_only_steps`, --refine) the refinement round's one more."""
+    auc = {lr: train_run(bench, kind, jets, seed, Setting(lr))["validation_auc"] for lr in grid}
+    tried = {Setting(lr): a for lr, a in auc.items()}
+    if head_only_steps is not None:
+        extra = refinement(kind, max(grid, key=lambda lr: auc[lr]), auc, head_only_steps)
+        if extra not in tried:
+            tried[extra] = train_run(bench, kind, jets, seed, extra)["validation_auc"]
+    chosen = max(tried, key=lambda s: tried[s])
+    print(f"=== {kind}, {jets} jets: {chosen.label} chosen on validation AUC ({', '.join(f'{s.label}: {a:.4f}' for s, a in tried.items())})", flush=True)
+    return chosen, {s.label: a for s, a in tried.items()}
 
 
 def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list[dict]:
-    """For each model and budget: select the learning rate on validation, train every seed at it,
+    """For each model and budget: select the configuration on validation, train every seed with it,
     then (and only then, with `test`) evaluate those runs on the test sample. One row per
     (model, budget, seed)."""
     from foundation.data.sources import JetCollection
@@ -505,12 +562,12 @@ def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list
         for budget in args.budgets:
             jets = budget_jets(budget, full)
             select_jets = budget_jets(selection_budget(budget, args.select_at), full)
-            lr, grid = select_learning_rate(bench, kind, select_jets, args.seeds[0], args.learning_rates)
+            setting, tried = select_setting(bench, kind, select_jets, args.seeds[0], args.learning_rates, args.head_first_steps if args.refine else None)
             for seed in args.seeds:
-                run = train_run(bench, kind, jets, seed, lr)
+                run = train_run(bench, kind, jets, seed, setting)
                 row = {
-                    "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": lr, "selection_jets": select_jets,
-                    "validation_auc_by_learning_rate": grid,
+                    "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": setting.learning_rate,
+                    "head_only_steps": run["head_only_steps"], "setting": setting.label, "selection_jets": select_jets, "validation_auc_by_setting": tried,
                     **{k: run[k] for k in ("validation_auc", "steps", "best_step", "epochs", "max_epochs", "stopped_early", "train_seconds", "wall_seconds", "params")},
                 }
                 if test:
@@ -528,7 +585,7 @@ def summarise(rows: list[dict]) -> list[dict]:
     for key in sorted({(r["budget"], r["model"]) for r in rows}, key=lambda k: (k[0], MODELS.index(k[1]))):
         group = [r for r in rows if (r["budget"], r["model"]) == key]
         first = group[0]
-        row = {k: first[k] for k in ("budget", "model", "labelled_jets", "learning_rate", "params", "max_epochs")}
+        row = {k: first[k] for k in ("budget", "model", "labelled_jets", "learning_rate", "head_only_steps", "params", "max_epochs")}
         row.update(seeds=len(group), stopped_early=sum(g["stopped_early"] for g in group))
         for metric in ("auc", "accuracy", "rejection_at_0.3", "rejection_at_0.5", "validation_auc", "dev_auc", "epochs", "steps", "train_seconds", "wall_seconds"):
             if metric in first:  # test metrics are absent in a validation-only pass, dev_auc in the final one
@@ -617,7 +674,7 @@ def goal_table(summary: list[dict], ours: str = "pretrained", peer: str = "part"
 
 
 SUMMARY_COLUMNS = [
-    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("seeds", "seeds", "d"),
+    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("head_only_steps", "head-first steps", "d"), ("seeds", "seeds", "d"),
     ("auc", "AUC", ".4f"), ("auc_std", "±", ".4f"), ("accuracy", "accuracy", ".4f"), ("rejection_at_0.3", "1/eps_B @0.3", ".0f"),
     ("rejection_at_0.3_std", "±", ".0f"), ("rejection_at_0.5", "1/eps_B @0.5", ".0f"), ("validation_auc", "val AUC", ".4f"),
     ("epochs", "epochs", ".1f"), ("max_epochs", "max epochs", ".0f"), ("stopped_early", "stopped early", "d"), ("wall_seconds", "wall s / run", ".0f"), ("params", "params", "d"),
@@ -625,7 +682,7 @@ SUMMARY_COLUMNS = [
 
 
 VALIDATION_COLUMNS = [
-    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("seeds", "seeds", "d"),
+    ("budget", "labels", "g"), ("labelled_jets", "jets", "d"), ("model", "model", ""), ("learning_rate", "lr (chosen)", "g"), ("head_only_steps", "head-first steps", "d"), ("seeds", "seeds", "d"),
     ("validation_auc", "val AUC (best evaluation)", ".4f"), ("validation_auc_std", "±", ".4f"), ("dev_auc", "dev AUC", ".4f"), ("dev_auc_std", "±", ".4f"),
     ("epochs", "epochs", ".1f"), ("stopped_early", "stopped early", "d"), ("wall_seconds", "wall s / run", ".0f"),
 ]
@@ -636,8 +693,8 @@ def selection_table(rows: list[dict]) -> str:
     for r in rows:
         if (r["model"], r["budget"]) not in seen:
             seen.add((r["model"], r["budget"]))
-            out.append({"model": r["model"], "jets": r["selection_jets"], "auc": ", ".join(f"{lr}: {a:.4f}" for lr, a in r["validation_auc_by_learning_rate"].items()), "lr": r["learning_rate"]})
-    return print_table(out, [("model", "model", ""), ("jets", "selected at (jets)", "d"), ("auc", "validation AUC by learning rate (first seed)", ""), ("lr", "chosen", "g")])
+            out.append({"model": r["model"], "jets": r["selection_jets"], "auc": ", ".join(f"{s}: {a:.4f}" for s, a in r["validation_auc_by_setting"].items()), "chosen": r["setting"]})
+    return print_table(out, [("model", "model", ""), ("jets", "selected at (jets)", "d"), ("auc", "validation AUC by setting (first seed)", ""), ("chosen", "chosen", "")])
 
 
 def wall_clock(bench: Bench, models: list[str]) -> dict:
@@ -659,6 +716,8 @@ def add_arguments(parser, budgets: list[float], models: list[str], choices: list
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
     parser.add_argument("--models", nargs="+", default=models, choices=choices, help=f"default: {' '.join(models)}; main_job: the main job's model (--main-job-model)")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
+    parser.add_argument("--refine", action="store_true", help="after the grid, one more configuration per model on validation: a head-only start (--head-first-steps) for pretrained models, a rate between the best and its better neighbour for models from scratch")
+    parser.add_argument("--head-first-steps", type=int, default=200, help="--refine: the head-only steps a pretrained model tries")
     parser.add_argument("--select-at", type=float, default=None, help="budgets above this one reuse the learning rate chosen at it; budgets up to it choose their own (default: every budget chooses)")
     parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
     parser.add_argument("--min-steps", type=int, default=Protocol.min_steps)
@@ -692,17 +751,31 @@ def prepare(parser, argv) -> tuple:
         fail(f"--seeds: repeated seed in {args.seeds}")
     if any(lr <= 0 for lr in args.learning_rates):
         fail(f"--learning-rates: must be positive, got {args.learning_rates}")
-    for option in ("max_epochs", "min_steps", "patience"):
+    for option in ("max_epochs", "min_steps", "patience", "head_first_steps"):
         if getattr(args, option) <= 0:
             fail(f"--{option.replace('_', '-')}: must be positive")
     check_data_arguments(args)
     if not Path(args.recipe).exists():
         fail(f"--recipe {args.recipe}: no such file")
+    check_refinement(args)
     check_main_job_model(args)
     args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
     protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
     bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny, args.main_job_model)
     return args, bench
+
+
+def check_refinement(args) -> None:
+    """--refine tries a head-only start: a recipe that already has one would only repeat it."""
+    if not args.refine:
+        return
+    from foundation.pipelines.finetune import load_finetune_recipe
+
+    recipe = load_finetune_recipe(args.recipe)
+    if recipe.head_only_steps:
+        fail(f"--refine: --recipe {args.recipe} already trains the head first (head_only_steps); the refinement round would repeat it")
+    if recipe.mode == "frozen":
+        fail(f"--refine: --recipe {args.recipe} has mode frozen, which trains the head alone throughout; a head-only start means nothing there")
 
 
 def check_main_job_model(args) -> None:
@@ -752,7 +825,7 @@ def main(argv=None) -> list[dict]:
     wall = wall_clock(bench, args.models)
     print("training wall-clock per model, every run (learning-rate search included): " + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in wall.items()), flush=True)
     plots = _plot_rocs(args.out, rows)
-    tables = {"Test results (mean and spread over seeds)": table, "Learning-rate selection (validation only)": selection}
+    tables = {"Test results (mean and spread over seeds)": table, "Selection (validation only)": selection}
     if goal:
         tables["Goal: pretrained ahead of ParT beyond the seed spread"] = goal
     if over_main_job:
@@ -764,7 +837,8 @@ def main(argv=None) -> list[dict]:
         headline = {"metric": f"test AUC, {by['pretrained']['labelled_jets']} labels", "ours": f"{by['pretrained']['auc']:.4f}", "peer": f"ParT {by['part']['auc']:.4f}" if "part" in by else None}
     write_results(args, "tagging", rows, {
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
-        "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates, "plots": plots,
+        "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates,
+        "refinement": {"head_first_steps": args.head_first_steps} if args.refine else None, "plots": plots,
     }, models=measured_bundles(bench, args.models))
     return summary
 

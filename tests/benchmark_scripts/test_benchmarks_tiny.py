@@ -92,8 +92,8 @@ def test_tagging(independent_samples, development_sample, tiny_bundle, tmp_path)
     tested = {folder for folder in runs if (folder / "test.json").exists()}
     assert len(tested) == 6 and all(runs[f]["learning_rate"] == next(r for r in summary if r["model"] == runs[f]["model"])["learning_rate"] for f in tested)
     for row in json.loads((tmp_path / "a" / "results.json").read_text())["rows"]:
-        grid = row["validation_auc_by_learning_rate"]
-        assert grid[f"{row['learning_rate']:g}"] == max(grid.values())
+        tried = row["validation_auc_by_setting"]
+        assert list(tried) == ["0.0003", "0.003"] and tried[row["setting"]] == max(tried.values()) and row["head_only_steps"] == 0
     saved = _page(tmp_path / "a", "tagging")
     assert "roc-budget-0.5.png" in saved["plots"] and saved["data"]["independence"]["checked"] is (bool(saved["data"]["train_pool"][0]["seed"] is not None))
     assert any(word in saved["tables"]["Goal: pretrained ahead of ParT beyond the seed spread"] for word in ("PASS", "MISS"))
@@ -144,7 +144,7 @@ def test_a_layerwise_recipe_applies_to_the_pretrained_model_only(tmp_path):
     recipe.write_text(Path("finetune/top_tagging.yaml").read_text().replace("mode: full", "mode: layerwise"))
     data = SimpleNamespace(train=["train.h5"], validation=["validation.h5"])
     bench = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", str(recipe), "jet-foundation-small", tiny=False)
-    modes = {kind: tagging.our_recipe(bench, kind, 225, 0, 1e-3, str(tmp_path)).mode for kind in ("pretrained", "scratch")}
+    modes = {kind: tagging.our_recipe(bench, kind, 225, 0, tagging.Setting(1e-3), str(tmp_path)).mode for kind in ("pretrained", "scratch")}
     assert modes == {"pretrained": "layerwise", "scratch": "full"}
 
 
@@ -170,6 +170,40 @@ def test_budgets_above_select_at_reuse_its_learning_rate():
     """The costly largest budgets reuse the rate chosen at --select-at; the smaller ones keep choosing their own."""
     assert [tagging.selection_budget(b, 0.1) for b in (0.001, 0.01, 0.1, 1.0)] == [0.001, 0.01, 0.1, 0.1]
     assert [tagging.selection_budget(b, None) for b in (0.001, 1.0)] == [0.001, 1.0]
+
+
+def test_the_refinement_round_adds_one_configuration_per_model():
+    """The same search size for every model: a head-first start for a pretrained one, a rate next to
+    the chosen one (towards the better neighbour; outward at the grid's edge) from scratch."""
+    auc = {3e-5: 0.80, 1e-4: 0.85, 3e-4: 0.84, 1e-3: 0.82}
+    assert tagging.refinement("pretrained", 1e-4, auc, 200) == tagging.Setting(1e-4, 200)
+    assert tagging.refinement("main_job", 1e-4, auc, 50) == tagging.Setting(1e-4, 50)
+    assert tagging.refinement("scratch", 1e-4, auc, 200) == tagging.Setting(1.73e-4)  # sqrt(1e-4 * 3e-4)
+    assert tagging.refinement("part", 1e-3, auc, 200) == tagging.Setting(1.83e-3)  # 1e-3 * sqrt(1e-3 / 3e-4)
+    assert tagging.refinement("scratch", 3e-5, auc, 200) == tagging.Setting(1.64e-5)
+    assert tagging.Setting(1e-4, 200).label == "0.0001 head-first 200" and tagging.Setting(1e-4).label == "0.0001"
+
+
+def test_refine_chooses_among_five_configurations_on_validation(independent_samples, tiny_bundle, tmp_path, capsys):
+    args = [*_tagging_args(tiny_bundle, independent_samples, tmp_path), "--budgets", "0.5", "--seeds", "0", "--out", str(tmp_path / "v"), "--validation-only"]
+    summary = tagging.main([*args, "--models", "pretrained", "scratch", "--refine", "--head-first-steps", "2"])
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/*/settings.json")]
+    # two grid rates and one refinement per model; only the pretrained model's trains the head first
+    by_model = {}
+    for r in runs:
+        by_model.setdefault(r["model"], []).append((r["learning_rate"], r["recipe"].get("head_only_steps", 0)))
+    assert len(by_model["pretrained"]) == len(by_model["scratch"]) == 3
+    assert sum(head for _, head in by_model["pretrained"]) == 2 and all(head == 0 for _, head in by_model["scratch"])
+    assert len({lr for lr, _ in by_model["scratch"]}) == 3 and len({lr for lr, _ in by_model["pretrained"]}) == 2
+    assert [r["model"] for r in summary] == ["pretrained", "scratch"]
+    # A recipe that already starts head-first has nothing to refine: one line, exit code 2, no run.
+    recipe = tmp_path / "head_first.yaml"
+    recipe.write_text(Path("finetune/top_tagging_tiny.yaml").read_text() + "head_only_steps: 3\n")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as err:
+        tagging.main([*args, "--runs", str(tmp_path / "other"), "--recipe", str(recipe), "--refine"])
+    message = capsys.readouterr().err.strip()
+    assert err.value.code == 2 and "\n" not in message and "--refine" in message and not (tmp_path / "other").exists()
 
 
 def test_label_efficiency(independent_samples, tiny_bundle, tiny_conditional_bundle, tmp_path):
