@@ -509,7 +509,7 @@ def budget_jets(budget: float, full: int) -> int:
 
 
 def selection_budget(budget: float, select_at: float | None) -> float:
-    """The budget whose learning rate `budget` trains at: its own, or select_at's for larger ones."""
+    """The budget whose chosen configuration `budget` trains with: its own, or select_at's for larger ones."""
     return budget if select_at is None or budget <= select_at else select_at
 
 
@@ -718,7 +718,7 @@ def add_arguments(parser, budgets: list[float], models: list[str], choices: list
     parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
     parser.add_argument("--refine", action="store_true", help="after the grid, one more configuration per model on validation: a head-only start (--head-first-steps) for pretrained models, a rate between the best and its better neighbour for models from scratch")
     parser.add_argument("--head-first-steps", type=int, default=200, help="--refine: the head-only steps a pretrained model tries")
-    parser.add_argument("--select-at", type=float, default=None, help="budgets above this one reuse the learning rate chosen at it; budgets up to it choose their own (default: every budget chooses)")
+    parser.add_argument("--select-at", type=float, default=None, help="budgets above this one reuse the configuration chosen at it (learning rate; with --refine, head-first or not); budgets up to it choose their own (default: every budget chooses)")
     parser.add_argument("--max-epochs", type=int, default=Protocol.max_epochs)
     parser.add_argument("--min-steps", type=int, default=Protocol.min_steps)
     parser.add_argument("--patience", type=int, default=Protocol.patience, help="evaluations without a better validation AUC before a run stops")
