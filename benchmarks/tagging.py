@@ -69,6 +69,7 @@ FEATURES = [
     "charge", "is_electron", "is_muon", "is_photon", "is_charged_hadron", "is_neutral_hadron",
 ]
 MODELS = ["pretrained", "main_job", "scratch", "part"]
+PRETRAINED_KINDS = ("pretrained", "main_job")  # the models that start from pretrained weights
 NAMES = {
     "pretrained": "pretrained + fine-tuned", "main_job": "main job's model (`foundation run`) + fine-tuned",
     "scratch": "same architecture, from scratch", "part": "ParT (weaver-core), from scratch",
@@ -513,9 +514,6 @@ def selection_budget(budget: float, select_at: float | None) -> float:
     return budget if select_at is None or budget <= select_at else select_at
 
 
-PRETRAINED_KINDS = ("pretrained", "main_job")  # the models whose fine-tuning can keep pretrained features
-
-
 def refinement(kind: str, chosen: float, auc: dict[float, float], head_only_steps: int) -> Setting:
     """The one configuration the refinement round adds after the learning-rate grid, the same for
     every model in number: a pretrained model tries a head-only start at its chosen rate; a model
@@ -845,7 +843,7 @@ def main(argv=None) -> list[dict]:
 
 def measured_bundles(bench: Bench, models: list[str]) -> list[str]:
     """The pretrained bundles the page's figures measure (scratch uses the released one's shape only)."""
-    return [bench.bundle(kind) for kind in ("pretrained", "main_job") if kind in models]
+    return [bench.bundle(kind) for kind in PRETRAINED_KINDS if kind in models]
 
 
 def validation_pass(bench: Bench, args, models: list[str]) -> list[dict]:
