@@ -4,7 +4,8 @@
 
 Test AUC against the number of labelled jets for both, on the data, protocol and run cache of
 benchmark 1 (benchmarks/tagging.py: independent test sample, early stopping on validation AUC,
-learning rate chosen on validation): its runs are reused, and these are reused by it. Prints the
+learning rate, and with --refine one more configuration, chosen on validation; the page lists
+each model's choice): its runs are reused, and these are reused by it. Prints the
 labels saved: the largest budget's labels divided by the labels the pretrained model needs to reach
 the from-scratch model's test AUC there (interpolated in log(jets) on the pretrained curve); 10x is
 the floor, 100x the aim. Also, per pretrained point, the labels scratch needs for the same AUC.
@@ -26,6 +27,7 @@ from benchmarks.tagging import (
     measured_bundles,
     prepare,
     run_models,
+    selection_table,
     summarise,
     validation_pass,
     wall_clock,
@@ -71,6 +73,7 @@ def main(argv=None) -> dict:
     pretrained_kinds = [m for m in models if m != "scratch"]
     table_rows = factor_rows(curves, pretrained_kinds)
     table = print_table(table_rows, factor_columns(pretrained_kinds))
+    selection = selection_table(rows)
     saved = {kind: labels_saved_line(summary, kind) for kind in pretrained_kinds}
     for kind in pretrained_kinds:
         print(("" if kind == "pretrained" else f"{SHORT_NAMES[kind]}: ") + saved[kind].line, flush=True)
@@ -90,8 +93,10 @@ def main(argv=None) -> dict:
     }
     extra = {"labels_saved_main_job": saved["main_job"].line, "labels_saved_main_job_factor": saved["main_job"].factor} if "main_job" in saved else {}
     write_results(args, "label_efficiency", rows, {
-        "summary": summary, "factors": table_rows, "table": table, "headline": headline, "labels_saved": released.line, "labels_saved_factor": released.factor,
-        **extra, "wall_clock_seconds": wall, "data": bench.data.record, "plot": str(plot), "plots": [str(plot)],
+        "summary": summary, "factors": table_rows, "headline": headline,
+        "tables": {"Test results (mean and spread over seeds)": table, "Selection (validation only)": selection}, "labels_saved": released.line, "labels_saved_factor": released.factor,
+        **extra, "wall_clock_seconds": wall, "data": bench.data.record, "learning_rates": args.learning_rates,
+        "refinement": {"head_first_steps": args.head_first_steps} if args.refine else None, "plot": str(plot), "plots": [str(plot)],
     }, models=measured_bundles(bench, models))
     return {"summary": summary, "factors": table_rows, "labels_saved": released.factor, **({"labels_saved_main_job": saved["main_job"].factor} if "main_job" in saved else {})}
 

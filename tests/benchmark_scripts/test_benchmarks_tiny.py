@@ -215,6 +215,9 @@ def test_label_efficiency(independent_samples, tiny_bundle, tiny_conditional_bun
     assert all(f"auc_{kind}" in row for row in result["factors"] for kind in ("pretrained", "main_job", "scratch"))
     assert _page(tmp_path, "label_efficiency")["plots"] == ["label_efficiency.png"]
     page = json.loads((tmp_path / "results.json").read_text())
+    # The page says which configuration each model chose at each budget, and on what validation AUC.
+    selection = page["tables"]["Selection (validation only)"]
+    assert all(f"| {kind} |" in selection for kind in ("pretrained", "main_job", "scratch"))
     saved = page["labels_saved"]
     assert saved.startswith("labels saved: ") and ("PASS" in saved or "MISS" in saved)
     assert page["labels_saved_main_job"].startswith("labels saved: ") and page["headline"]["peer"].startswith("main job's model ")
