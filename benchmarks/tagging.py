@@ -687,12 +687,19 @@ VALIDATION_COLUMNS = [
 
 
 def selection_table(rows: list[dict]) -> str:
+    """One row per model and budget: every configuration tried on validation and the one chosen;
+    a budget above --select-at names the smaller budget whose choice it reuses."""
     seen, out = set(), []
     for r in rows:
         if (r["model"], r["budget"]) not in seen:
             seen.add((r["model"], r["budget"]))
-            out.append({"model": r["model"], "jets": r["selection_jets"], "auc": ", ".join(f"{s}: {a:.4f}" for s, a in r["validation_auc_by_setting"].items()), "chosen": r["setting"]})
-    return print_table(out, [("model", "model", ""), ("jets", "selected at (jets)", "d"), ("auc", "validation AUC by setting (first seed)", ""), ("chosen", "chosen", "")])
+            out.append({
+                "model": r["model"], "jets": r["labelled_jets"], "selected_at": r["selection_jets"], "chosen": r["setting"],
+                "auc": ", ".join(f"{s}: {a:.4f}" for s, a in r["validation_auc_by_setting"].items()),
+            })
+    columns = [("model", "model", ""), ("jets", "labelled jets", "d"), ("selected_at", "selected at (jets)", "d"),
+               ("auc", "validation AUC by setting (first seed)", ""), ("chosen", "chosen", "")]
+    return print_table(out, columns)
 
 
 def wall_clock(bench: Bench, models: list[str]) -> dict:
