@@ -20,6 +20,8 @@ import numpy as np
 from benchmarks.common import base_parser, print_table, run_script, write_results
 from benchmarks.tagging import (
     NAMES,
+    RESULTS_TITLE,
+    SELECTION_TITLE,
     SHORT_NAMES,
     add_arguments,
     fail,
@@ -27,6 +29,7 @@ from benchmarks.tagging import (
     measured_bundles,
     prepare,
     run_models,
+    search_record,
     selection_table,
     summarise,
     validation_pass,
@@ -94,9 +97,8 @@ def main(argv=None) -> dict:
     extra = {"labels_saved_main_job": saved["main_job"].line, "labels_saved_main_job_factor": saved["main_job"].factor} if "main_job" in saved else {}
     write_results(args, "label_efficiency", rows, {
         "summary": summary, "factors": table_rows, "headline": headline,
-        "tables": {"Test results (mean and spread over seeds)": table, "Selection (validation only)": selection}, "labels_saved": released.line, "labels_saved_factor": released.factor,
-        **extra, "wall_clock_seconds": wall, "data": bench.data.record, "learning_rates": args.learning_rates,
-        "refinement": {"head_first_steps": args.head_first_steps} if args.refine else None, "plot": str(plot), "plots": [str(plot)],
+        "tables": {RESULTS_TITLE: table, SELECTION_TITLE: selection}, "labels_saved": released.line, "labels_saved_factor": released.factor,
+        **extra, "wall_clock_seconds": wall, "data": bench.data.record, **search_record(args), "plot": str(plot), "plots": [str(plot)],
     }, models=measured_bundles(bench, models))
     return {"summary": summary, "factors": table_rows, "labels_saved": released.factor, **({"labels_saved_main_job": saved["main_job"].factor} if "main_job" in saved else {})}
 

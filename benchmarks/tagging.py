@@ -686,6 +686,10 @@ VALIDATION_COLUMNS = [
 ]
 
 
+RESULTS_TITLE = "Test results (mean and spread over seeds)"
+SELECTION_TITLE = "Selection (validation only)"
+
+
 def selection_table(rows: list[dict]) -> str:
     """One row per model and budget: every configuration tried on validation and the one chosen;
     a budget above --select-at names the smaller budget whose choice it reuses."""
@@ -700,6 +704,11 @@ def selection_table(rows: list[dict]) -> str:
     columns = [("model", "model", ""), ("jets", "labelled jets", "d"), ("selected_at", "selected at (jets)", "d"),
                ("auc", "validation AUC by setting (first seed)", ""), ("chosen", "chosen", "")]
     return print_table(out, columns)
+
+
+def search_record(args) -> dict:
+    """What benchmarks 1 and 2 record of their configuration search: the grid and the refinement round."""
+    return {"learning_rates": args.learning_rates, "refinement": {"head_first_steps": args.head_first_steps} if args.refine else None}
 
 
 def wall_clock(bench: Bench, models: list[str]) -> dict:
@@ -830,7 +839,7 @@ def main(argv=None) -> list[dict]:
     wall = wall_clock(bench, args.models)
     print("training wall-clock per model, every run (learning-rate search included): " + ", ".join(f"{k} {v / 3600:.2f} h" for k, v in wall.items()), flush=True)
     plots = _plot_rocs(args.out, rows)
-    tables = {"Test results (mean and spread over seeds)": table, "Selection (validation only)": selection}
+    tables = {RESULTS_TITLE: table, SELECTION_TITLE: selection}
     if goal:
         tables["Goal: pretrained ahead of ParT beyond the seed spread"] = goal
     if over_main_job:
@@ -842,8 +851,7 @@ def main(argv=None) -> list[dict]:
         headline = {"metric": f"test AUC, {by['pretrained']['labelled_jets']} labels", "ours": f"{by['pretrained']['auc']:.4f}", "peer": f"ParT {by['part']['auc']:.4f}" if "part" in by else None}
     write_results(args, "tagging", rows, {
         "summary": summary, "tables": tables, "headline": headline, "labels_saved": saved, "wall_clock_seconds": wall,
-        "data": bench.data.record, "protocol": asdict(bench.protocol), "learning_rates": args.learning_rates,
-        "refinement": {"head_first_steps": args.head_first_steps} if args.refine else None, "plots": plots,
+        "data": bench.data.record, "protocol": asdict(bench.protocol), **search_record(args), "plots": plots,
     }, models=measured_bundles(bench, args.models))
     return summary
 
