@@ -43,6 +43,12 @@ class TrainingConfig:
     # a CPU, bf16 matmuls run ~6x faster than fp32 on one core (benchmarks/speed.py measures both).
     mixed_precision: Literal["no", "bf16", "fp16", "auto"] = "no"
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
+    # torch.compile every transformer block in place (torchtitan's per-block compile; weights and
+    # checkpoints keep their names): fuses the norms, activations and casts between the matmuls.
+    # It is for GPUs. On a CPU core it does not pay (`python -m benchmarks.compile_blocks`: the small
+    # recipe's model in bf16 at the same jets/s compiled as eager, after ~20 s of compilation;
+    # attention and matmuls are library kernels either way), so CPU recipes leave it off.
+    compile_blocks: bool = False
     deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
     tensorboard: bool = True  # write TensorBoard logs to <output_dir>/logs
     threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default

@@ -8,6 +8,7 @@ import pytest
 
 from benchmarks import (
     anomaly,
+    compile_blocks,
     generation,
     label_efficiency,
     model_sizes,
@@ -387,6 +388,13 @@ def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
     loader_rows = [r for r in result["rows"] if r["what"].startswith("streaming loader")]
     assert len(loader_rows) == 2 and all(r["peak_memory_mb"] > 0 for r in loader_rows)
     _page(tmp_path, "speed")
+
+
+def test_compile_blocks_times_eager_and_compiled_steps(tiny_bundle, capsys):
+    compile_blocks.main(["--model", str(tiny_bundle), "--micro-batch", "4", "--warmup", "1", "--steps", "1", "--precision", "no"])
+    lines = capsys.readouterr().out.splitlines()
+    rates = {line.split()[0]: float(line.split()[-5]) for line in lines if "jets/s" in line}
+    assert set(rates) == {"eager", "compiled"} and all(rate > 0 for rate in rates.values())
 
 
 def test_speed_loss_parity(jet_files, tiny_tokenizer, tmp_path):

@@ -35,6 +35,13 @@ def test_bf16_pretraining_on_the_gpu(jet_files, tiny_tokenizer, tmp_path):
     assert summary["peak_memory_mb"] > 0  # torch.cuda.max_memory_allocated: the run was on the GPU
 
 
+def test_compiled_blocks_train_in_bf16_on_the_gpu(jet_files, tiny_tokenizer, tmp_path):
+    bundle = _pretrain(jet_files, tiny_tokenizer, tmp_path / "compiled", **{"training.mixed_precision": "bf16", "training.compile_blocks": True})
+    rows = [json.loads(line) for line in (bundle.parent / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train/loss"] for r in rows if "train/loss" in r]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
 def test_gradient_checkpointing_gives_the_same_loss(tmp_path):
     from foundation.models import JetTransformerConfig, JetTransformerForPretraining
 

@@ -235,6 +235,30 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(jet_files, tiny_tokenizer, tm
     np.testing.assert_allclose(bf16, fp32, rtol=0.02)
 
 
+def test_compiled_blocks_follow_the_eager_loss_curve_and_save_the_same_weights(jet_files, tiny_tokenizer, tmp_path):
+    """training.compile_blocks: torch.compile of each transformer block learns as eager does, and
+    the bundle's weights carry the eager model's names (it loads anywhere, compiled or not)."""
+    from safetensors.torch import load_file
+
+    curves, keys = {}, {}
+    for compiled in (False, True):
+        recipe = load_pretrain_recipe(
+            "pretrain/tiny.yaml",
+            {"tokenizer": str(tiny_tokenizer), "training.output_dir": str(tmp_path / str(compiled)), "training.progress": False,
+             "training.tensorboard": False, "training.max_steps": 10, "training.log_every": 2, "training.eval_every": 10,
+             "training.save_every": 10, "training.compile_blocks": compiled},
+        )
+        recipe.data.files = [str(p) for p in jet_files]
+        run = build_pretraining(recipe)
+        result = run.trainer.train()
+        blocks = [m for m in run.trainer.unwrapped_model().modules() if type(m).__name__ == "TransformerBlock"]
+        assert blocks and all((m._compiled_call_impl is not None) == compiled for m in blocks)  # nn.Module.compile ran
+        curves[compiled] = np.array([row["train/loss"] for row in result.history if "train/loss" in row])
+        keys[compiled] = sorted(load_file(run.trainer.export(tmp_path / f"bundle-{compiled}") / "model.safetensors"))
+    assert keys[True] == keys[False]
+    np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)
+
+
 def test_pretraining_with_particle_features_feeds_them_to_fine_tuning(jet_files, tiny_tokenizer, tmp_path):
     """A hybrid backbone (pretrain/release_hybrid.yaml): continuous features beside the tokens in
     pretraining, learnt there (not left at their zero start), kept in the bundle, and fine-tuning

@@ -1,0 +1,92 @@
+"""Does training.compile_blocks pay on this machine? Steady-state pretraining steps, eager against
+torch.compile of each transformer block, in one process with the same threads and precision.
+
+    python -m benchmarks.compile_blocks --model jet-foundation-small
+
+The model is the bundle's architecture with fresh weights (JetTransformerForPretraining, both
+objectives, fused AdamW); batches are random codes at realistic multiplicities: each batch's jets
+lie within 10 of a length drawn between 20 and 110 tokens, as length-grouped batches do. Timing
+starts after --warmup steps, so compilation (and recompilation for new lengths) is reported apart
+from the rate. It prints its figures; the verdict goes into training.compile_blocks' comment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchmarks.common import run_script
+
+
+def _random_batch(generator, micro_batch: int, config):
+    """(input_ids (B, L), attention_mask (B, L)): right-padded random codes of similar lengths."""
+    import torch
+
+    highest = min(110, config.max_sequence_length - 9)  # the model's own limit for smaller ones
+    shortest = int(torch.randint(min(20, highest - 1), highest, (1,), generator=generator))
+    lengths = torch.randint(shortest, shortest + 10, (micro_batch,), generator=generator)  # (B,)
+    width = int(lengths.max())
+    input_ids = torch.randint(0, config.vocab_codes, (micro_batch, width), generator=generator)
+    attention_mask = torch.arange(width)[None] < lengths[:, None]
+    return input_ids, attention_mask
+
+
+def time_steps(config, compiled: bool, args) -> dict:
+    """Seconds of the warm-up steps and jets/s of the timed ones, for one fresh model."""
+    import torch
+
+    from foundation.models.modeling_jet_transformer import JetTransformerForPretraining, language_model_labels
+    from foundation.training.loop import compile_transformer_blocks
+
+    torch.manual_seed(0)
+    model = JetTransformerForPretraining(config)
+    if compiled:
+        compile_transformer_blocks(model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
+    generator = torch.Generator().manual_seed(1)
+    bf16 = args.precision == "bf16"
+
+    def step() -> None:
+        input_ids, attention_mask = _random_batch(generator, args.micro_batch, config)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model(input_ids=input_ids, attention_mask=attention_mask, labels=language_model_labels(input_ids, attention_mask)).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    warmup_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    return {"warmup_seconds": warmup_seconds, "jets_per_second": args.steps * args.micro_batch / (time.perf_counter() - start)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="jet-foundation-small", help="bundle whose architecture is timed (registered name or folder)")
+    parser.add_argument("--micro-batch", type=int, default=32, help="jets per step (the small recipe's per process on 2 processes)")
+    parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from foundation.hub import load_bundle
+
+    torch.set_num_threads(args.threads)
+    config = load_bundle(args.model).model.config
+    config.jet_loss_weight = 0.0  # the pretraining recipes' objectives: next token and masked particles
+    print(f"{args.model}, {args.precision}, {args.threads} thread(s), {args.micro_batch} jets a step, {args.steps} timed steps after {args.warmup}")
+    for compiled in (False, True):
+        figures = time_steps(config, compiled, args)
+        name = "compiled blocks" if compiled else "eager"
+        print(f"{name:16s} {figures['jets_per_second']:8.1f} jets/s   warm-up {figures['warmup_seconds']:.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    run_script(main)
