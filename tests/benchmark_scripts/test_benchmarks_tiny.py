@@ -276,6 +276,19 @@ def test_goal_table_compares_any_two_models():
     assert tagging.goal_table([r for r in rows if r["model"] != "main_job"], peer="main_job") == ""
 
 
+def test_the_tagging_headline_counts_the_budgets_ahead_of_part():
+    def row(model, budget, auc, rejection):
+        return {"model": model, "budget": budget, "labelled_jets": int(budget * 22500), "auc": auc, "auc_std": 0.002,
+                "rejection_at_0.3": rejection, "rejection_at_0.3_std": 2.0}
+
+    rows = [row("pretrained", 0.01, 0.96, 60.0), row("part", 0.01, 0.95, 40.0),  # ahead on both
+            row("pretrained", 1.0, 0.98, 50.0), row("part", 1.0, 0.97, 70.0)]  # AUC ahead, 1/eps_B behind
+    headline = tagging.tagging_headline(rows, 1.0)
+    assert headline["metric"] == "test AUC, 22500 labels; ahead of ParT beyond the seed spread on AUC and 1/eps_B at 1 of 2 label budgets"
+    assert headline["ours"] == "0.9800 ± 0.0020" and headline["peer"] == "ParT 0.9700 ± 0.0020"
+    assert tagging.tagging_headline([r for r in rows if r["model"] != "part"], 1.0)["peer"] is None
+
+
 def test_label_factor_interpolation():
     import numpy as np
 
