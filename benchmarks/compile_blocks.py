@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--precision", choices=["bf16", "no"], default="bf16")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
-    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    parser.add_argument("--steps", type=int, default=160, help="timed steps (enough to meet most lengths, so recompilation counts)")
     args = parser.parse_args(argv)
 
     import torch

@@ -45,9 +45,10 @@ class TrainingConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
     # torch.compile every transformer block in place (torchtitan's per-block compile; weights and
     # checkpoints keep their names): fuses the norms, activations and casts between the matmuls.
-    # It is for GPUs. On a CPU core it does not pay (`python -m benchmarks.compile_blocks`: the small
-    # recipe's model in bf16 at the same jets/s compiled as eager, after ~20 s of compilation;
-    # attention and matmuls are library kernels either way), so CPU recipes leave it off.
+    # It is for GPUs. On a CPU core it does not pay as it stands (`python -m benchmarks.compile_blocks`,
+    # the small recipe's model in bf16, 160 steps: 123 jets/s compiled, 127 eager), although its
+    # first 40 steps run at 171 against 133: the new jet lengths met later force recompiles and
+    # dynamic-shape kernels. CPU recipes leave it off.
     compile_blocks: bool = False
     deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
     tensorboard: bool = True  # write TensorBoard logs to <output_dir>/logs
