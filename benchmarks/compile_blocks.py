@@ -6,8 +6,9 @@ torch.compile of each transformer block, in one process with the same threads an
 The model is the bundle's architecture with fresh weights (JetTransformerForPretraining, both
 objectives, fused AdamW); batches are random codes at realistic multiplicities: each batch's jets
 lie within 10 of a length drawn between 20 and 110 tokens, as length-grouped batches do. Timing
-starts after --warmup steps, so compilation (and recompilation for new lengths) is reported apart
-from the rate. It prints its figures; the verdict goes into training.compile_blocks' comment.
+starts after --warmup steps, so the first compilation is reported apart from the rate; recompiling
+for lengths met later counts in it, as it would in a run. It prints its figures; the verdict goes
+into training.compile_blocks' comment.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import time
 
 from benchmarks.common import run_script
+from benchmarks.tagging import fail
 
 
 def _random_batch(generator, micro_batch: int, config):
@@ -73,6 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (compilation happens here)")
     parser.add_argument("--steps", type=int, default=160, help="timed steps (enough to meet most lengths, so recompilation counts)")
     args = parser.parse_args(argv)
+    for option in ("micro_batch", "threads", "steps"):
+        if getattr(args, option) <= 0:
+            fail(f"--{option.replace('_', '-')}: must be positive, got {getattr(args, option)}")
+    if args.warmup < 0:
+        fail(f"--warmup: must be >= 0, got {args.warmup}")
 
     import torch
 

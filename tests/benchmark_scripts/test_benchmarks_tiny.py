@@ -410,6 +410,13 @@ def test_compile_blocks_times_eager_and_compiled_steps(tiny_bundle, capsys):
     assert set(rates) == {"eager", "compiled"} and all(rate > 0 for rate in rates.values())
 
 
+@pytest.mark.parametrize("bad, message", [(["--steps", "0"], "--steps: must be positive, got 0"), (["--warmup", "-1"], "--warmup: must be >= 0, got -1")])
+def test_compile_blocks_refuses_bad_options_in_one_line(bad, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compile_blocks.main(bad)
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip() == f"error: {message}"
+
+
 def test_speed_loss_parity(jet_files, tiny_tokenizer, tmp_path):
     """--loss-parity: the recipe in fp32 and in its own precision (tiny.yaml trains in fp32: one set of runs)."""
     result = speed.main(["--tiny", "--loss-parity", "--tokenizer", str(tiny_tokenizer), "--recipes", "pretrain/tiny.yaml", "--seeds", "0", "1", "--data", *_files(jet_files), "--out", str(tmp_path)])
