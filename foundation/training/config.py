@@ -50,6 +50,11 @@ class TrainingConfig:
     # first 40 steps run at 171 against 133: the new jet lengths met later force recompiles and
     # dynamic-shape kernels. CPU recipes leave it off.
     compile_blocks: bool = False
+    # Pad each batch's sequences up to a multiple of this many positions (masked, so results do not
+    # change). With compile_blocks, batches then come in a few lengths, each compiled once with
+    # static shapes, instead of a recompile for each new length and dynamic-shape kernels after.
+    # 1: no padding, batches cut to their longest jet.
+    pad_to_multiple_of: int = 1
     deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
     tensorboard: bool = True  # write TensorBoard logs to <output_dir>/logs
     threads_per_process: int | None = None  # torch CPU threads; None: leave torch's default
@@ -66,6 +71,7 @@ class TrainingConfig:
     def __post_init__(self):
         check(self.max_steps > 0, "max_steps", f"must be positive, got {self.max_steps}")
         check(self.micro_batch_size > 0, "micro_batch_size", "must be positive")
+        check(self.pad_to_multiple_of > 0, "pad_to_multiple_of", f"must be positive, got {self.pad_to_multiple_of}")
         check(
             self.global_batch_size >= self.micro_batch_size,
             "global_batch_size",

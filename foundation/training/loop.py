@@ -31,7 +31,7 @@ from foundation.layers import TransformerBlock
 from foundation.training import checkpoint as ckpt
 from foundation.training.config import TrainingConfig
 from foundation.training.distributed import build_accelerator, finish_trackers
-from foundation.training.inputs import model_input_names, select_inputs
+from foundation.training.inputs import PadToMultiple, model_input_names, select_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -145,16 +145,26 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def compile_transformer_blocks(model: torch.nn.Module) -> int:
+# Graphs a statically compiled block may keep: (lengths: e.g. 9 multiples of 16 up to 130) x (batch
+# sizes: the micro-batch, a last partial one, evaluation's) x (training, evaluation).
+STATIC_SHAPE_GRAPHS = 64
+
+
+def compile_transformer_blocks(model: torch.nn.Module, static_shapes: bool = False) -> int:
     """torch.compile each TransformerBlock of the model in place; returns how many.
 
     Per block rather than the whole model: the losses around the backbone index by data-dependent
     masks (graph breaks), while a block is one static graph that every layer reuses. In place
     (nn.Module.compile), so state-dict keys, checkpoints and bundles are those of the eager model.
+    `static_shapes` (batches padded to a few lengths, training.pad_to_multiple_of): one compiled
+    graph per length, never a dynamic-shape one; dynamo's recompile limit (8 by default) is raised
+    so that every length, batch size and train/eval mode keeps its own graph.
     """
     blocks = [module for module in model.modules() if isinstance(module, TransformerBlock)]
+    if static_shapes:
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, STATIC_SHAPE_GRAPHS)
     for block in blocks:
-        block.compile()
+        block.compile(dynamic=False if static_shapes else None)
     return len(blocks)
 
 
@@ -217,7 +227,10 @@ class Trainer:
         if config.gradient_checkpointing and hasattr(model, "gradient_checkpointing_enable"):
             model.gradient_checkpointing_enable()
         if config.compile_blocks:
-            compile_transformer_blocks(model)
+            compile_transformer_blocks(model, static_shapes=config.pad_to_multiple_of > 1)
+        if config.pad_to_multiple_of > 1:
+            longest = getattr(getattr(model, "config", None), "max_sequence_length", None)  # positions the model has
+            collate_fn = PadToMultiple(collate_fn, config.pad_to_multiple_of, longest)
         for dataset in (train_dataset, eval_dataset):
             if in_memory_mib and hasattr(dataset, "preload"):
                 dataset.preload(in_memory_mib)

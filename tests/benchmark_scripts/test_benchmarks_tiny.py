@@ -404,13 +404,17 @@ def test_speed(jet_files, tiny_tokenizer, tiny_bundle, tmp_path):
 
 
 def test_compile_blocks_times_eager_and_compiled_steps(tiny_bundle, capsys):
-    compile_blocks.main(["--model", str(tiny_bundle), "--micro-batch", "4", "--warmup", "1", "--steps", "1", "--precision", "no"])
+    compile_blocks.main(["--model", str(tiny_bundle), "--micro-batch", "4", "--warmup", "1", "--steps", "1", "--precision", "no", "--pad-to-multiple-of", "1", "8"])
     lines = capsys.readouterr().out.splitlines()
-    rates = {line.split()[0]: float(line.split()[-5]) for line in lines if "jets/s" in line}
-    assert set(rates) == {"eager", "compiled"} and all(rate > 0 for rate in rates.values())
+    rates = {line.split("  ")[0]: float(line.split()[-5]) for line in lines if "jets/s" in line}
+    padded = ", lengths padded to a multiple of 8"
+    assert set(rates) == {"eager", "compiled blocks", "eager" + padded, "compiled blocks" + padded} and all(rate > 0 for rate in rates.values())
 
 
-@pytest.mark.parametrize("bad, message", [(["--steps", "0"], "--steps: must be positive, got 0"), (["--warmup", "-1"], "--warmup: must be >= 0, got -1")])
+@pytest.mark.parametrize("bad, message", [
+    (["--steps", "0"], "--steps: must be positive, got 0"), (["--warmup", "-1"], "--warmup: must be >= 0, got -1"),
+    (["--pad-to-multiple-of", "1", "0"], "--pad-to-multiple-of: must be positive, got 0"),
+])
 def test_compile_blocks_refuses_bad_options_in_one_line(bad, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         compile_blocks.main(bad)

@@ -235,9 +235,11 @@ def test_bf16_autocast_follows_the_fp32_loss_curve(jet_files, tiny_tokenizer, tm
     np.testing.assert_allclose(bf16, fp32, rtol=0.02)
 
 
-def test_compiled_blocks_follow_the_eager_loss_curve_and_save_the_same_weights(jet_files, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_compiled_blocks_follow_the_eager_loss_curve_and_save_the_same_weights(jet_files, tiny_tokenizer, tmp_path, multiple):
     """training.compile_blocks: torch.compile of each transformer block learns as eager does, and
-    the bundle's weights carry the eager model's names (it loads anywhere, compiled or not)."""
+    the bundle's weights carry the eager model's names (it loads anywhere, compiled or not); with
+    training.pad_to_multiple_of the batches come in multiples of it (static shapes, compiled once each)."""
     from safetensors.torch import load_file
 
     curves, keys = {}, {}
@@ -246,11 +248,14 @@ def test_compiled_blocks_follow_the_eager_loss_curve_and_save_the_same_weights(j
             "pretrain/tiny.yaml",
             {"tokenizer": str(tiny_tokenizer), "training.output_dir": str(tmp_path / str(compiled)), "training.progress": False,
              "training.tensorboard": False, "training.max_steps": 10, "training.log_every": 2, "training.eval_every": 10,
-             "training.save_every": 10, "training.compile_blocks": compiled},
+             "training.save_every": 10, "training.compile_blocks": compiled, "training.pad_to_multiple_of": multiple},
         )
         recipe.data.files = [str(p) for p in jet_files]
         run = build_pretraining(recipe)
         result = run.trainer.train()
+        if multiple > 1:
+            longest = run.config.max_sequence_length  # 66: padding stops at the model's positions
+            assert all(batch["input_ids"].shape[1] % multiple == 0 or batch["input_ids"].shape[1] == longest for batch in run.trainer.train_loader)
         blocks = [m for m in run.trainer.unwrapped_model().modules() if type(m).__name__ == "TransformerBlock"]
         assert blocks and all((m._compiled_call_impl is not None) == compiled for m in blocks)  # nn.Module.compile ran
         curves[compiled] = np.array([row["train/loss"] for row in result.history if "train/loss" in row])

@@ -40,6 +40,13 @@ def test_impossible_value_names_the_nested_key(tmp_path):
     assert "data.validation_fraction" in str(err.value) and str(path) in str(err.value)
 
 
+def test_a_padding_multiple_below_one_is_refused_with_its_key(tmp_path):
+    path = _write(tmp_path, "training:\n  pad_to_multiple_of: 0\n")
+    with pytest.raises(ConfigError, match="training.pad_to_multiple_of.*must be positive, got 0") as err:
+        load_recipe(path, Recipe)
+    assert str(path) in str(err.value)
+
+
 def test_unknown_feature(tmp_path):
     path = _write(tmp_path, "data:\n  features: [log_pt, mass]\n")
     with pytest.raises(ConfigError, match="data.features.*mass"):

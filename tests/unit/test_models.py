@@ -288,3 +288,26 @@ def test_a_bf16_pretraining_step_gives_the_loss_and_gradients_of_fp32_cross_entr
     assert lean_loss == pytest.approx(loss, rel=1e-6)
     for lean, reference in zip(lean_grads, grads, strict=True):
         torch.testing.assert_close(lean, reference, rtol=2e-2, atol=1e-5)
+
+
+def test_padding_batches_to_a_multiple_leaves_both_losses_unchanged():
+    """training.pad_to_multiple_of: the extra positions are masked padding (labels IGNORE_INDEX), so
+    the next-token and masked-particle losses are those of the unpadded batch."""
+    from foundation.training.inputs import pad_to_multiple
+
+    cfg = config(masked_loss_weight=1.0, max_particles=30)
+    ids, mask = sequences(config(max_particles=20))  # (4, 22), for a model with positions up to 32
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": language_model_labels(ids, mask), "class_labels": torch.zeros(4, dtype=torch.long)}
+    padded = pad_to_multiple(batch, 8)
+    assert padded["input_ids"].shape == (4, 24) and padded["class_labels"].shape == (4,)
+    assert not padded["attention_mask"][:, 22:].any() and (padded["labels"][:, 22:] == -100).all()
+    assert pad_to_multiple(padded, 8) is padded and pad_to_multiple(batch, 1) is batch  # already a multiple: as is
+    assert pad_to_multiple(batch, 16, max_length=cfg.max_sequence_length)["input_ids"].shape == (4, 32)
+    assert pad_to_multiple(batch, 16, max_length=30)["input_ids"].shape == (4, 30)  # never past the model's positions
+    causal = JetTransformerForCausalJetModeling(cfg).eval()
+    assert torch.allclose(causal(ids, mask, labels=batch["labels"]).loss, causal(padded["input_ids"], padded["attention_mask"], labels=padded["labels"]).loss, atol=1e-6)
+    masked = JetTransformerForMaskedParticleModeling(cfg).eval()
+    chosen = choose_masked_particles(ids, mask, cfg.vocab_codes, 0.3, torch.Generator().manual_seed(1))
+    unpadded_loss = masked(ids, mask, masked_positions=chosen, labels=ids).loss
+    padded_chosen = torch.nn.functional.pad(chosen, (0, 2))
+    assert torch.allclose(unpadded_loss, masked(padded["input_ids"], padded["attention_mask"], masked_positions=padded_chosen, labels=padded["input_ids"]).loss, atol=1e-6)
