@@ -216,20 +216,22 @@ def test_evaluation_by_class_prepares_each_jet_once_and_matches_one_class_at_a_t
         evaluate_generation_by_class(files, files, ["w"])
 
 
+def _short_run(jet_files, tiny_tokenizer, out_dir, steps: int, **training):
+    """The tiny recipe trained `steps` steps with these training.* settings, logging every
+    steps // 5: (the run, its train-loss curve)."""
+    overrides = {"training.output_dir": str(out_dir), "training.progress": False, "training.tensorboard": False, "training.max_steps": steps,
+                 "training.log_every": steps // 5, "training.eval_every": steps, "training.save_every": steps}
+    recipe = load_pretrain_recipe("pretrain/tiny.yaml", {"tokenizer": str(tiny_tokenizer), **overrides, **{f"training.{k}": v for k, v in training.items()}})
+    recipe.data.files = [str(p) for p in jet_files]
+    run = build_pretraining(recipe)
+    result = run.trainer.train()
+    return run, np.array([row["train/loss"] for row in result.history if "train/loss" in row])
+
+
 def test_bf16_autocast_follows_the_fp32_loss_curve(jet_files, tiny_tokenizer, tmp_path):
     """training.mixed_precision: bf16 (fp32 master weights) learns as fp32 does over a short run."""
-    curves = {}
-    for precision in ("no", "bf16"):
-        recipe = load_pretrain_recipe(
-            "pretrain/tiny.yaml",
-            {"tokenizer": str(tiny_tokenizer), "training.output_dir": str(tmp_path / precision), "training.progress": False,
-             "training.tensorboard": False, "training.max_steps": 30, "training.log_every": 5, "training.eval_every": 30,
-             "training.save_every": 30, "training.mixed_precision": precision},
-        )
-        recipe.data.files = [str(p) for p in jet_files]
-        result = build_pretraining(recipe).trainer.train()
-        curves[precision] = np.array([row["train/loss"] for row in result.history if "train/loss" in row])
-    fp32, bf16 = curves["no"], curves["bf16"]
+    _, fp32 = _short_run(jet_files, tiny_tokenizer, tmp_path / "no", 30, mixed_precision="no")
+    _, bf16 = _short_run(jet_files, tiny_tokenizer, tmp_path / "bf16", 30, mixed_precision="bf16")
     assert fp32[-1] < fp32[0] - 0.3  # it learns at all
     assert not np.array_equal(fp32, bf16)  # autocast really ran
     np.testing.assert_allclose(bf16, fp32, rtol=0.02)
@@ -244,21 +246,12 @@ def test_compiled_blocks_follow_the_eager_loss_curve_and_save_the_same_weights(j
 
     curves, keys = {}, {}
     for compiled in (False, True):
-        recipe = load_pretrain_recipe(
-            "pretrain/tiny.yaml",
-            {"tokenizer": str(tiny_tokenizer), "training.output_dir": str(tmp_path / str(compiled)), "training.progress": False,
-             "training.tensorboard": False, "training.max_steps": 10, "training.log_every": 2, "training.eval_every": 10,
-             "training.save_every": 10, "training.compile_blocks": compiled, "training.pad_to_multiple_of": multiple},
-        )
-        recipe.data.files = [str(p) for p in jet_files]
-        run = build_pretraining(recipe)
-        result = run.trainer.train()
+        run, curves[compiled] = _short_run(jet_files, tiny_tokenizer, tmp_path / str(compiled), 10, compile_blocks=compiled, pad_to_multiple_of=multiple)
         if multiple > 1:
             longest = run.config.max_sequence_length  # 66: padding stops at the model's positions
             assert all(batch["input_ids"].shape[1] % multiple == 0 or batch["input_ids"].shape[1] == longest for batch in run.trainer.train_loader)
         blocks = [m for m in run.trainer.unwrapped_model().modules() if type(m).__name__ == "TransformerBlock"]
         assert blocks and all((m._compiled_call_impl is not None) == compiled for m in blocks)  # nn.Module.compile ran
-        curves[compiled] = np.array([row["train/loss"] for row in result.history if "train/loss" in row])
         keys[compiled] = sorted(load_file(run.trainer.export(tmp_path / f"bundle-{compiled}") / "model.safetensors"))
     assert keys[True] == keys[False]
     np.testing.assert_allclose(curves[True], curves[False], rtol=1e-3)
