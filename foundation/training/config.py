@@ -45,15 +45,17 @@ class TrainingConfig:
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
     # torch.compile every transformer block in place (torchtitan's per-block compile; weights and
     # checkpoints keep their names): fuses the norms, activations and casts between the matmuls.
-    # It is for GPUs. On a CPU core it does not pay as it stands (`python -m benchmarks.compile_blocks`,
-    # the small recipe's model in bf16, 160 steps: 123 jets/s compiled, 127 eager), although its
-    # first 40 steps run at 171 against 133: the new jet lengths met later force recompiles and
-    # dynamic-shape kernels. CPU recipes leave it off.
+    # It is for GPUs. On a CPU core it does not pay (`python -m benchmarks.compile_blocks
+    # --pad-to-multiple-of 1 16`, the small recipe's model, bf16, 1 thread, 160 steps): 118 jets/s
+    # compiled against 128 eager (new jet lengths force recompiles, then dynamic-shape kernels);
+    # with lengths padded to multiples of 16 (static shapes) 86 against 119 while lengths still
+    # compile, and 134 against 140 once all have (60 warm-up steps). CPU recipes leave it off.
     compile_blocks: bool = False
     # Pad each batch's sequences up to a multiple of this many positions (masked, so results do not
-    # change). With compile_blocks, batches then come in a few lengths, each compiled once with
-    # static shapes, instead of a recompile for each new length and dynamic-shape kernels after.
-    # 1: no padding, batches cut to their longest jet.
+    # change; at most the model's max_sequence_length). With compile_blocks, batches then come in a
+    # few lengths, each compiled once with static shapes (one graph per length) instead of a
+    # recompile for each new length and dynamic-shape kernels after. The padding is extra compute,
+    # so it is for compiled models only. 1: no padding, batches cut to their longest jet.
     pad_to_multiple_of: int = 1
     deepspeed: str | None = None  # path to a DeepSpeed JSON (launch/deepspeed/zero2.json), or None
     tensorboard: bool = True  # write TensorBoard logs to <output_dir>/logs
