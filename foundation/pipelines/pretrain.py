@@ -152,7 +152,7 @@ class PretrainingAccuracy:
         self.count: dict[str, torch.Tensor] = {}
 
     def _add(self, name: str, logits: torch.Tensor, targets: torch.Tensor) -> None:
-        hits = (logits.argmax(-1) == targets).sum().float()
+        hits = (logits.max(-1).indices == targets).sum().float()  # max, not argmax: same ids, several times faster on CPUs
         self.correct[name] = self.correct.get(name, 0) + hits
         self.count[name] = self.count.get(name, 0) + torch.tensor(float(targets.numel()), device=hits.device)
 

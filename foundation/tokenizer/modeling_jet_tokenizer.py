@@ -375,7 +375,9 @@ class JetTokenizer(PreTrainedModel):
         weights = torch.cat([-2 * codes, (codes**2).sum(-1, keepdim=True)], -1).T.contiguous()  # (C + 1, K)
         flatten = latents[mask].float()  # (P, C)
         flatten = torch.cat([flatten, torch.ones_like(flatten[:, :1])], -1)  # (P, C + 1)
-        nearest = torch.cat([(block @ weights).argmin(-1) for block in flatten.split(512)]) if len(flatten) else flatten.new_zeros(0, dtype=torch.long)
+        # min(-1).indices, not argmin(-1): the same ids (the first of equal minima), about 3x faster
+        # on a CPU core for 2048 codes (argmin's reduction kernel does not vectorise there)
+        nearest = torch.cat([(block @ weights).min(-1).indices for block in flatten.split(512)]) if len(flatten) else flatten.new_zeros(0, dtype=torch.long)
         ids = torch.zeros(mask.shape, dtype=torch.long, device=latents.device)
         ids[mask] = nearest
         return ids

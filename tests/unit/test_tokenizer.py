@@ -362,7 +362,7 @@ def test_training_against_a_set_frozen_codebook(batch, train_encoder):
 
 
 def test_encode_takes_the_codes_the_quantiser_would(batch):
-    """encode's nearest codes (one matmul and argmin, no one-hot) are the ids of the library's forward."""
+    """encode's nearest codes (one matmul and a min over codes, no one-hot) are the ids of the library's forward."""
     f, m = batch
     m = m.bool()
     tok = make_tokenizer(batch).eval()
