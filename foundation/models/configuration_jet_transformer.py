@@ -6,6 +6,7 @@ from transformers import PretrainedConfig
 
 ATTENTION_MODES = ("causal", "bidirectional")
 POOLINGS = ("class_attention", "mean")
+PARTICLE_EMBEDDINGS = ("linear", "mlp")
 
 
 class JetTransformerConfig(PretrainedConfig):
@@ -55,6 +56,20 @@ class JetTransformerConfig(PretrainedConfig):
         # embedding of a long-pretrained backbone. Needs masked_loss_weight > 0 and the jets'
         # kinematics (not a token file). 0: off, and the model is exactly as before.
         jet_loss_weight: float = 0.0,
+        # How particle_features enter the residual stream: "linear" (one zero-initialised map) or
+        # "mlp" (Linear -> GELU -> zero-initialised Linear, intermediate_size wide, as ParT embeds its
+        # particles before attention). Both start at zero, so a model pretrained on tokens alone
+        # starts fine-tuning unchanged.
+        particle_embedding: str = "linear",
+        # False: the backbone does not read the particles' codes: every particle position gets the
+        # mask token's embedding and the particle is seen through particle_features alone (a
+        # from-scratch tagger without the tokenizer's discrete input). Needs particle features.
+        token_inputs: bool = True,
+        # Fine-tuning regulariser: in training mode, each particle's code is hidden behind the mask
+        # token with this probability (its particle_features still enter), so a tagger cannot lean on
+        # exact code combinations that few labelled jets share; a masked-particle pretrained backbone
+        # has seen such inputs. 0: off. Evaluation always reads every code.
+        token_dropout: float = 0.0,
         **kwargs,
     ):
         self.vocab_codes = vocab_codes
@@ -78,6 +93,9 @@ class JetTransformerConfig(PretrainedConfig):
         self.interaction_attention = interaction_attention
         self.interaction_hidden_size = interaction_hidden_size
         self.jet_loss_weight = jet_loss_weight
+        self.particle_embedding = particle_embedding
+        self.token_inputs = token_inputs
+        self.token_dropout = token_dropout
         for derived in ("start_token_id", "stop_token_id", "pad_token_id", "mask_token_id", "vocab_size"):
             kwargs.pop(derived, None)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
@@ -109,6 +127,12 @@ class JetTransformerConfig(PretrainedConfig):
             raise ValueError("jet_loss_weight reads the masked pass: it needs masked_loss_weight > 0")
         if self.interaction_hidden_size < 1:
             raise ValueError(f"interaction_hidden_size must be >= 1, got {self.interaction_hidden_size}")
+        if self.particle_embedding not in PARTICLE_EMBEDDINGS:
+            raise ValueError(f"particle_embedding must be one of {PARTICLE_EMBEDDINGS}, got {self.particle_embedding!r}")
+        if not self.token_inputs and not self.particle_feature_names:
+            raise ValueError("token_inputs false leaves the particles nothing to be seen by: give particle features")
+        if not 0 <= self.token_dropout < 1:
+            raise ValueError(f"token_dropout must be in [0, 1), got {self.token_dropout}")
         if self.generation_class_names and len(self.generation_class_names) != self.num_generation_classes:
             raise ValueError("generation_class_names must name num_generation_classes classes")
 

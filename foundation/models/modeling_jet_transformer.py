@@ -129,10 +129,7 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         d = config.hidden_size
         self.wte = nn.Embedding(config.vocab_size, d)
         self.wpe = nn.Embedding(config.max_sequence_length, d)
-        self.feature_proj = None
-        if config.num_particle_features:
-            self.feature_proj = nn.Linear(config.num_particle_features, d)
-            self.feature_proj.zero_init = True
+        self.feature_proj = particle_feature_embedding(config) if config.num_particle_features else None
         self.drop = nn.Dropout(config.dropout)
         self.stack = TransformerStack(config.num_layers, d, config.num_heads, config.intermediate_size, config.dropout)
         self.interaction = None
@@ -184,7 +181,13 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         if past_length + length > self.config.max_sequence_length:
             raise ValueError(f"sequence of {past_length + length} tokens exceeds max_particles + 2 = {self.config.max_sequence_length}")
         positions = torch.arange(past_length, past_length + length, device=input_ids.device)
-        x = self.wte(input_ids) + self.wpe(positions)[None]  # (B, L, D)
+        token_ids = input_ids
+        if not self.config.token_inputs:
+            token_ids = self.hide_codes(input_ids)
+        elif self.training and self.config.token_dropout > 0:
+            hidden = torch.rand(input_ids.shape, device=input_ids.device) < self.config.token_dropout
+            token_ids = torch.where(hidden, self.hide_codes(input_ids), input_ids)
+        x = self.wte(token_ids) + self.wpe(positions)[None]  # (B, L, D)
         if self.feature_proj is not None:
             if particle_features is None:
                 raise ValueError(f"this model takes particle features {self.config.particle_feature_names} beside the tokens")
@@ -197,6 +200,10 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         x, presents = self.stack(x, attn, cache, use_cache)
         return JetModelOutput(last_hidden_state=x, past_key_values=presents)
 
+    def hide_codes(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids with every particle code replaced by the mask token (config.token_inputs false)."""
+        return input_ids.masked_fill(input_ids < self.config.vocab_codes, self.config.mask_token_id)
+
     def _interaction_bias(self, input_ids: torch.Tensor, kinematics: torch.Tensor | None, past_length: int) -> torch.Tensor:
         """(B, H, L, L_past + L): the new positions' rows of the pairwise bias, against every key."""
         if kinematics is None:
@@ -208,6 +215,19 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
             raise ValueError(f"particle_kinematics {tuple(kinematics.shape)} must cover the {total} past and new positions")
         queries = kinematics[:, past_length:] if past_length else kinematics  # the same tensor: a symmetric bias
         return self.interaction(queries, kinematics)  # (B, H, L, T)
+
+
+def particle_feature_embedding(config: JetTransformerConfig) -> nn.Module:
+    """(B, L, F) particle features -> (B, L, D), added to the token embeddings. Its last map starts
+    at zero (_init_weights), so the features join a model that did not have them smoothly."""
+    d, f = config.hidden_size, config.num_particle_features
+    if config.particle_embedding == "mlp":
+        last = nn.Linear(config.intermediate_size, d)
+        module = nn.Sequential(nn.Linear(f, config.intermediate_size), nn.GELU(), last)
+    else:
+        module = last = nn.Linear(f, d)
+    last.zero_init = True
+    return module
 
 
 # ----------------------------------------------------------------------------- objectives

@@ -29,10 +29,10 @@ logger = logging.getLogger(__name__)
 
 # Model config fields a fine-tuning recipe may set (`head:`); interaction attention may be added to a
 # backbone pretrained without it (its bias starts at zero, so the backbone starts unchanged).
-HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "interaction_attention", "interaction_hidden_size")
+HEAD_FIELDS = ("classifier_pooling", "classifier_dropout", "classifier_attention", "dropout", "token_dropout", "interaction_attention", "interaction_hidden_size")
 # The backbone's shape, which only a model from scratch may change (a pretrained one's is its weights'):
 # for asking on validation whether depth or width is what a from-scratch tagger lacks.
-ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size")
+ARCHITECTURE_FIELDS = ("hidden_size", "num_layers", "num_heads", "intermediate_size", "particle_embedding", "token_inputs")
 
 
 @dataclass

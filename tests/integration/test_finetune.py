@@ -105,6 +105,21 @@ def test_only_a_model_from_scratch_may_change_the_backbone_shape(jet_files, tiny
         _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"depth": deeper})
 
 
+def test_a_recipe_sets_the_input_options_where_they_belong(jet_files, tiny_bundle, tmp_path):
+    """token_inputs and particle_embedding shape a model from scratch; token_dropout regularises any."""
+    base = load_bundle(tiny_bundle)
+    features = ["log_pt", "eta_rel"]
+    scratch = _recipe(jet_files, tiny_bundle, tmp_path, init="scratch", architecture={"token_inputs": False, "particle_embedding": "mlp"})
+    model = build_classifier(scratch, base, ["qcd", "top"], features)
+    assert not model.config.token_inputs and isinstance(model.transformer.feature_proj, torch.nn.Sequential)
+    model = build_classifier(_recipe(jet_files, tiny_bundle, tmp_path, head={"token_dropout": 0.3}), base, ["qcd", "top"], features)
+    assert model.config.token_dropout == 0.3
+    with pytest.raises(ConfigError, match="'architecture': token_inputs false"):
+        build_classifier(scratch, base, ["qcd", "top"], [])
+    with pytest.raises(ConfigError, match="'architecture': only with init: scratch"):
+        _recipe(jet_files, tiny_bundle, tmp_path, architecture={"token_inputs": False})
+
+
 def test_layerwise_rates_fall_with_depth():
     cfg = JetTransformerConfig(vocab_codes=16, max_particles=8, hidden_size=16, num_layers=3, num_heads=2, intermediate_size=32, num_labels=2)
     model = JetTransformerForJetClassification(cfg)

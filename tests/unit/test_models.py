@@ -311,3 +311,48 @@ def test_padding_batches_to_a_multiple_leaves_both_losses_unchanged():
     unpadded_loss = masked(ids, mask, masked_positions=chosen, labels=ids).loss
     padded_chosen = torch.nn.functional.pad(chosen, (0, 2))
     assert torch.allclose(unpadded_loss, masked(padded["input_ids"], padded["attention_mask"], masked_positions=padded_chosen, labels=padded["input_ids"]).loss, atol=1e-6)
+
+
+def test_without_token_inputs_a_tagger_sees_the_particles_through_their_features_alone():
+    cfg = config(particle_feature_names=["log_pt", "eta_rel"], token_inputs=False, num_labels=2)
+    model = JetTransformerForJetClassification(cfg).eval()
+    torch.nn.init.normal_(model.transformer.feature_proj.weight)  # as if trained: it starts at zero
+    ids, mask = sequences(cfg)
+    features = torch.randn(*ids.shape, 2) * mask[..., None]
+    other_codes = torch.where(ids < cfg.vocab_codes, (ids + 1) % cfg.vocab_codes, ids)
+    logits = model(ids, mask, features).logits
+    assert torch.equal(logits, model(other_codes, mask, features).logits)
+    assert not torch.allclose(logits, model(ids, mask, features.flip(-1)).logits)
+    with pytest.raises(ValueError, match="token_inputs false"):
+        config(token_inputs=False)
+
+
+@pytest.mark.parametrize("embedding", ["linear", "mlp"])
+def test_a_particle_feature_embedding_starts_at_zero(embedding):
+    """Either way features join unchanged: a backbone pretrained on tokens alone starts fine-tuning as it was."""
+    cfg = config(particle_feature_names=["log_pt", "eta_rel"], particle_embedding=embedding)
+    model = JetTransformerModel(cfg).eval()
+    ids, mask = sequences(cfg)
+    features = torch.randn(*ids.shape, 2)
+    assert torch.equal(model(ids, mask, features).last_hidden_state, model(ids, mask, torch.zeros_like(features)).last_hidden_state)
+    hidden_layers = [m for m in model.feature_proj.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(hidden_layers) == (2 if embedding == "mlp" else 1)
+    with pytest.raises(ValueError, match="particle_embedding must be one of"):
+        config(particle_embedding="conv")
+
+
+def test_token_dropout_hides_codes_in_training_only():
+    cfg = config(token_dropout=0.5)
+    model = JetTransformerModel(cfg)
+    ids, mask = sequences(cfg)
+    seen = {}
+    model.wte.register_forward_hook(lambda _m, args, _out: seen.update(ids=args[0].clone()))
+    model.train()(ids, mask)
+    codes = ids < cfg.vocab_codes
+    hidden = seen["ids"] == cfg.mask_token_id
+    assert torch.equal(seen["ids"][~hidden], ids[~hidden]) and not hidden[~codes].any()
+    assert 0.3 < hidden[codes].float().mean() < 0.7
+    model.eval()(ids, mask)
+    assert torch.equal(seen["ids"], ids)
+    with pytest.raises(ValueError, match="token_dropout must be in"):
+        config(token_dropout=1.0)
