@@ -185,8 +185,7 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         if not self.config.token_inputs:
             token_ids = self.hide_codes(input_ids)
         elif self.training and self.config.token_dropout > 0:
-            hidden = torch.rand(input_ids.shape, device=input_ids.device) < self.config.token_dropout
-            token_ids = torch.where(hidden, self.hide_codes(input_ids), input_ids)
+            token_ids = self.hide_codes(input_ids, torch.rand(input_ids.shape, device=input_ids.device) < self.config.token_dropout)
         x = self.wte(token_ids) + self.wpe(positions)[None]  # (B, L, D)
         if self.feature_proj is not None:
             if particle_features is None:
@@ -200,9 +199,11 @@ class JetTransformerModel(JetTransformerPreTrainedModel):
         x, presents = self.stack(x, attn, cache, use_cache)
         return JetModelOutput(last_hidden_state=x, past_key_values=presents)
 
-    def hide_codes(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids with every particle code replaced by the mask token (config.token_inputs false)."""
-        return input_ids.masked_fill(input_ids < self.config.vocab_codes, self.config.mask_token_id)
+    def hide_codes(self, input_ids: torch.Tensor, where: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) ids with the particle codes replaced by the mask token: all of them (token_inputs
+        false), or those at `where` (B, L) bool (token_dropout); start, stop and padding stay."""
+        codes = input_ids < self.config.vocab_codes
+        return input_ids.masked_fill(codes if where is None else codes & where, self.config.mask_token_id)
 
     def _interaction_bias(self, input_ids: torch.Tensor, kinematics: torch.Tensor | None, past_length: int) -> torch.Tensor:
         """(B, H, L, L_past + L): the new positions' rows of the pairwise bias, against every key."""
