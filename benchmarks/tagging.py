@@ -3,8 +3,9 @@
     python -m benchmarks.tagging --pretrained jet-foundation-small --budgets 0.01 0.1 1 --seeds 0 1 2
 
 Three models, on fair terms: the pretrained backbone fine-tuned (--recipe, default finetune/top_tagging.yaml), the
-same architecture from scratch, and ParT (weaver-core) from scratch, all on the same 13 particle
-features, batch size and training loop. `--models ... main_job` adds the main job's model (the one
+same architecture from scratch (by default the same recipe reading the particles' features without
+their codes, SCRATCH_ARCHITECTURE; --scratch-recipe for another), and ParT (weaver-core) from
+scratch, all on the same 13 particle features, batch size and training loop. `--models ... main_job` adds the main job's model (the one
 `foundation run` pretrains, --main-job-model) fine-tuned the same way: the released model should beat it.
 
 Data: labelled top + QCD jets generated with --train-seed (25k by default), of which 10% are split
@@ -54,6 +55,7 @@ import numpy as np
 from benchmarks.common import (
     RECIPE_DATA_SEED,
     RELEASE_DATA_SEED,
+    ROOT,
     base_parser,
     chunk_seeds_of,
     generated_sample,
@@ -84,6 +86,13 @@ DEV_SEED = 2704  # the development sample of --validation-only (2703 is benchmar
 # The grid every model's learning rate is chosen from. 3e-5 was added when the pretrained model chose
 # 1e-4, the grid's lowest then, at 22 and 225 labels: a choice at the edge says the grid is too short.
 LEARNING_RATES = [3e-5, 1e-4, 3e-4, 1e-3]
+# The from-scratch model's inputs when --scratch-recipe is not given: the particles' exact features
+# without the tokenizer's codes. Chosen on validation jets (docs/results/tagging_choices.md, benchmarks.tagging_choices): from
+# scratch the codes are a channel to memorise a few thousand labelled jets by, and without them the
+# same backbone tags better at every budget tried.
+SCRATCH_ARCHITECTURE = {"token_inputs": False}
+# Every run's settings and figures, committed (docs/benchmarks.md): a fresh clone reuses them.
+RECORDS = ROOT / "docs" / "results" / "runs" / "tagging"
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
 
 
@@ -281,6 +290,10 @@ class Bench:
     pretrained: str
     tiny: bool
     main_job: str | None = None  # the main job's pretrained bundle, for the "main_job" model
+    scratch_recipe: str | None = None  # the from-scratch model's recipe; None: `recipe` with SCRATCH_ARCHITECTURE
+    # The committed record of the runs (`runs`' layout, each run's small files without its weights),
+    # so a fresh machine reuses what another trained; None: no record.
+    records: Path | None = None
 
     def bundle(self, kind: str) -> str:
         """The bundle a model of ours starts from (scratch: its architecture and tokenizer only)."""
@@ -306,7 +319,9 @@ def our_recipe(bench: Bench, kind: str, jets: int, seed: int, setting: Setting, 
         # Random weights have nothing to keep: the recipe's frozen or layer-wise mode, or its head-only
         # start, is for the pretrained model; from scratch every layer trains at the chosen rate throughout.
         values["mode"], values["head_only_steps"] = "full", 0
-    recipe = load_finetune_recipe(bench.recipe, values)
+        if bench.scratch_recipe is None:
+            values.update({f"architecture.{key}": value for key, value in SCRATCH_ARCHITECTURE.items()})
+    recipe = load_finetune_recipe(bench.scratch_recipe if kind == "scratch" and bench.scratch_recipe else bench.recipe, values)
     # The training runs never get the test sample: their own "test" pass is on the validation jets.
     recipe.data.files, recipe.data.validation_files, recipe.data.test_files = bench.data.train, bench.data.validation, bench.data.validation
     recipe.data.train_limit = jets
@@ -345,16 +360,54 @@ def run_folder(bench: Bench, settings: dict) -> Path:
     return bench.runs / f"jets-{settings['labelled_jets']}" / name
 
 
-def train_run(bench: Bench, kind: str, jets: int, seed: int, setting: Setting) -> dict:
-    """One training run (validation metrics only), reused when finished, resumed when interrupted."""
+# A run's files the record keeps (besides its development-sample scores, dev-*.json): all but its weights.
+RECORD_FILES = ("settings.json", "run.json", "test.json", "test_predictions.npz")
+
+
+def record_run(bench: Bench, folder: Path) -> None:
+    """Copy a run's small files into the committed record (its weights stay in --runs)."""
+    if bench.records is None:
+        return
+    target = bench.records / folder.relative_to(bench.runs)
+    target.mkdir(parents=True, exist_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and (path.name in RECORD_FILES or path.name.startswith("dev-")):
+            shutil.copy2(path, target / path.name)
+
+
+def restore_run(bench: Bench, folder: Path) -> bool:
+    """A run another machine trained and recorded: its files back into `folder` (without weights)."""
+    source = None if bench.records is None else bench.records / folder.relative_to(bench.runs)
+    if source is None or not (source / "run.json").exists():
+        return False
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in source.iterdir():
+        shutil.copy2(path, folder / path.name)
+    return True
+
+
+def needs_weights(bench: Bench, run: dict, test: bool) -> bool:
+    """Whether a chosen run must be scored (test, or development sample) but has only its record."""
+    folder = Path(run["folder"])
+    scored = folder / ("test.json" if test else f"dev-{bench.data.dev_digest}.json")
+    return (test or bench.data.dev is not None) and not scored.exists() and not (folder / "model").exists()
+
+
+def train_run(bench: Bench, kind: str, jets: int, seed: int, setting: Setting, again: bool = False) -> dict:
+    """One training run (validation metrics only), reused when finished (here or in the record),
+    resumed when interrupted; `again`: trained anew (a recorded run whose weights are needed)."""
     settings = run_settings(bench, kind, jets, seed, setting)
     head_first = head_only_steps_of(settings)
     what = f"{kind}, {jets} jets, seed {seed}, lr {setting.learning_rate:g}" + (f", head first for {head_first} steps" if head_first else "")
     folder = run_folder(bench, settings)
     done = folder / "run.json"
     schedule = bench.protocol.schedule(jets)
-    if done.exists():
-        run = json.loads(done.read_text())
+    if again:
+        print(f"--- {what}: recorded without its weights, which the scoring needs: trained again", flush=True)
+        done.unlink()
+    elif done.exists() or restore_run(bench, folder):
+        record_run(bench, folder)  # a run finished before the record existed joins it
+        run = {**json.loads(done.read_text()), "folder": str(folder)}  # a recorded run may come from another --runs
         run.setdefault("head_only_steps", head_first)  # runs finished before the field was recorded
         print(f"--- {what}: done before ({folder})", flush=True)
         return run
@@ -376,6 +429,7 @@ def train_run(bench: Bench, kind: str, jets: int, seed: int, setting: Setting) -
     from foundation.training import checkpoint as ckpt
 
     shutil.rmtree(ckpt.checkpoint_root(folder), ignore_errors=True)  # resume state, no longer needed
+    record_run(bench, folder)
     print(
         f"    {'stopped early' if run['stopped_early'] else 'ran to the maximum'} at step {run['steps']} ({run['epochs']:.1f} epochs); "
         f"best validation AUC {run['validation_auc']:.4f}; {run['wall_seconds']:.0f} s",
@@ -436,15 +490,13 @@ def _train_part(bench: Bench, jets: int, seed: int, learning_rate: float, folder
 def evaluate_on_test(bench: Bench, run: dict) -> dict:
     """Test metrics of a selected run (computed once, then read back)."""
     folder = Path(run["folder"])
-    path = folder / "test.json"
-    if path.exists():
-        return json.loads(path.read_text())
-    metrics, logits, labels, class_names = _score_run(run, bench.data.test)
-    predictions = folder / "test_predictions.npz"
-    np.savez(predictions, logits=logits, labels=labels, class_names=np.array(class_names))
-    metrics["predictions"] = str(predictions)
-    path.write_text(json.dumps(metrics, indent=1, default=float))
-    return metrics
+    path, predictions = folder / "test.json", folder / "test_predictions.npz"
+    if not path.exists():
+        metrics, logits, labels, class_names = _score_run(run, bench.data.test)
+        np.savez_compressed(predictions, logits=logits, labels=labels, class_names=np.array(class_names))
+        path.write_text(json.dumps(metrics, indent=1, default=float))
+        record_run(bench, folder)
+    return {**json.loads(path.read_text()), "predictions": str(predictions)}
 
 
 def evaluate_on_dev(bench: Bench, run: dict) -> float:
@@ -453,6 +505,7 @@ def evaluate_on_dev(bench: Bench, run: dict) -> float:
     if not path.exists():
         metrics = _score_run(run, bench.data.dev)[0]
         path.write_text(json.dumps({"dev_data": bench.data.dev, "auc": metrics["auc"]}, default=float))
+        record_run(bench, Path(run["folder"]))
     return json.loads(path.read_text())["auc"]
 
 
@@ -563,6 +616,8 @@ def run_models(bench: Bench, args, models: list[str], test: bool = True) -> list
             setting, tried = select_setting(bench, kind, select_jets, args.seeds[0], args.learning_rates, args.head_first_steps if args.refine else None)
             for seed in args.seeds:
                 run = train_run(bench, kind, jets, seed, setting)
+                if needs_weights(bench, run, test):
+                    run = train_run(bench, kind, jets, seed, setting, again=True)
                 row = {
                     "model": kind, "budget": budget, "labelled_jets": jets, "seed": seed, "learning_rate": setting.learning_rate,
                     "head_only_steps": run["head_only_steps"], "setting": setting.label, "selection_jets": select_jets, "validation_auc_by_setting": tried,
@@ -724,11 +779,18 @@ def wall_clock(bench: Bench, models: list[str]) -> dict:
 def add_arguments(parser, budgets: list[float], models: list[str], choices: list[str]) -> None:
     """The arguments benchmarks 1 and 2 share (their runs and data are shared too); `models` is the
     default of --models, `choices` what it accepts."""
-    parser.add_argument("--pretrained", default="jet-foundation-small", help="pretrained bundle: a registered name, a folder or a hub repo id")
     parser.add_argument("--main-job-model", default=None, help=f"the main job's pretrained bundle, for --models main_job (default: {MAIN_JOB_MODEL} under FOUNDATION_HOME, where `foundation run` leaves it)")
     parser.add_argument("--recipe", default="finetune/top_tagging.yaml", help="fine-tuning recipe: mode, head, weight decay (the protocol sets its schedule, batch and learning rate)")
+    parser.add_argument("--scratch-recipe", default=None, help="the from-scratch model's recipe (default: --recipe, reading the particles' features without their codes)")
     parser.add_argument("--budgets", type=float, nargs="+", default=budgets, help="fractions of the labelled training jets")
     parser.add_argument("--models", nargs="+", default=models, choices=choices, help=f"default: {' '.join(models)}; main_job: the main job's model (--main-job-model)")
+    add_protocol_arguments(parser)
+
+
+def add_protocol_arguments(parser) -> None:
+    """How every model is trained and its configuration chosen, on which data and run cache: the
+    arguments of add_arguments a study of one choice (benchmarks.tagging_choices) shares."""
+    parser.add_argument("--pretrained", default="jet-foundation-small", help="pretrained bundle: a registered name, a folder or a hub repo id")
     parser.add_argument("--learning-rates", type=float, nargs="+", default=LEARNING_RATES, help="the grid every model's learning rate is chosen from")
     parser.add_argument("--refine", action="store_true", help="after the grid, one more configuration per model on validation: a head-only start (--head-first-steps) for pretrained models, a rate between the best and its better neighbour for models from scratch")
     parser.add_argument("--head-first-steps", type=int, default=200, help="--refine: the head-only steps a pretrained model tries")
@@ -738,6 +800,7 @@ def add_arguments(parser, budgets: list[float], models: list[str], choices: list
     parser.add_argument("--patience", type=int, default=Protocol.patience, help="evaluations without a better validation AUC before a run stops")
     add_data_arguments(parser)
     parser.add_argument("--runs", type=Path, default=None, help="cache of the individual runs, shared by benchmarks 1 and 2 (default: checkpoints/benchmarks/tagging-runs)")
+    parser.add_argument("--records", type=Path, default=None, help=f"the runs' committed record (settings, validation and test figures; no weights), read where --runs lacks a run (default: {RECORDS.relative_to(ROOT)}; --tiny: OUT/records)")
     parser.set_defaults(seeds=[0, 1, 2])  # mean and spread need several seeds per point
 
 
@@ -769,13 +832,16 @@ def prepare(parser, argv) -> tuple:
         if getattr(args, option) <= 0:
             fail(f"--{option.replace('_', '-')}: must be positive")
     check_data_arguments(args)
-    if not Path(args.recipe).exists():
-        fail(f"--recipe {args.recipe}: no such file")
+    for option in ("recipe", "scratch_recipe"):
+        path = getattr(args, option)
+        if path is not None and not Path(path).exists():
+            fail(f"--{option.replace('_', '-')} {path}: no such file")
     check_refinement(args)
     check_main_job_model(args)
     args.runs = args.runs or (args.out / "runs" if args.tiny else Path("checkpoints/benchmarks/tagging-runs"))
+    args.records = args.records or (args.out / "records" if args.tiny else RECORDS)
     protocol = TINY_PROTOCOL if args.tiny else Protocol(max_epochs=args.max_epochs, min_steps=args.min_steps, patience=args.patience)
-    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny, args.main_job_model)
+    bench = Bench(prepare_data(args), protocol, args.runs, args.recipe, args.pretrained, args.tiny, args.main_job_model, args.scratch_recipe, args.records)
     return args, bench
 
 

@@ -1,6 +1,7 @@
 """Every benchmark script runs in its --tiny setting, so none can rot unnoticed."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from benchmarks import (
     render,
     speed,
     tagging,
+    tagging_choices,
     tokenizer,
 )
 from foundation.hub import weights_sha256
@@ -103,6 +105,60 @@ def test_tagging(independent_samples, development_sample, tiny_bundle, tmp_path)
     again = tagging.main([*args, "--budgets", "0.5", "--seeds", "0", "1", "--out", str(tmp_path / "b")])
     assert [r["auc"] for r in again] == [r["auc"] for r in summary]
     assert {f: (f / "run.json").stat().st_mtime for f in runs} == before and len(list((tmp_path / "runs").glob("*/*/run.json"))) == 9
+
+
+def test_tagging_choices_compares_variants_on_validation_jets_only(independent_samples, development_sample, tiny_bundle, tmp_path):
+    train, test = independent_samples
+    args = [
+        "--tiny", "--pretrained", str(tiny_bundle), "--data", *train, "--test-data", *test, "--dev-data", *development_sample,
+        "--learning-rates", "3e-3", "--budgets", "0.5", "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "c"),
+    ]
+    summary = tagging_choices.main([*args, "--variants", "scratch-codes", "scratch-features", "pretrained-token-dropout"])
+    assert [r["variant"] for r in summary] == ["scratch, codes and features", "scratch, features only", "pretrained, token dropout 0.3"]
+    assert all(0 <= r["dev_auc"] <= 1 and 0 <= r["validation_auc"] <= 1 for r in summary)
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "runs").glob("*/*/run.json")]
+    assert len(runs) == 3 and not list((tmp_path / "runs").glob("*/*/test.json"))  # no test jet read
+    saved = _page(tmp_path / "c", "tagging_choices")
+    assert saved["plots"] == ["tagging_choices.png"] and "scratch, features only" in saved["tables"]["Validation results (mean and spread over seeds)"]
+    # The features-only variant is benchmark 1's scratch model: benchmark 1 reuses its run.
+    trained = {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/*/run.json")}
+    tagging.main(["--tiny", "--pretrained", str(tiny_bundle), "--data", *train, "--test-data", *test, "--learning-rates", "3e-3", "--budgets", "0.5",
+                  "--runs", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "--out", str(tmp_path / "t"), "--models", "scratch", "--seeds", "0"])
+    assert {p: p.stat().st_mtime for p in (tmp_path / "runs").glob("*/*/run.json")} == trained
+
+
+def test_a_fresh_machine_reuses_the_recorded_runs(independent_samples, development_sample, tiny_bundle, tmp_path):
+    """The runs' record (settings and figures, no weights) is committed; the weights are not. On a
+    machine without the runs, what was recorded is read back, and only a run that must be scored and
+    has no score yet trains again."""
+    records, runs = tmp_path / "records", tmp_path / "runs"
+    args = [*_tagging_args(tiny_bundle, independent_samples, tmp_path), "--records", str(records), "--budgets", "0.5", "--seeds", "0", "--models", "scratch"]
+    first = tagging.main([*args, "--out", str(tmp_path / "v"), "--validation-only", "--dev-data", *development_sample])
+    kept = {p.name for p in records.rglob("*") if p.is_file()}
+    assert {"run.json", "settings.json"} < kept and all(name in tagging.RECORD_FILES or name.startswith("dev-") for name in kept)
+    assert len(list(records.glob("*/*/run.json"))) == 2  # both learning rates of the search
+    shutil.rmtree(runs)  # a fresh machine: the cache and weights gone, the record committed
+    again = tagging.main([*args, "--out", str(tmp_path / "v2"), "--validation-only", "--dev-data", *development_sample])
+    assert again == first and not list(runs.glob("*/*/model"))  # read back, nothing trained
+    # The full command scores the chosen run on the test sample: it needs weights, so it trains again.
+    final = tagging.main([*args, "--out", str(tmp_path / "a")])
+    assert len(list(runs.glob("*/*/model"))) == 1 and len(list(records.glob("*/*/test.json"))) == 1 and 0 <= final[0]["auc"] <= 1
+
+
+def test_benchmarks_scratch_model_reads_features_only_unless_given_a_recipe(tmp_path):
+    """From scratch the codes let a tagger memorise few labels (benchmarks.tagging_choices): by default
+    the scratch model reads the particles' features alone; --scratch-recipe trains it as that recipe says."""
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(train=["train.h5"], validation=["validation.h5"])
+    bench = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", "finetune/top_tagging.yaml", "jet-foundation-small", tiny=False)
+
+    def recipe_of(bench, kind):
+        return tagging.our_recipe(bench, kind, 225, 0, tagging.Setting(1e-3), str(tmp_path))
+
+    assert recipe_of(bench, "scratch").architecture == {"token_inputs": False} and recipe_of(bench, "pretrained").architecture == {}
+    with_codes = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", "finetune/top_tagging.yaml", "jet-foundation-small", tiny=False, scratch_recipe="finetune/top_tagging.yaml")
+    assert recipe_of(with_codes, "scratch").architecture == {} and recipe_of(with_codes, "scratch").init == "scratch"
 
 
 def test_tagging_refuses_a_test_sample_that_is_not_independent(independent_samples, tiny_bundle, tmp_path, capsys):
