@@ -370,7 +370,11 @@ def record_run(bench: Bench, folder: Path) -> None:
         return
     target = bench.records / folder.relative_to(bench.runs)
     target.mkdir(parents=True, exist_ok=True)
+    tested = (folder / "test.json").exists()
     for path in folder.iterdir():
+        # Before its test pass, a run's test_predictions.npz is the fine-tuning's own, on validation jets.
+        if path.name == "test_predictions.npz" and not tested:
+            continue
         if path.is_file() and (path.name in RECORD_FILES or path.name.startswith("dev-")):
             shutil.copy2(path, target / path.name)
 

@@ -136,13 +136,15 @@ def test_a_fresh_machine_reuses_the_recorded_runs(independent_samples, developme
     first = tagging.main([*args, "--out", str(tmp_path / "v"), "--validation-only", "--dev-data", *development_sample])
     kept = {p.name for p in records.rglob("*") if p.is_file()}
     assert {"run.json", "settings.json"} < kept and all(name in tagging.RECORD_FILES or name.startswith("dev-") for name in kept)
+    assert "test_predictions.npz" not in kept  # not scored on the test sample yet
     assert len(list(records.glob("*/*/run.json"))) == 2  # both learning rates of the search
     shutil.rmtree(runs)  # a fresh machine: the cache and weights gone, the record committed
     again = tagging.main([*args, "--out", str(tmp_path / "v2"), "--validation-only", "--dev-data", *development_sample])
     assert again == first and not list(runs.glob("*/*/model"))  # read back, nothing trained
     # The full command scores the chosen run on the test sample: it needs weights, so it trains again.
     final = tagging.main([*args, "--out", str(tmp_path / "a")])
-    assert len(list(runs.glob("*/*/model"))) == 1 and len(list(records.glob("*/*/test.json"))) == 1 and 0 <= final[0]["auc"] <= 1
+    assert len(list(runs.glob("*/*/model"))) == 1 and 0 <= final[0]["auc"] <= 1
+    assert len(list(records.glob("*/*/test.json"))) == len(list(records.glob("*/*/test_predictions.npz"))) == 1
 
 
 def test_benchmarks_scratch_model_reads_features_only_unless_given_a_recipe(tmp_path):
