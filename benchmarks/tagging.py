@@ -89,7 +89,7 @@ LEARNING_RATES = [3e-5, 1e-4, 3e-4, 1e-3]
 # The from-scratch model's inputs when --scratch-recipe is not given: the particles' exact features
 # without the tokenizer's codes. Chosen on validation jets (docs/results/tagging_choices.md, benchmarks.tagging_choices): from
 # scratch the codes are a channel to memorise a few thousand labelled jets by, and without them the
-# same backbone tags better at every budget tried.
+# same backbone tags better at both budgets the page compares (most at 2250 labels).
 SCRATCH_ARCHITECTURE = {"token_inputs": False}
 # Every run's settings and figures, committed (docs/benchmarks.md): a fresh clone reuses them.
 RECORDS = ROOT / "docs" / "results" / "runs" / "tagging"
