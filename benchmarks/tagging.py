@@ -392,9 +392,11 @@ def restore_run(bench: Bench, folder: Path) -> bool:
 
 def needs_weights(bench: Bench, run: dict, test: bool) -> bool:
     """Whether a chosen run must be scored (test, or development sample) but has only its record."""
+    if not test and bench.data.dev is None:
+        return False  # a validation pass without a development sample scores nothing
     folder = Path(run["folder"])
     scored = folder / ("test.json" if test else f"dev-{bench.data.dev_digest}.json")
-    return (test or bench.data.dev is not None) and not scored.exists() and not (folder / "model").exists()
+    return not scored.exists() and not (folder / "model").exists()
 
 
 def train_run(bench: Bench, kind: str, jets: int, seed: int, setting: Setting, again: bool = False) -> dict:
