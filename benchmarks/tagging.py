@@ -375,8 +375,16 @@ def record_run(bench: Bench, folder: Path) -> None:
         # Before its test pass, a run's test_predictions.npz is the fine-tuning's own, on validation jets.
         if path.name == "test_predictions.npz" and not tested:
             continue
-        if path.is_file() and (path.name in RECORD_FILES or path.name.startswith("dev-")):
+        if path.is_file() and (path.name in RECORD_FILES or path.name.startswith("dev-")) and not _same_file(path, target / path.name):
             shutil.copy2(path, target / path.name)
+
+
+def _same_file(path: Path, copy: Path) -> bool:
+    """Whether `copy` is a copy2 of `path` already (a restored or once-recorded run is not copied again)."""
+    if not copy.exists():
+        return False
+    a, b = path.stat(), copy.stat()
+    return (a.st_size, a.st_mtime_ns) == (b.st_size, b.st_mtime_ns)
 
 
 def restore_run(bench: Bench, folder: Path) -> bool:

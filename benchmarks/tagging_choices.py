@@ -84,7 +84,7 @@ def main(argv=None) -> list[dict]:
         "summary": summary, "tables": {"Validation results (mean and spread over seeds)": table, "Selection (validation only)": selection},
         "variants": {key: VARIANTS[key].name for key in args.variants}, "data": bench.data.record, "protocol": asdict(bench.protocol),
         **search_record(args), "plots": [plot],
-    }, models=measured_bundles(bench, ["pretrained"]))
+    }, models=measured_bundles(bench, [VARIANTS[key].model for key in args.variants]))
     return summary
 
 
