@@ -198,12 +198,15 @@ def check_independent(train: list[str], test: list[str], dev: list[str] | None =
 
 
 def _file_record(files: list[str]) -> list[dict]:
+    """Jet files by name, size and (generated ones) Pythia seed and process: what keys the runs.
+    Not by folder, so that a run recorded in one checkout (or on another machine) is the same run
+    in another; not by a hash of the contents, which a regenerated file's metadata would change."""
     from foundation.data.canonical import CanonicalSource, is_canonical
 
     out = []
     for path in files:
         meta = CanonicalSource(path).metadata if is_canonical(path) else {}
-        out.append({"path": str(Path(path).resolve()), "bytes": Path(path).stat().st_size, "seed": meta.get("seed"), "process": (meta.get("generator") or {}).get("process")})
+        out.append({"name": Path(path).name, "bytes": Path(path).stat().st_size, "seed": meta.get("seed"), "process": (meta.get("generator") or {}).get("process")})
     return out
 
 
@@ -345,8 +348,14 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, setting: Setting
         # Fields added since, at their as-before value, are left out: runs cached before they existed stay valid.
         recipe = without_fields_at_as_before(to_dict(our_recipe(bench, kind, jets, seed, setting, "<run>")))
         recipe.pop("model")
+        # The split's files are what settings["data"] names; by file name here too, not by folder.
+        recipe["data"].update({key: [Path(path).name for path in recipe["data"][key]] for key in DATA_FILE_FIELDS})
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
+
+
+# The recipe's data fields that hold paths: its files are the benchmark's split of the data.
+DATA_FILE_FIELDS = ("files", "validation_files", "test_files")
 
 
 def head_only_steps_of(settings: dict) -> int:

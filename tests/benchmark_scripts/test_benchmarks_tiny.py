@@ -138,11 +138,16 @@ def test_a_fresh_machine_reuses_the_recorded_runs(independent_samples, developme
     assert {"run.json", "settings.json"} < kept and all(name in tagging.RECORD_FILES or name.startswith("dev-") for name in kept)
     assert "test_predictions.npz" not in kept  # not scored on the test sample yet
     assert len(list(records.glob("*/*/run.json"))) == 2  # both learning rates of the search
-    shutil.rmtree(runs)  # a fresh machine: the cache and weights gone, the record committed
-    again = tagging.main([*args, "--out", str(tmp_path / "v2"), "--validation-only", "--dev-data", *development_sample])
+    shutil.rmtree(runs)  # a fresh machine: the cache and weights gone, the record committed ...
+    clone = tmp_path / "clone"  # ... and the checkout in another folder: the same jet files elsewhere
+    clone.mkdir()
+    train, test, dev = ([str(shutil.copy2(path, clone)) for path in files] for files in (*independent_samples, development_sample))
+    runs = clone / "runs"
+    args = [*_tagging_args(tiny_bundle, (train, test), clone), "--records", str(records), "--budgets", "0.5", "--seeds", "0", "--models", "scratch"]
+    again = tagging.main([*args, "--out", str(clone / "v"), "--validation-only", "--dev-data", *dev])
     assert again == first and not list(runs.glob("*/*/model"))  # read back, nothing trained
     # The full command scores the chosen run on the test sample: it needs weights, so it trains again.
-    final = tagging.main([*args, "--out", str(tmp_path / "a")])
+    final = tagging.main([*args, "--out", str(clone / "a")])
     assert len(list(runs.glob("*/*/model"))) == 1 and 0 <= final[0]["auc"] <= 1
     assert len(list(records.glob("*/*/test.json"))) == len(list(records.glob("*/*/test_predictions.npz"))) == 1
 
