@@ -113,7 +113,7 @@ RESUMABLE_CHANGES = frozenset({
 
 # Recipe fields added after runs were saved (dotted keys), with the value that means "as before": a
 # saved run without the field matches it at that value, so it still resumes (and stays a cache hit).
-FIELDS_ADDED_SINCE = {"head_only_steps": 0, "training.compile_blocks": False, "training.pad_to_multiple_of": 1}
+FIELDS_ADDED_SINCE = {"head_only_steps": 0, "head.token_dropout": 0.0, "training.compile_blocks": False, "training.pad_to_multiple_of": 1}
 
 
 def without_fields_at_as_before(recipe: dict) -> dict:

@@ -166,6 +166,17 @@ def test_benchmarks_scratch_model_reads_features_only_unless_given_a_recipe(tmp_
     assert recipe_of(bench, "scratch").architecture == {"token_inputs": False} and recipe_of(bench, "pretrained").architecture == {}
     with_codes = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", "finetune/top_tagging.yaml", "jet-foundation-small", tiny=False, scratch_recipe="finetune/top_tagging.yaml")
     assert recipe_of(with_codes, "scratch").architecture == {} and recipe_of(with_codes, "scratch").init == "scratch"
+    # Without codes, token dropout has nothing to hide: the scratch model is the same run under either recipe.
+    from foundation.config import to_dict
+    from foundation.training.checkpoint import without_fields_at_as_before
+
+    with_dropout = tagging.Bench(data, tagging.Protocol(), tmp_path / "runs", "finetune/top_tagging_token_dropout.yaml", "jet-foundation-small", tiny=False)
+    assert recipe_of(with_dropout, "pretrained").head["token_dropout"] == 0.3
+
+    def key(bench):
+        return without_fields_at_as_before(to_dict(recipe_of(bench, "scratch")))
+
+    assert key(with_dropout) == key(bench)
 
 
 def test_tagging_refuses_a_test_sample_that_is_not_independent(independent_samples, tiny_bundle, tmp_path, capsys):
