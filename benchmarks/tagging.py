@@ -97,6 +97,8 @@ RECIPE = "finetune/top_tagging_token_dropout.yaml"
 # Every run's settings and figures, committed (docs/benchmarks.md): a fresh clone reuses them.
 RECORDS = ROOT / "docs" / "results" / "runs" / "tagging"
 RUN_FORMAT = 1  # part of every run's key: bump when a change makes old runs incomparable
+# The recipe's data fields that hold paths; a run's key names these files (the benchmark's split) by file name.
+DATA_FILE_FIELDS = ("files", "validation_files", "test_files")
 
 
 def fail(message: str):
@@ -358,10 +360,6 @@ def run_settings(bench: Bench, kind: str, jets: int, seed: int, setting: Setting
         recipe["data"].update({key: [Path(path).name for path in recipe["data"][key]] for key in DATA_FILE_FIELDS})
         settings.update(recipe=recipe, pretrained=bench.bundle_digest(kind))
     return json.loads(json.dumps(settings, default=str))
-
-
-# The recipe's data fields that hold paths: its files are the benchmark's split of the data.
-DATA_FILE_FIELDS = ("files", "validation_files", "test_files")
 
 
 def head_only_steps_of(settings: dict) -> int:
